@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Builds the control-plane binaries (and helm) from the wrapper Go modules under hack/tools/ and caches
+# them in ~/.cache/canary-operator/<version>/ (or $CANARY_CACHE). A binary already in the cache is reused,
+# so only the first run on a machine is slow. Prints the bin directory on stdout as its last line.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=/dev/null
+. "$here/versions.env"
+cache=${CANARY_CACHE:-$HOME/.cache/canary-operator}
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+
+log() { echo "build-tools: $*" >&2; }
+
+# go build names a binary after the last import path element, except that a major version
+# suffix (/v3) is skipped: go.etcd.io/etcd/server/v3 becomes "server".
+go_exe_name() {
+  local p=$1
+  [[ $(basename "$p") =~ ^v[0-9]+$ ]] && p=$(dirname "$p")
+  basename "$p"
+}
+
+build() { # module-dir version out-dir version-ldflags name=pkg...
+  local dir=$1 version=$2 out=$3 ldflags=$4; shift 4
+  local spec missing=()
+  for spec in "$@"; do [ -x "$out/${spec%%=*}" ] || missing+=("$spec"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  mkdir -p "$out"
+  log "building ${missing[*]#*=} @ $version (first build on this machine; cached afterwards)"
+  local start=$SECONDS
+  rm -rf "$out/.tmp"
+  (cd "$here/tools/$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/.tmp/" "${missing[@]#*=}")
+  # Moved into place only after the whole build succeeded, so an interrupted build is never cached.
+  for spec in "${missing[@]}"; do mv "$out/.tmp/$(go_exe_name "${spec#*=}")" "$out/${spec%%=*}"; done
+  rmdir "$out/.tmp" 2>/dev/null || true
+  log "built ${missing[*]%%=*} in $((SECONDS - start))s"
+}
+
+# Source directory of a module version, from the module cache (downloaded on first use). Run outside
+# the wrapper modules so that neither their go.mod nor go.sum is touched.
+module_dir() {
+  (cd / && GOFLAGS='' go mod download -json "$1" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+}
+
+# The version ldflags make /version report the real release instead of v0.0.0-master.
+kv=$KUBE_VERSION
+k8s_ld="-X k8s.io/component-base/version.gitVersion=$kv -X k8s.io/client-go/pkg/version.gitVersion=$kv"
+k8s_ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$kv" | cut -d. -f2)"
+k8s_ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
+bin=$cache/bin
+build k8s "$kv" "$cache/kubernetes-$kv" "$k8s_ld" \
+  kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
+  kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+  kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl
+build etcd "$ETCD_VERSION" "$cache/etcd-$ETCD_VERSION" "" etcd=go.etcd.io/etcd/server/v3
+build kwok "$KWOK_VERSION" "$cache/kwok-$KWOK_VERSION" "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+  kwok=sigs.k8s.io/kwok/cmd/kwok
+build helm "$HELM_VERSION" "$cache/helm-$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+  helm=helm.sh/helm/v3/cmd/helm
+
+# Istio's CRDs come from the pinned istio.io/api module.
+istio_crds=$cache/istio-crds-$ISTIO_API_VERSION.yaml
+if [ ! -s "$istio_crds" ]; then
+  cp "$(module_dir "istio.io/api@$ISTIO_API_VERSION")/kubernetes/customresourcedefinitions.gen.yaml" "$istio_crds.tmp"
+  mv "$istio_crds.tmp" "$istio_crds"
+fi
+
+# The kwok binary ships no default Stages (kwokctl injects them), and without them nodes never become
+# Ready and pods never Running. Take kwok's own "fast" stages from the same module version.
+kwok_stages=$cache/kwok-$KWOK_VERSION/stages.yaml
+if [ ! -s "$kwok_stages" ]; then
+  kwok_src=$(module_dir "sigs.k8s.io/kwok@$KWOK_VERSION")/kustomize/stage
+  for f in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    echo "---"
+    cat "$kwok_src/$f"
+  done >"$kwok_stages.tmp"
+  mv "$kwok_stages.tmp" "$kwok_stages"
+fi
+
+# One directory of links to the pinned versions, so callers need a single PATH entry.
+rm -rf "$bin.new" && mkdir -p "$bin.new"
+for f in "$cache/kubernetes-$kv"/* "$cache/etcd-$ETCD_VERSION/etcd" "$cache/kwok-$KWOK_VERSION/kwok" \
+  "$cache/helm-$HELM_VERSION/helm"; do
+  ln -s "$f" "$bin.new/$(basename "$f")"
+done
+ln -s "$istio_crds" "$bin.new/istio-crds.yaml"
+ln -s "$kwok_stages" "$bin.new/kwok-stages.yaml"
+rm -rf "$bin" && mv "$bin.new" "$bin"
+echo "$bin"

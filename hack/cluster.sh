@@ -1,0 +1,408 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane on 127.0.0.1 for development, demos and tests:
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes that turn pods
+# Running and Ready), built from Go modules by hack/build-tools.sh.
+#
+#   hack/cluster.sh up       start (or reuse a healthy) cluster; installs Istio's and our CRDs
+#   hack/cluster.sh down     stop the processes this script started (pid files) and remove the state
+#   hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` for eval
+#   hack/cluster.sh status   exit 0 only if every component is running and the apiserver is ready
+#
+# State lives in $CANARY_RUN_DIR (default ~/.cache/canary-operator/run), outside the repo: pid files,
+# one log per component, certificates, and the admin kubeconfig at $CANARY_RUN_DIR/kubeconfig.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+cache=${CANARY_CACHE:-$HOME/.cache/canary-operator}
+run=${CANARY_RUN_DIR:-$cache/run}
+components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+say() { echo "cluster: $*" >&2; }
+
+pid_of() { cat "$run/pids/$1.pid" 2>/dev/null || true; }
+
+# A pid file only counts if that pid still runs one of our processes: after a reboot the number may
+# belong to something else, which must never be signalled. Every component has $run in its arguments.
+alive() {
+  local pid
+  pid=$(pid_of "$1")
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$run"
+}
+
+kubectl_admin() { "$bin/kubectl" --kubeconfig="$run/kubeconfig" --request-timeout=10s "$@"; }
+
+api_ready() {
+  [ -s "$run/api-port" ] || return 1
+  curl -sf --max-time 3 --cacert "$run/pki/ca.crt" --cert "$run/pki/admin.crt" --key "$run/pki/admin.key" \
+    "https://127.0.0.1:$(cat "$run/api-port")/readyz" >/dev/null
+}
+
+healthy() {
+  local c
+  for c in "${components[@]}"; do alive "$c" || return 1; done
+  api_ready
+}
+
+stop_all() {
+  local i c pid n
+  for ((i = ${#components[@]} - 1; i >= 0; i--)); do
+    c=${components[i]}
+    alive "$c" || continue
+    pid=$(pid_of "$c")
+    kill "$pid" 2>/dev/null || true
+    for ((n = 0; n < 100; n++)); do alive "$c" || break; sleep 0.1; done
+    if alive "$c"; then
+      say "$c (pid $pid) ignored SIGTERM for 10s; sending SIGKILL"
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
+remove_state() {
+  # Guard against a CANARY_RUN_DIR that would make rm -rf destructive.
+  case "$run" in "" | / | "$HOME" | "$HOME/" | "$repo" | "$repo/")
+    say "refusing to remove run dir '$run'"
+    exit 1
+    ;;
+  esac
+  rm -rf "$run"
+}
+
+# Startup failed: show why, stop what was started, keep the logs for inspection (the next `up` or
+# `down` removes them).
+fail() { # component message
+  local log=$run/logs/$1.log
+  say "$1: $2"
+  if [ -f "$log" ]; then
+    echo "----- last 40 lines of $log -----" >&2
+    tail -n 40 "$log" >&2
+    echo "----- full log: $log -----" >&2
+  fi
+  stop_all
+  exit 1
+}
+
+# Polls a command until it succeeds; bounded by a deadline, and gives up early if the component
+# that should make it succeed has died.
+wait_for() { # component timeout-seconds what command...
+  local c=$1 timeout=$2 what=$3
+  shift 3
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    alive "$c" || fail "$c" "exited while waiting for $what"
+    ((SECONDS < deadline)) || fail "$c" "timed out after ${timeout}s waiting for $what"
+    sleep 0.5
+  done
+}
+
+start() { # component command...
+  local c=$1
+  shift
+  # nohup + redirected stdio: the cluster outlives the shell that started it and never holds the
+  # caller's stdout open (which would make `make` or CI wait forever).
+  # fd 9 is the lock of this script; a long-lived child holding it would block every later up/down.
+  nohup "$@" >"$run/logs/$c.log" 2>&1 </dev/null 9>&- &
+  echo $! >"$run/pids/$c.pid"
+}
+
+free_ports() { # count
+  python3 - "$1" <<'EOF'
+import socket, sys
+# All sockets stay bound until every port is chosen, so the ports are distinct.
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+issue_cert() { # name subject extendedKeyUsage [subjectAltName]
+  local pki=$run/pki name=$1
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$name.key" 2>/dev/null
+  openssl req -new -key "$pki/$name.key" -subj "$2" -out "$pki/$name.csr" 2>/dev/null
+  {
+    echo "basicConstraints=critical,CA:FALSE"
+    echo "keyUsage=critical,digitalSignature"
+    echo "extendedKeyUsage=$3"
+    if [ -n "${4:-}" ]; then echo "subjectAltName=$4"; fi
+  } >"$pki/$name.ext"
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 365 -extfile "$pki/$name.ext" -out "$pki/$name.crt" 2>/dev/null
+  rm -f "$pki/$name.csr" "$pki/$name.ext"
+}
+
+gen_pki() {
+  local pki=$run/pki
+  mkdir -p "$pki"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/ca.key" 2>/dev/null
+  openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=canary-operator-dev-ca" -days 3650 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -out "$pki/ca.crt" 2>/dev/null
+  # 10.0.0.1 is the `kubernetes` Service's ClusterIP (first address of --service-cluster-ip-range).
+  issue_cert apiserver "/CN=kube-apiserver" serverAuth \
+    "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  issue_cert admin "/O=system:masters/CN=canary-operator-admin" clientAuth
+  # The bootstrap RBAC policy already grants these two user names what the components need.
+  issue_cert kube-controller-manager "/CN=system:kube-controller-manager" clientAuth
+  issue_cert kube-scheduler "/CN=system:kube-scheduler" clientAuth
+  # kwok plays the kubelet of every fake node, which no single node identity (Node authorizer) covers.
+  issue_cert kwok "/O=system:masters/CN=kwok" clientAuth
+  # Service account tokens (TokenRequest, controller-manager credentials) are signed with RSA, the
+  # algorithm every client and verifier supports.
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$pki/sa.key" 2>/dev/null
+  openssl pkey -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+}
+
+write_kubeconfig() { # file user server
+  local pki=$run/pki
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: canary-dev
+  cluster:
+    server: $3
+    certificate-authority-data: $(base64 -w0 <"$pki/ca.crt")
+users:
+- name: $2
+  user:
+    client-certificate-data: $(base64 -w0 <"$pki/$2.crt")
+    client-key-data: $(base64 -w0 <"$pki/$2.key")
+contexts:
+- name: canary-dev
+  context:
+    cluster: canary-dev
+    user: $2
+    namespace: default
+current-context: canary-dev
+EOF
+  chmod 600 "$1"
+}
+
+fake_nodes() {
+  local i
+  for i in 0 1 2; do
+    # No NoSchedule taint (unlike kwok's example): workloads created by the operator carry no
+    # kwok toleration and must still schedule.
+    cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+    node.alpha.kubernetes.io/ttl: "0"
+  labels:
+    type: kwok
+    kubernetes.io/arch: amd64
+    kubernetes.io/os: linux
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/role: agent
+    node-role.kubernetes.io/agent: ""
+    topology.kubernetes.io/zone: zone-$i
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  nodeInfo:
+    architecture: amd64
+    operatingSystem: linux
+    kubeletVersion: fake
+    kubeProxyVersion: fake
+    bootID: ""
+    containerRuntimeVersion: ""
+    kernelVersion: ""
+    machineID: ""
+    osImage: ""
+    systemUUID: ""
+  phase: Running
+EOF
+  done
+}
+
+# Re-applied on every `up`, also when the cluster is reused, because crd/ changes during development.
+install_repo_crds() {
+  local f found=0
+  for f in "$repo"/crd/*.yaml; do
+    [ -f "$f" ] || continue
+    found=1
+    kubectl_admin apply --server-side --force-conflicts --field-manager=canary-cluster-sh -f "$f" >/dev/null ||
+      return 1
+  done
+  if [ "$found" = 1 ]; then
+    kubectl_admin wait --for=condition=Established crd --all --timeout=60s >/dev/null || return 1
+  fi
+}
+
+cmd_up() {
+  local t0=$SECONDS
+  mkdir -p "$(dirname "$run")"
+  # Serialises concurrent `up`/`down` (e.g. two terminals, or make -j).
+  exec 9>"$run.lock"
+  flock -w 600 9 || {
+    say "another cluster.sh holds $run.lock"
+    exit 1
+  }
+
+  if healthy; then
+    bin=$(bin_dir)
+    install_repo_crds || {
+      say "could not install the CRDs under $repo/crd"
+      exit 1
+    }
+    if ! cmp -s "$here/versions.env" "$run/versions.env"; then
+      say "warning: the running cluster was started with other versions than hack/versions.env; run \`make cluster-down cluster-up\`"
+    fi
+    say "reusing healthy cluster at https://127.0.0.1:$(cat "$run/api-port") (run dir $run)"
+    return 0
+  fi
+  if [ -d "$run" ]; then
+    say "found a stopped or unhealthy cluster in $run; replacing it"
+    stop_all
+    remove_state
+  fi
+  bin=$("$here/build-tools.sh" | tail -n1)
+
+  mkdir -p "$run"/{pids,logs,etcd,certs}
+  echo "$bin" >"$run/bin-dir"
+  cp "$here/versions.env" "$run/versions.env"
+  local etcd_port etcd_peer_port api_port kcm_port sched_port
+  read -r etcd_port etcd_peer_port api_port kcm_port sched_port < <(free_ports 5)
+  if [ -z "$sched_port" ]; then
+    say "could not pick free ports on 127.0.0.1 (python3 missing?)"
+    exit 1
+  fi
+  echo "$api_port" >"$run/api-port"
+  local server=https://127.0.0.1:$api_port pki=$run/pki
+  gen_pki
+  write_kubeconfig "$run/kubeconfig" admin "$server"
+  local c
+  for c in kube-controller-manager kube-scheduler kwok; do
+    write_kubeconfig "$run/$c.kubeconfig" "$c" "$server"
+  done
+
+  # Durability is not worth the fsync cost for a throwaway development cluster.
+  start etcd "$bin/etcd" --name=canary-dev --data-dir="$run/etcd" \
+    --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster="canary-dev=http://127.0.0.1:$etcd_peer_port" \
+    --unsafe-no-fsync --log-level=warn
+  wait_for etcd 30 "etcd /health" curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
+
+  # --advertise-address is required: with no default route the apiserver cannot pick one itself.
+  start kube-apiserver "$bin/kube-apiserver" \
+    --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --cert-dir="$run/certs/kube-apiserver" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --authorization-mode=Node,RBAC \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --profiling=false
+  wait_for kube-apiserver 120 "kube-apiserver /readyz" api_ready
+
+  # --use-service-account-credentials gives each controller its own identity, so RBAC is exercised
+  # the same way as in a real cluster.
+  start kube-controller-manager "$bin/kube-controller-manager" \
+    --kubeconfig="$run/kube-controller-manager.kubeconfig" \
+    --authentication-kubeconfig="$run/kube-controller-manager.kubeconfig" \
+    --authorization-kubeconfig="$run/kube-controller-manager.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$kcm_port" --cert-dir="$run/certs/kube-controller-manager" \
+    --leader-elect=false --controllers='*' --use-service-account-credentials=true \
+    --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+    --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
+    --service-cluster-ip-range=10.0.0.0/24 \
+    --profiling=false
+  start kube-scheduler "$bin/kube-scheduler" \
+    --kubeconfig="$run/kube-scheduler.kubeconfig" \
+    --authentication-kubeconfig="$run/kube-scheduler.kubeconfig" \
+    --authorization-kubeconfig="$run/kube-scheduler.kubeconfig" \
+    --bind-address=127.0.0.1 --secure-port="$sched_port" --cert-dir="$run/certs/kube-scheduler" \
+    --leader-elect=false --profiling=false
+  # kwok's own server stays off (no --server-address/--node-port): nothing here needs logs/exec.
+  # Pod IPs come from a range that does not overlap the Service range.
+  start kwok "$bin/kwok" \
+    --kubeconfig="$run/kwok.kubeconfig" --config="$bin/kwok-stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+    --cidr=10.244.0.0/16
+  wait_for kube-controller-manager 60 "kube-controller-manager /healthz" \
+    curl -skf --max-time 2 "https://127.0.0.1:$kcm_port/healthz"
+  wait_for kube-scheduler 60 "kube-scheduler /healthz" curl -skf --max-time 2 "https://127.0.0.1:$sched_port/healthz"
+
+  fake_nodes | kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f - >/dev/null ||
+    fail kube-apiserver "could not create the fake nodes"
+  wait_for kwok 60 "kwok to make the fake nodes Ready" \
+    kubectl_admin wait --for=condition=Ready node -l type=kwok --timeout=5s
+  # Pods are only admitted once their ServiceAccount exists; `default` is made by the controller-manager.
+  wait_for kube-controller-manager 60 "the default ServiceAccount in namespace default" \
+    kubectl_admin get serviceaccount default -n default
+
+  kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f "$bin/istio-crds.yaml" >/dev/null ||
+    fail kube-apiserver "could not install the Istio CRDs from $bin/istio-crds.yaml"
+  install_repo_crds || fail kube-apiserver "could not install the CRDs under $repo/crd"
+  kubectl_admin wait --for=condition=Established crd --all --timeout=60s >/dev/null ||
+    fail kube-apiserver "CRDs did not become Established"
+
+  say "up in $((SECONDS - t0))s: $server (Kubernetes $("$bin/kubectl" version --client -o json 2>/dev/null |
+    sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -n1)), run dir $run"
+  say "use it with: eval \$(make -s cluster-env)"
+}
+
+cmd_down() {
+  mkdir -p "$(dirname "$run")"
+  exec 9>"$run.lock"
+  flock -w 120 9 || {
+    say "another cluster.sh holds $run.lock"
+    exit 1
+  }
+  if [ ! -d "$run" ]; then
+    say "no cluster state in $run; nothing to stop"
+    return 0
+  fi
+  stop_all
+  remove_state
+  say "stopped; removed $run"
+}
+
+bin_dir() { cat "$run/bin-dir" 2>/dev/null || echo "$cache/bin"; }
+
+cmd_env() {
+  [ -s "$run/kubeconfig" ] || say "warning: no cluster in $run yet; run \`make cluster-up\`"
+  echo "export KUBECONFIG=\"$run/kubeconfig\""
+  # $PATH stays unexpanded until the caller evals the line.
+  echo "export PATH=\"$(bin_dir):\$PATH\""
+}
+
+cmd_status() {
+  local c ok=0
+  for c in "${components[@]}"; do
+    if alive "$c"; then
+      printf '%-24s running (pid %s)\n' "$c" "$(pid_of "$c")"
+    else
+      printf '%-24s not running\n' "$c"
+      ok=1
+    fi
+  done
+  if api_ready; then
+    echo "apiserver                https://127.0.0.1:$(cat "$run/api-port") ready"
+  else
+    echo "apiserver                not ready"
+    ok=1
+  fi
+  echo "run dir                  $run (logs in $run/logs)"
+  return "$ok"
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) cmd_down ;;
+  env) cmd_env ;;
+  status) cmd_status ;;
+  *)
+    echo "usage: $0 up|down|env|status" >&2
+    exit 2
+    ;;
+esac

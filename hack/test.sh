@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test target against the local control plane. Starts the cluster when none is healthy
+# and stops it again afterwards, also when the tests fail or are interrupted; a cluster that was
+# already running is left as it was. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+started=0
+cleanup() {
+  if [ "$started" = 1 ]; then hack/cluster.sh down || true; fi
+}
+trap cleanup EXIT
+# Turn signals into a normal exit so the EXIT trap runs.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if ! hack/cluster.sh status >/dev/null 2>&1; then
+  # Set before `up` so that a half-started cluster is cleaned up too.
+  started=1
+  hack/cluster.sh up
+fi
+eval "$(hack/cluster.sh env)"
+cargo test --all-targets "$@"

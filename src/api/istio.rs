@@ -1,0 +1,115 @@
+//! The parts of Istio's `networking.istio.io/v1` API that the operator writes.
+//!
+//! Istio owns these CRDs, so no schema is derived here (`schema = "disabled"`); fields we do not
+//! model are ignored when reading, which is harmless because drift is judged only on the fields we
+//! write.
+
+use std::collections::BTreeMap;
+
+use kube::CustomResource;
+use serde::{Deserialize, Serialize};
+
+/// Routing rules for a host: here, one HTTP route split by weight between two subsets.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "networking.istio.io",
+    version = "v1",
+    kind = "VirtualService",
+    namespaced,
+    schema = "disabled",
+    derive = "PartialEq"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualServiceSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<HttpRoute>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct HttpRoute {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route: Vec<HttpRouteDestination>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct HttpRouteDestination {
+    pub destination: Destination,
+    /// Istio omits a zero weight when it serialises; absent means 0 only when there are several
+    /// destinations, which is always the case for our routes.
+    #[serde(default)]
+    pub weight: i32,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct Destination {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<PortSelector>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct PortSelector {
+    pub number: u32,
+}
+
+/// Names the subsets of a host by pod labels.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "networking.istio.io",
+    version = "v1",
+    kind = "DestinationRule",
+    namespaced,
+    schema = "disabled",
+    derive = "PartialEq"
+)]
+pub struct DestinationRuleSpec {
+    pub host: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subsets: Vec<Subset>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct Subset {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A load balancer at the edge of the mesh: which ingress gateway pods listen on which port for which hosts.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "networking.istio.io",
+    version = "v1",
+    kind = "Gateway",
+    namespaced,
+    schema = "disabled",
+    derive = "PartialEq"
+)]
+pub struct GatewaySpec {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<Server>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct Server {
+    pub port: ServerPort,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct ServerPort {
+    pub number: u32,
+    pub name: String,
+    pub protocol: String,
+}

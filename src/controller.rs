@@ -1,0 +1,286 @@
+//! Wires the reconciler to the API server: caches (reflectors) of releases and of the children they
+//! own, the kube-runtime `Controller`, the Event recorder, and the retry policy.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::api::ListParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::CanaryRelease;
+use crate::api::istio::{DestinationRule, Gateway, VirtualService};
+use crate::{Error, labels, reconcile};
+
+/// What the operator watches and how it names things.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch one namespace, or all when `None`.
+    pub namespace: Option<String>,
+    /// DNS suffix of Services, used to write Istio hosts as fully qualified names.
+    pub cluster_domain: String,
+    /// Reported as the source of Events (`reportingController`/`reportingInstance`).
+    pub reporter: Reporter,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespace: None,
+            cluster_domain: "cluster.local".to_owned(),
+            reporter: Reporter {
+                controller: crate::FIELD_MANAGER.to_owned(),
+                instance: None,
+            },
+        }
+    }
+}
+
+/// Counters for tests, logs and (later) metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub reconciles: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// Read-only caches of the children, filtered to objects labelled as ours.
+#[derive(Clone)]
+pub struct Stores {
+    pub config_maps: Store<ConfigMap>,
+    pub deployments: Store<Deployment>,
+    pub autoscalers: Store<HorizontalPodAutoscaler>,
+    pub services: Store<Service>,
+    pub destination_rules: Store<DestinationRule>,
+    pub gateways: Store<Gateway>,
+    pub virtual_services: Store<VirtualService>,
+}
+
+impl Stores {
+    /// Waits (bounded) until every cache has listed once, so a restart does not mistake "not yet
+    /// listed" for "missing" and fall back to a GET per child.
+    pub async fn wait_ready(&self) {
+        let all = async {
+            tokio::join!(
+                self.config_maps.wait_until_ready(),
+                self.deployments.wait_until_ready(),
+                self.autoscalers.wait_until_ready(),
+                self.services.wait_until_ready(),
+                self.destination_rules.wait_until_ready(),
+                self.gateways.wait_until_ready(),
+                self.virtual_services.wait_until_ready(),
+            )
+        };
+        // Past the timeout the reconciler still works: a child missing from a cache is read directly.
+        let _ = tokio::time::timeout(Duration::from_secs(30), all).await;
+    }
+}
+
+/// A kind of object a release owns.
+pub trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    fn store(stores: &Stores) -> &Store<Self>;
+}
+
+macro_rules! child {
+    ($kind:ty, $field:ident) => {
+        impl Child for $kind {
+            fn store(stores: &Stores) -> &Store<Self> {
+                &stores.$field
+            }
+        }
+    };
+}
+child!(ConfigMap, config_maps);
+child!(Deployment, deployments);
+child!(HorizontalPodAutoscaler, autoscalers);
+child!(Service, services);
+child!(DestinationRule, destination_rules);
+child!(Gateway, gateways);
+child!(VirtualService, virtual_services);
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    pub recorder: Recorder,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    failures: Mutex<HashMap<ObjectRef<CanaryRelease>, u32>>,
+}
+
+impl Context {
+    pub fn api<K: Child>(&self, namespace: &str) -> Api<K> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Forgets the failure streak of a release after a successful reconcile.
+    pub fn reset_backoff(&self, release: &CanaryRelease) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&ObjectRef::from(release));
+        }
+    }
+
+    /// Exponential backoff per release: 0.5 s, 1 s, 2 s, ... capped at 5 minutes.
+    fn next_backoff(&self, release: &CanaryRelease) -> Duration {
+        let streak = match self.failures.lock() {
+            Ok(mut failures) => {
+                let n = failures.entry(ObjectRef::from(release)).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 10,
+        };
+        let millis = 500u64.saturating_mul(1u64 << streak.saturating_sub(1).min(20));
+        Duration::from_millis(millis.min(300_000))
+    }
+}
+
+fn error_policy(release: Arc<CanaryRelease>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failures.fetch_add(1, Ordering::Relaxed);
+    let delay = ctx.next_backoff(&release);
+    tracing::warn!(
+        namespace = release.namespace().unwrap_or_default(),
+        name = release.name_any(),
+        reason = error.metric_label(),
+        retry_in_ms = delay.as_millis() as u64,
+        "reconcile failed: {error}"
+    );
+    Action::requeue(delay)
+}
+
+/// Why the operator cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "the CanaryRelease CRD (canaryreleases.canary.dev) is not installed: install it with `kubectl apply --server-side -f crd/canaryrelease.yaml` (or `canary-operator crd | kubectl apply --server-side -f -`)"
+    )]
+    CrdMissing,
+    #[error(
+        "Istio's networking CRDs (virtualservices/destinationrules/gateways.networking.istio.io, v1) are not installed: install Istio, or its CRDs, first"
+    )]
+    IstioMissing,
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+}
+
+/// Checks that the APIs the operator needs are served, so a missing CRD is one clear message at
+/// start instead of a stream of watch errors.
+pub async fn check_apis(client: &Client, namespace: Option<&str>) -> Result<(), StartError> {
+    let probe = ListParams::default().limit(1);
+    let releases: Api<CanaryRelease> = scoped(client, namespace);
+    match releases.list_metadata(&probe).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => return Err(StartError::CrdMissing),
+        other => other.map(|_| ())?,
+    }
+    let routes: Api<VirtualService> = scoped(client, namespace);
+    match routes.list_metadata(&probe).await {
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(StartError::IstioMissing),
+        other => other.map(|_| ()).map_err(StartError::from),
+    }
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A cache of one child kind, and the stream of changes that drives it. Managed fields are
+/// dropped before caching: they are most of an object's size and the operator never reads them.
+fn child_cache<K: Child>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
+    let (reader, writer) = reflector::store();
+    let config = watcher::Config::default().labels(&labels::managed_selector());
+    let stream = watcher(scoped::<K>(client, namespace), config)
+        .default_backoff()
+        .modify(|object| {
+            object.managed_fields_mut().clear();
+        })
+        .reflect(writer)
+        // Deletions must trigger too: a deleted child is recreated.
+        .touched_objects();
+    (reader, stream)
+}
+
+/// Builds the controller. The returned future runs it until `shutdown` resolves, letting
+/// reconciles in flight finish; the context stays readable meanwhile (tests read its counters).
+pub fn controller(
+    client: Client,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> (Arc<Context>, impl Future<Output = ()> + Send + 'static) {
+    let ns = settings.namespace.clone();
+    let ns = ns.as_deref();
+    let (config_maps, cm_stream) = child_cache::<ConfigMap>(&client, ns);
+    let (deployments, deploy_stream) = child_cache::<Deployment>(&client, ns);
+    let (autoscalers, hpa_stream) = child_cache::<HorizontalPodAutoscaler>(&client, ns);
+    let (services, svc_stream) = child_cache::<Service>(&client, ns);
+    let (destination_rules, dr_stream) = child_cache::<DestinationRule>(&client, ns);
+    let (gateways, gw_stream) = child_cache::<Gateway>(&client, ns);
+    let (virtual_services, vs_stream) = child_cache::<VirtualService>(&client, ns);
+
+    let (releases, release_writer) = reflector::store();
+    let release_stream = watcher(scoped::<CanaryRelease>(&client, ns), watcher::Config::default())
+        .default_backoff()
+        .modify(|release| {
+            release.managed_fields_mut().clear();
+        })
+        .reflect(release_writer)
+        .applied_objects();
+
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), settings.reporter.clone()),
+        client,
+        stores: Stores {
+            config_maps,
+            deployments,
+            autoscalers,
+            services,
+            destination_rules,
+            gateways,
+            virtual_services,
+        },
+        settings,
+        metrics: Metrics::default(),
+        failures: Mutex::new(HashMap::new()),
+    });
+    let running = Controller::for_stream(release_stream, releases)
+        .owns_stream(cm_stream)
+        .owns_stream(deploy_stream)
+        .owns_stream(hpa_stream)
+        .owns_stream(svc_stream)
+        .owns_stream(dr_stream)
+        .owns_stream(gw_stream)
+        .owns_stream(vs_stream)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, error_policy, ctx.clone())
+        .for_each(|_| std::future::ready(()));
+    (ctx, running)
+}

@@ -1,0 +1,47 @@
+//! Label and annotation keys the operator puts on what it creates.
+//!
+//! `app` and `version` are the labels Istio's docs and the lab use to tell versions apart; the
+//! `app.kubernetes.io/*` ones are the Kubernetes recommended labels, and the operator's own caches
+//! select children by `managed-by`, so only our objects are held in memory.
+
+use std::collections::BTreeMap;
+
+pub const APP: &str = "app";
+pub const VERSION: &str = "version";
+pub const NAME: &str = "app.kubernetes.io/name";
+pub const INSTANCE: &str = "app.kubernetes.io/instance";
+pub const COMPONENT: &str = "app.kubernetes.io/component";
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "canary-operator";
+
+/// Hash of what the operator last applied to a child. It tells "the user changed the release"
+/// (hash differs) from "someone edited the child" (hash equal, content differs), and catches fields
+/// we stopped setting, which a plain subset comparison cannot see.
+pub const APPLIED_HASH: &str = "canary.dev/applied-hash";
+
+/// Pod-template annotation with a hash of the version's configuration: changing the config changes
+/// the template, and so rolls the pods, which `envFrom` alone would not do.
+pub const CONFIG_HASH: &str = "canary.dev/config-hash";
+
+/// Label selector for the operator's caches of children.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
+}
+
+/// Labels shared by every child of a release.
+pub fn common(release: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (APP.to_owned(), release.to_owned()),
+        (NAME.to_owned(), release.to_owned()),
+        (INSTANCE.to_owned(), release.to_owned()),
+        (MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
+    ])
+}
+
+/// Labels of one version's objects and pods.
+pub fn version(release: &str, version: &str, component: &str) -> BTreeMap<String, String> {
+    let mut labels = common(release);
+    labels.insert(VERSION.to_owned(), version.to_owned());
+    labels.insert(COMPONENT.to_owned(), component.to_owned());
+    labels
+}

@@ -1,0 +1,48 @@
+//! canary-operator: one `CanaryRelease` in, every object of an Istio canary release out.
+//!
+//! The reconcile is a pipeline (see [`reconcile`]): validate and build are pure functions of the
+//! release; observe, apply and status are the only steps that talk to the API server.
+
+pub mod api;
+pub mod controller;
+pub mod labels;
+pub mod reconcile;
+pub mod requests;
+
+/// Field manager of every server-side apply the operator sends. One manager for all writes, so
+/// that the apiserver's managedFields show exactly which fields are ours.
+pub const FIELD_MANAGER: &str = "canary-operator";
+
+/// Errors that stop a reconcile and make it retry with backoff. A spec the operator cannot act on
+/// is not an error: it becomes a status condition and waits for the user's next change.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("could not encode {kind} {name} as JSON: {source}")]
+    Encode {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error("the {0} has no {1} yet; it must be read back from the API server before it can own objects")]
+    MissingMetadata(&'static str, &'static str),
+}
+
+impl Error {
+    /// A short, stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(_)) => "api",
+            Error::Kube(_) => "transport",
+            Error::Encode { .. } => "encode",
+            Error::MissingMetadata(..) => "metadata",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

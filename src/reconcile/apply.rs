@@ -1,0 +1,242 @@
+//! Talks to the API server: reads what exists (cache first), applies what differs, deletes what
+//! the release no longer wants. Decisions come from [`super::diff`]; nothing here builds objects.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+
+use super::build::Children;
+use super::diff::{self, Verdict};
+use crate::api::CanaryRelease;
+use crate::api::istio::VirtualService;
+use crate::controller::{Child, Context};
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// One child: what we want, what is there, and what to do about it.
+struct Planned<K> {
+    desired: K,
+    current: Option<K>,
+    verdict: Verdict,
+}
+
+/// How the cluster was brought in line with the release.
+pub enum Converged {
+    /// Objects with our names belong to someone else; nothing was written. One message per object.
+    Conflict(Vec<String>),
+    /// Every child is in place.
+    Done(Report),
+}
+
+/// The children as they are after a successful converge.
+pub struct Report {
+    pub deployments: Vec<Deployment>,
+    pub virtual_service: VirtualService,
+}
+
+/// Makes the cluster hold `children`.
+///
+/// All children are read before anything is written, so an ownership conflict on any of them
+/// leaves every object untouched. `expect_present` says the release was fully in place before;
+/// a child missing then was deleted by someone, and restoring it is announced in an Event.
+pub async fn converge(
+    ctx: &Context,
+    release: &CanaryRelease,
+    children: Children,
+    expect_present: bool,
+) -> Result<Converged> {
+    let uid = release
+        .meta()
+        .uid
+        .clone()
+        .ok_or(Error::MissingMetadata("CanaryRelease", "uid"))?;
+    // Destructured without `..` so a new kind of child cannot be built and then forgotten here.
+    let Children {
+        config_maps,
+        deployments,
+        autoscalers,
+        service,
+        destination_rule,
+        gateway,
+        virtual_service,
+    } = children;
+    let config_maps = observe_all(ctx, config_maps, &uid).await?;
+    let deployments = observe_all(ctx, deployments, &uid).await?;
+    let autoscalers = observe_all(ctx, autoscalers, &uid).await?;
+    let service = observe(ctx, service, &uid).await?;
+    let destination_rule = observe(ctx, destination_rule, &uid).await?;
+    let gateway = observe_all(ctx, gateway.into_iter().collect(), &uid).await?;
+    let virtual_service = observe(ctx, virtual_service, &uid).await?;
+
+    let conflicts: Vec<String> = [
+        foreign(&config_maps),
+        foreign(&deployments),
+        foreign(&autoscalers),
+        foreign(std::slice::from_ref(&service)),
+        foreign(std::slice::from_ref(&destination_rule)),
+        foreign(&gateway),
+        foreign(std::slice::from_ref(&virtual_service)),
+    ]
+    .concat();
+    if !conflicts.is_empty() {
+        return Ok(Converged::Conflict(conflicts));
+    }
+
+    // Order matters for traffic: configuration before the pods that read it, and subsets (the
+    // DestinationRule) before the route that names them, so a new version is never routed to an
+    // undefined subset.
+    let mut keep = Keep::default();
+    for planned in config_maps {
+        keep.config_maps.push(enact(ctx, release, planned, expect_present).await?.name_any());
+    }
+    let mut current_deployments = Vec::new();
+    for planned in deployments {
+        current_deployments.push(enact(ctx, release, planned, expect_present).await?);
+    }
+    keep.deployments = current_deployments.iter().map(ResourceExt::name_any).collect();
+    for planned in autoscalers {
+        keep.autoscalers.push(enact(ctx, release, planned, expect_present).await?.name_any());
+    }
+    enact(ctx, release, service, expect_present).await?;
+    enact(ctx, release, destination_rule, expect_present).await?;
+    for planned in gateway {
+        keep.gateways.push(enact(ctx, release, planned, expect_present).await?.name_any());
+    }
+    let virtual_service = enact(ctx, release, virtual_service, expect_present).await?;
+
+    // Removing what the release no longer wants comes last, once traffic no longer points at it.
+    prune::<k8s_openapi::api::core::v1::ConfigMap>(ctx, release, &uid, &keep.config_maps).await?;
+    prune::<Deployment>(ctx, release, &uid, &keep.deployments).await?;
+    prune::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(ctx, release, &uid, &keep.autoscalers).await?;
+    prune::<crate::api::istio::Gateway>(ctx, release, &uid, &keep.gateways).await?;
+
+    Ok(Converged::Done(Report {
+        deployments: current_deployments,
+        virtual_service,
+    }))
+}
+
+/// Names of the children that kinds with a variable set of objects should keep.
+#[derive(Default)]
+struct Keep {
+    config_maps: Vec<String>,
+    deployments: Vec<String>,
+    autoscalers: Vec<String>,
+    gateways: Vec<String>,
+}
+
+async fn observe_all<K: Child>(ctx: &Context, desired: Vec<K>, uid: &str) -> Result<Vec<Planned<K>>> {
+    let mut planned = Vec::with_capacity(desired.len());
+    for object in desired {
+        planned.push(observe(ctx, object, uid).await?);
+    }
+    Ok(planned)
+}
+
+async fn observe<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
+    let namespace = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let cached = K::store(&ctx.stores).get(&ObjectRef::new(&name).within(&namespace));
+    let current = match cached {
+        Some(object) => Some(Arc::unwrap_or_clone(object)),
+        // The cache holds only objects labelled as ours, so an object we did not create, or whose
+        // labels were edited, is invisible to it: ask the server before creating anything.
+        None => ctx.api::<K>(&namespace).get_opt(&name).await?,
+    };
+    let verdict = diff::judge(&desired, current.as_ref(), uid);
+    Ok(Planned {
+        desired,
+        current,
+        verdict,
+    })
+}
+
+fn foreign<K>(planned: &[Planned<K>]) -> Vec<String> {
+    planned
+        .iter()
+        .filter_map(|p| match &p.verdict {
+            Verdict::Foreign(message) => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Applies one child if its verdict asks for it, and returns the object as it now is.
+async fn enact<K: Child>(ctx: &Context, release: &CanaryRelease, planned: Planned<K>, expect_present: bool) -> Result<K> {
+    let Planned {
+        desired,
+        current,
+        verdict,
+    } = planned;
+    let correction = match (&verdict, current) {
+        (Verdict::Unchanged, Some(current)) => return Ok(current),
+        (Verdict::Update { drift: true }, _) => Some("was changed outside the operator; restored it"),
+        (Verdict::Create, _) if expect_present => Some("was deleted; recreated it"),
+        _ => None,
+    };
+    let namespace = desired.namespace().unwrap_or_default();
+    let name = desired.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let applied = ctx.api::<K>(&namespace).patch(&name, &params, &Patch::Apply(&desired)).await?;
+    let kind = K::kind(&());
+    match correction {
+        Some(what) => {
+            tracing::info!(%kind, %name, "{what}");
+            publish(ctx, release, EventType::Warning, "DriftCorrected", format!("{kind} {name} {what}")).await;
+        }
+        None => tracing::debug!(%kind, %name, ?verdict, "applied"),
+    }
+    Ok(applied)
+}
+
+/// Deletes children of kind `K` that this release controls but no longer wants (an HPA after
+/// autoscaling was turned off, the objects of a renamed version, a Gateway no longer created).
+async fn prune<K: Child>(ctx: &Context, release: &CanaryRelease, uid: &str, keep: &[String]) -> Result<()> {
+    let namespace = release.namespace().unwrap_or_default();
+    let stale = K::store(&ctx.stores).state_filter(|object| {
+        object.namespace().as_deref() == Some(namespace.as_str())
+            && !keep.contains(&object.name_any())
+            && object
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && o.uid == uid)
+    });
+    for object in stale {
+        let name = object.name_any();
+        let params = DeleteParams {
+            // Only the object we saw: never a same-named successor created in the meantime.
+            preconditions: Some(Preconditions {
+                uid: object.uid(),
+                resource_version: None,
+            }),
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match ctx.api::<K>(&namespace).delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let kind = K::kind(&());
+        tracing::info!(%kind, %name, "deleted, no longer part of the release");
+        publish(ctx, release, EventType::Normal, "Pruned", format!("deleted {kind} {name}: no longer part of the release")).await;
+    }
+    Ok(())
+}
+
+/// Events are best effort: failing to record one must not fail or repeat the reconcile.
+pub async fn publish(ctx: &Context, release: &CanaryRelease, type_: EventType, reason: &str, note: String) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not record an Event");
+    }
+}

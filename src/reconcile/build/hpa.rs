@@ -1,0 +1,43 @@
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
+    ResourceMetricSource,
+};
+
+use super::metadata;
+use crate::api::AutoscalingSpec;
+use crate::labels;
+use crate::reconcile::validate::{Validated, Version};
+
+/// Scales one version on CPU, as the lab's `kubectl autoscale` did, independently of the traffic split.
+pub fn autoscaler(v: &Validated, version: &Version, scaling: &AutoscalingSpec) -> HorizontalPodAutoscaler {
+    HorizontalPodAutoscaler {
+        metadata: metadata(
+            v,
+            &version.object_name,
+            labels::version(&v.name, &version.name, version.role.as_str()),
+        ),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: version.object_name.clone(),
+            },
+            min_replicas: Some(scaling.min_replicas),
+            max_replicas: scaling.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(scaling.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        },
+        ..HorizontalPodAutoscaler::default()
+    }
+}

@@ -1,0 +1,29 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::metadata;
+use crate::labels;
+use crate::reconcile::validate::Validated;
+
+/// One ClusterIP Service over both versions; Istio splits its traffic by subset. The port is named
+/// `http` so Istio treats the traffic as HTTP without protocol sniffing.
+pub fn service(v: &Validated) -> Service {
+    Service {
+        metadata: metadata(v, &v.name, labels::common(&v.name)),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_owned()),
+            selector: Some(BTreeMap::from([(labels::APP.to_owned(), v.name.clone())])),
+            ports: Some(vec![ServicePort {
+                name: Some("http".to_owned()),
+                port: v.port,
+                target_port: Some(IntOrString::Int(v.port)),
+                protocol: Some("TCP".to_owned()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}

@@ -1,0 +1,89 @@
+//! Pure: decides, per child, whether the cluster already holds what we want.
+//!
+//! A reconcile that finds everything in place must send no write, so the decision cannot be "apply
+//! and let the server sort it out". Two checks together make it exact enough:
+//! * the applied-hash annotation tells whether the desired content changed since our last apply
+//!   (this also catches fields we stopped setting, which a subset test cannot see);
+//! * a subset test tells whether anyone changed our fields since; fields the server defaults or
+//!   others own are ignored, lists must match in length so an appended route counts as drift.
+
+use kube::Resource;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::labels;
+
+/// What to do with one child.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It does not exist: create it.
+    Create,
+    /// It matches: leave it alone.
+    Unchanged,
+    /// It differs. `drift` is true when the desired content is what we applied last time, so the
+    /// difference was made by someone else and restoring it deserves an Event.
+    Update { drift: bool },
+    /// An object of that name exists and is not controlled by this release; the message names it.
+    Foreign(String),
+}
+
+/// Compares a desired child with the current one (if any) owned, or not, by the release with `owner_uid`.
+pub fn judge<K: Resource<DynamicType = ()> + Serialize>(desired: &K, current: Option<&K>, owner_uid: &str) -> Verdict {
+    let Some(current) = current else {
+        return Verdict::Create;
+    };
+    let controller = current
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true));
+    if controller.is_none_or(|o| o.uid != owner_uid) {
+        let held_by = match controller {
+            Some(o) => format!("is controlled by {} {}", o.kind, o.name),
+            None => "was not created by this CanaryRelease".to_owned(),
+        };
+        return Verdict::Foreign(format!(
+            "{} {}/{} already exists and {held_by}; it is left untouched",
+            K::kind(&()),
+            current.meta().namespace.as_deref().unwrap_or_default(),
+            current.meta().name.as_deref().unwrap_or_default(),
+        ));
+    }
+    let same_hash = applied_hash(desired).is_some() && applied_hash(desired) == applied_hash(current);
+    let matches = match (serde_json::to_value(desired), serde_json::to_value(current)) {
+        (Ok(d), Ok(c)) => contains(&c, &d),
+        _ => false,
+    };
+    match (same_hash, matches) {
+        (true, true) => Verdict::Unchanged,
+        (same_hash, _) => Verdict::Update { drift: same_hash },
+    }
+}
+
+fn applied_hash<K: Resource>(object: &K) -> Option<&String> {
+    object.meta().annotations.as_ref()?.get(labels::APPLIED_HASH)
+}
+
+/// Whether every field of `desired` is present in `current` with the same value.
+pub fn contains(current: &Value, desired: &Value) -> bool {
+    match (current, desired) {
+        (Value::Object(c), Value::Object(d)) => d.iter().all(|(k, dv)| match c.get(k) {
+            Some(cv) => contains(cv, dv),
+            // A null or empty value we send is the same as the server leaving the field out.
+            None => is_empty(dv),
+        }),
+        (Value::Array(c), Value::Array(d)) => c.len() == d.len() && c.iter().zip(d).all(|(cv, dv)| contains(cv, dv)),
+        (Value::Number(c), Value::Number(d)) => c.as_f64() == d.as_f64(),
+        (c, d) => c == d,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Object(m) => m.values().all(is_empty),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
+}

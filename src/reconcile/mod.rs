@@ -1,0 +1,76 @@
+//! The reconcile pipeline: **validate → build → apply → status**.
+//!
+//! `validate` and `build` are pure functions of the release; `apply` and `status` are the only
+//! steps that talk to the API server. An invalid spec or an ownership conflict is an outcome, shown
+//! in status, that waits for the user's next change; only failed requests are errors, retried with
+//! backoff by the controller.
+
+pub mod apply;
+pub mod build;
+pub mod diff;
+pub mod status;
+pub mod validate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use self::apply::Converged;
+use self::status::{DEGRADED, Health};
+use crate::api::CanaryRelease;
+use crate::controller::Context;
+use crate::{Error, Result};
+
+/// A periodic check even without events, as a safety net for missed watch events. It costs no
+/// requests when everything is in place: all reads come from caches.
+const RESYNC: Duration = Duration::from_secs(600);
+
+#[tracing::instrument(skip_all, fields(namespace = release.namespace().unwrap_or_default(), name = release.name_any()))]
+pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics
+        .reconciles
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let validated = match validate::validate(&release, &ctx.settings.cluster_domain) {
+        Ok(validated) => validated,
+        Err(problems) => {
+            status::report(&ctx, &release, &Health::Invalid(&problems)).await?;
+            ctx.reset_backoff(&release);
+            return Ok(Action::await_change());
+        }
+    };
+    let children = build::build(&validated);
+    ctx.stores.wait_ready().await;
+
+    let status = release.status.as_ref();
+    let expect_present = status.is_some_and(|s| {
+        s.observed_generation == release.metadata.generation
+            && s.conditions.iter().any(|c| c.type_ == DEGRADED && c.status == "False")
+    });
+    match apply::converge(&ctx, &release, children, expect_present).await {
+        Ok(Converged::Done(report)) => {
+            status::report(&ctx, &release, &Health::Converged(&validated, &report)).await?;
+        }
+        Ok(Converged::Conflict(conflicts)) => {
+            status::report(&ctx, &release, &Health::Conflict(&conflicts)).await?;
+            ctx.reset_backoff(&release);
+            return Ok(Action::await_change());
+        }
+        // Unprocessable: the server will refuse the same object again, so wait for a new spec.
+        Err(Error::Kube(kube::Error::Api(s))) if s.code == 422 => {
+            status::report(&ctx, &release, &Health::Rejected(s.message)).await?;
+            ctx.reset_backoff(&release);
+            return Ok(Action::await_change());
+        }
+        Err(error) => {
+            // Best effort: the error itself is what the controller retries on.
+            if let Err(status_error) = status::report(&ctx, &release, &Health::Failed(error.to_string())).await {
+                tracing::debug!(%status_error, "could not report the failure in status");
+            }
+            return Err(error);
+        }
+    }
+    ctx.reset_backoff(&release);
+    Ok(Action::requeue(RESYNC))
+}

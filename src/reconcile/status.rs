@@ -1,0 +1,193 @@
+//! Status: computing it is pure ([`desired_status`]); writing it ([`report`]) happens only when it
+//! differs from what the release already shows, so a steady state costs no writes.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::apply::{Report, publish};
+use super::validate::{Problems, Validated, Version};
+use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
+use crate::controller::Context;
+use crate::{FIELD_MANAGER, Result};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Where a release stands after a reconcile.
+pub enum Health<'a> {
+    /// The spec cannot be acted on; nothing was changed.
+    Invalid(&'a Problems),
+    /// Objects with our names belong to someone else; nothing was changed.
+    Conflict(&'a [String]),
+    /// The API server refused an object built from the spec (for example resource limits below requests).
+    Rejected(String),
+    /// A request failed; it will be retried.
+    Failed(String),
+    /// Every child is in place.
+    Converged(&'a Validated, &'a Report),
+}
+
+impl Health<'_> {
+    /// Reason and message of an unhealthy state.
+    fn trouble(&self) -> Option<(&'static str, String)> {
+        match self {
+            Health::Invalid(problems) => Some(("InvalidSpec", format!("the spec cannot be applied: {problems}"))),
+            Health::Conflict(messages) => Some(("OwnershipConflict", messages.join("; "))),
+            Health::Rejected(message) => Some(("Rejected", format!("the API server rejected a child object: {message}"))),
+            Health::Failed(message) => Some(("ApplyFailed", format!("{message}; retrying"))),
+            Health::Converged(..) => None,
+        }
+    }
+}
+
+/// Writes the status for `health` if it changed, and records a Warning Event when the release
+/// newly enters a degraded state (not on every retry, which would flood `kubectl describe`).
+pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>) -> Result<()> {
+    let status = desired_status(release, health, Timestamp::now());
+    if release.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<CanaryRelease> = Api::namespaced(ctx.client.clone(), &release.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": CanaryRelease::api_version(&()),
+        "kind": CanaryRelease::kind(&()),
+        "status": status,
+    });
+    api.patch_status(&release.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await?;
+    let previous = release.status.as_ref().and_then(|s| find(&s.conditions, DEGRADED));
+    let now = find(&status.conditions, DEGRADED);
+    if let (Some((reason, message)), Some(now)) = (health.trouble(), now)
+        && previous.is_none_or(|p| p.reason != now.reason || p.message != now.message)
+    {
+        tracing::warn!(reason, "{message}");
+        publish(ctx, release, EventType::Warning, reason, message).await;
+    }
+    Ok(())
+}
+
+/// The status a release should show. Conditions keep their `lastTransitionTime` unless their
+/// status flips, as the API conventions ask.
+pub fn desired_status(release: &CanaryRelease, health: &Health<'_>, now: Timestamp) -> CanaryReleaseStatus {
+    let previous = release.status.clone().unwrap_or_default();
+    let generation = release.meta().generation;
+    let condition = |type_: &str, status: bool, reason: &str, message: String| {
+        let status = if status { "True" } else { "False" }.to_owned();
+        let last_transition_time = match find(&previous.conditions, type_) {
+            Some(old) if old.status == status => old.last_transition_time.clone(),
+            _ => Time(now),
+        };
+        Condition {
+            type_: type_.to_owned(),
+            status,
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    };
+
+    let mut status = CanaryReleaseStatus {
+        observed_generation: generation,
+        ..previous.clone()
+    };
+    if let Some((reason, message)) = health.trouble() {
+        // What is deployed has not changed, so the weights and versions shown stay as they were.
+        status.conditions = vec![
+            condition(READY, false, reason, message.clone()),
+            condition(PROGRESSING, false, reason, message.clone()),
+            condition(DEGRADED, true, reason, message),
+        ];
+        return status;
+    }
+    let Health::Converged(validated, report) = health else {
+        return status;
+    };
+    let versions: Vec<(VersionStatus, bool)> = validated
+        .versions()
+        .iter()
+        .map(|version| version_status(version, &report.deployments))
+        .collect();
+    let weight_of = |version: &Version| {
+        report
+            .virtual_service
+            .spec
+            .http
+            .iter()
+            .flat_map(|route| &route.route)
+            .find(|r| r.destination.subset.as_deref() == Some(version.name.as_str()))
+            .map(|r| r.weight)
+    };
+    status.stable_weight = weight_of(&validated.stable);
+    status.canary_weight = weight_of(&validated.canary);
+    let waiting: Vec<String> = versions
+        .iter()
+        .filter(|(_, done)| !done)
+        .map(|(v, _)| format!("{} has {}/{} replicas ready", v.name, v.ready_replicas, v.desired_replicas))
+        .collect();
+    let split = format!(
+        "{}% to {} ({}), {}% to {} ({})",
+        validated.stable_weight(),
+        validated.stable.name,
+        validated.stable.model,
+        validated.canary_weight,
+        validated.canary.name,
+        validated.canary.model
+    );
+    status.conditions = if waiting.is_empty() {
+        vec![
+            condition(READY, true, "Available", format!("all objects in place and both versions available; traffic: {split}")),
+            condition(PROGRESSING, false, "RolloutComplete", "both versions are rolled out".to_owned()),
+            condition(DEGRADED, false, "AsExpected", "no problems found".to_owned()),
+        ]
+    } else {
+        let message = format!("waiting for rollout: {}", waiting.join(", "));
+        vec![
+            condition(READY, false, "RollingOut", message.clone()),
+            condition(PROGRESSING, true, "RollingOut", message),
+            condition(DEGRADED, false, "AsExpected", "no problems found".to_owned()),
+        ]
+    };
+    let mut versions = versions.into_iter().map(|(v, _)| v);
+    status.stable = versions.next();
+    status.canary = versions.next();
+    status
+}
+
+fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// A version's replica counts, and whether its Deployment has finished rolling out (new template
+/// observed, every replica updated and ready, no old replicas left).
+fn version_status(version: &Version, deployments: &[Deployment]) -> (VersionStatus, bool) {
+    let deployment = deployments.iter().find(|d| d.name_any() == version.object_name);
+    let desired = deployment.and_then(|d| d.spec.replicas).unwrap_or(1);
+    let status = deployment.and_then(|d| d.status.as_ref());
+    let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
+    let done = match (deployment, status) {
+        (Some(d), Some(s)) => {
+            s.observed_generation >= d.metadata.generation
+                && s.updated_replicas.unwrap_or(0) == desired
+                && s.replicas.unwrap_or(0) == desired
+                && ready >= desired
+        }
+        _ => false,
+    };
+    (
+        VersionStatus {
+            name: version.name.clone(),
+            model: version.model.clone(),
+            image: version.image.clone(),
+            desired_replicas: desired,
+            ready_replicas: ready,
+        },
+        done,
+    )
+}

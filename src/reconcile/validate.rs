@@ -1,0 +1,340 @@
+//! Pure: turns a `CanaryRelease` into the one value the build step reads, or into the list of
+//! problems the schema could not catch. No I/O.
+//!
+//! The apiserver already enforces ranges, patterns and the CEL rules in the CRD; what is checked
+//! here needs knowledge the schema lacks (which names the children get, what the model variable is
+//! called, what looks like a secret).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+
+use crate::api::{AutoscalingSpec, CanaryRelease, VersionSpec};
+
+/// Which of the two versions a value belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Stable,
+    Canary,
+}
+
+impl Role {
+    /// Value of the `app.kubernetes.io/component` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Canary => "canary",
+        }
+    }
+}
+
+/// A release the build step can turn into objects without further checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated {
+    pub name: String,
+    pub namespace: String,
+    pub owner: OwnerReference,
+    pub port: i32,
+    pub secret_name: Option<String>,
+    pub stable: Version,
+    pub canary: Version,
+    /// Percent of traffic for the canary; the stable version gets `100 - canary_weight`.
+    pub canary_weight: i32,
+    pub autoscaling: Option<AutoscalingSpec>,
+    pub gateway: Gateway,
+    /// Fully qualified name of the Service, used as the Istio host everywhere so that the
+    /// DestinationRule and the VirtualService always name the same host.
+    pub host: String,
+}
+
+impl Validated {
+    pub fn versions(&self) -> [&Version; 2] {
+        [&self.stable, &self.canary]
+    }
+
+    pub fn stable_weight(&self) -> i32 {
+        100 - self.canary_weight
+    }
+}
+
+/// One version, with defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Version {
+    pub role: Role,
+    pub name: String,
+    pub model: String,
+    pub image: String,
+    /// Shared config merged with the version's own, plus the model variable.
+    pub config: BTreeMap<String, String>,
+    pub resources: Option<ResourceRequirements>,
+    /// `None` when an HPA owns the replica count.
+    pub replicas: Option<i32>,
+    /// Name of the version's ConfigMap, Deployment and HPA.
+    pub object_name: String,
+}
+
+/// How traffic reaches the VirtualService.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Gateway {
+    Create {
+        selector: BTreeMap<String, String>,
+        port: i32,
+        hosts: Vec<String>,
+    },
+    Existing {
+        gateways: Vec<String>,
+        hosts: Vec<String>,
+    },
+}
+
+impl Gateway {
+    pub fn hosts(&self) -> &[String] {
+        match self {
+            Gateway::Create { hosts, .. } | Gateway::Existing { hosts, .. } => hosts,
+        }
+    }
+}
+
+/// One thing wrong with a spec, addressed by the field path a user would edit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Every problem of a spec, so the user can fix them in one edit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// Default HTTP port of a Gateway the operator creates.
+const DEFAULT_GATEWAY_PORT: i32 = 80;
+
+/// Words that mark a setting as a credential. The lab put the API key in a ConfigMap; the operator
+/// refuses to, because ConfigMaps are readable by far more subjects than Secrets.
+const SECRET_WORDS: [&str; 6] = ["KEY", "SECRET", "PASSWORD", "TOKEN", "CREDENTIAL", "PASSWD"];
+
+pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validated, Problems> {
+    let mut problems = Vec::new();
+    let mut problem = |field: &str, message: String| {
+        problems.push(Problem {
+            field: field.to_owned(),
+            message,
+        })
+    };
+    let name = release.name_any();
+    let namespace = release.namespace().unwrap_or_default();
+    let spec = &release.spec;
+
+    if !is_dns1035_label(&name) {
+        problem(
+            "metadata.name",
+            format!(
+                "{name:?} cannot name the release's Service: use at most 63 lowercase letters, digits and '-', starting with a letter"
+            ),
+        );
+    }
+    if spec.image.chars().any(char::is_whitespace) {
+        problem("spec.image", format!("{:?} contains whitespace", spec.image));
+    }
+    check_config("spec.config", &spec.config, &spec.model_env, &mut problem);
+    for (field, version) in [("spec.stable", &spec.stable), ("spec.canary", &spec.canary)] {
+        check_config(&format!("{field}.config"), &version.config, &spec.model_env, &mut problem);
+        if let Some(image) = &version.image
+            && image.chars().any(char::is_whitespace)
+        {
+            problem(&format!("{field}.image"), format!("{image:?} contains whitespace"));
+        }
+    }
+    let gateway = &spec.gateway;
+    for (i, host) in gateway.hosts.iter().enumerate() {
+        if !is_host(host) {
+            problem(
+                &format!("spec.gateway.hosts[{i}]"),
+                format!("{host:?} is not a host name: use a DNS name such as chat.example.com, a wildcard such as *.example.com, or *"),
+            );
+        }
+    }
+    for (i, reference) in gateway.existing.iter().flatten().enumerate() {
+        if !is_gateway_reference(reference) {
+            problem(
+                &format!("spec.gateway.existing[{i}]"),
+                format!("{reference:?} is not a gateway reference: use NAME or NAMESPACE/NAME"),
+            );
+        }
+    }
+    for (key, value) in gateway.selector.iter().flatten() {
+        if !is_label_value(value) || key.is_empty() || key.len() > 317 {
+            problem(
+                &format!("spec.gateway.selector.{key}"),
+                format!("{value:?} is not a valid label selector entry"),
+            );
+        }
+    }
+
+    let owner = match owner_reference(release) {
+        Some(owner) => owner,
+        None => {
+            problem("metadata.uid", "the release has no uid yet".to_owned());
+            OwnerReference::default()
+        }
+    };
+    if !problems.is_empty() {
+        return Err(Problems(problems));
+    }
+
+    let gateway = match (&gateway.selector, &gateway.existing) {
+        (_, Some(existing)) => Gateway::Existing {
+            gateways: existing.clone(),
+            hosts: gateway.hosts.clone(),
+        },
+        (selector, None) => Gateway::Create {
+            selector: selector.clone().unwrap_or_default(),
+            port: gateway.port.unwrap_or(DEFAULT_GATEWAY_PORT),
+            hosts: gateway.hosts.clone(),
+        },
+    };
+    let version = |role, v: &VersionSpec| Version {
+        role,
+        object_name: format!("{name}-{}", v.name),
+        name: v.name.clone(),
+        model: v.model.clone(),
+        image: v.image.clone().unwrap_or_else(|| spec.image.clone()),
+        config: {
+            let mut config = spec.config.clone();
+            config.extend(v.config.clone());
+            config.insert(spec.model_env.clone(), v.model.clone());
+            config
+        },
+        resources: v.resources.clone(),
+        replicas: match spec.autoscaling {
+            Some(_) => None,
+            None => Some(v.replicas.unwrap_or(1)),
+        },
+    };
+    Ok(Validated {
+        host: format!("{name}.{namespace}.svc.{cluster_domain}"),
+        stable: version(Role::Stable, &spec.stable),
+        canary: version(Role::Canary, &spec.canary),
+        name,
+        namespace,
+        owner,
+        port: spec.port,
+        secret_name: spec.secret_ref.as_ref().map(|s| s.name.clone()),
+        canary_weight: spec.weight,
+        autoscaling: spec.autoscaling.clone(),
+        gateway,
+    })
+}
+
+fn check_config(
+    field: &str,
+    config: &BTreeMap<String, String>,
+    model_env: &str,
+    problem: &mut impl FnMut(&str, String),
+) {
+    for key in config.keys() {
+        let at = format!("{field}.{key}");
+        if !is_env_var_name(key) {
+            problem(
+                &at,
+                format!("{key:?} is not a valid environment variable name (letters, digits, '_', '-', '.'; not starting with a digit)"),
+            );
+        } else if key == model_env {
+            problem(
+                &at,
+                format!("{key} is set from stable.model and canary.model (spec.modelEnv); remove it from config"),
+            );
+        } else if looks_secret(key) {
+            problem(
+                &at,
+                format!("{key} looks like a credential; ConfigMaps are not for secrets: put it in a Secret and name it in spec.secretRef"),
+            );
+        }
+    }
+}
+
+fn owner_reference(release: &CanaryRelease) -> Option<OwnerReference> {
+    let mut owner = release.controller_owner_ref(&())?;
+    // Foreground deletion of the release waits for its children; the children must not block it.
+    owner.block_owner_deletion = Some(true);
+    Some(owner)
+}
+
+fn looks_secret(key: &str) -> bool {
+    let upper = key.to_ascii_uppercase();
+    upper.split(['_', '-', '.']).any(|word| SECRET_WORDS.contains(&word)) || upper.ends_with("APIKEY")
+}
+
+pub fn is_dns1035_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !s.is_empty()
+        && s.len() <= 63
+        && bytes[0].is_ascii_lowercase()
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !s.is_empty()
+        && s.len() <= 63
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+fn is_env_var_name(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !s.is_empty()
+        && !bytes[0].is_ascii_digit()
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+fn is_host(s: &str) -> bool {
+    if s == "*" {
+        return true;
+    }
+    let rest = s.strip_prefix("*.").unwrap_or(s);
+    !rest.is_empty()
+        && rest.len() <= 253
+        && rest.split('.').all(|label| {
+            let label = label.to_ascii_lowercase();
+            is_dns1123_label(&label)
+        })
+}
+
+fn is_gateway_reference(s: &str) -> bool {
+    match s.split_once('/') {
+        Some((namespace, name)) => is_dns1123_label(namespace) && is_subdomain(name),
+        None => is_subdomain(s),
+    }
+}
+
+fn is_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn is_label_value(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    s.is_empty()
+        || (s.len() <= 63
+            && bytes[0].is_ascii_alphanumeric()
+            && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+}

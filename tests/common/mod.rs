@@ -1,0 +1,150 @@
+//! Shared harness for integration tests: a client for the cluster named by `KUBECONFIG`
+//! (`make cluster-up`, then `eval $(make -s cluster-env)`) and one throwaway namespace per test.
+// Every test crate includes this module but none uses all of it.
+#![allow(dead_code)]
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+
+/// Label on every namespace the harness creates, so leftovers are easy to find and delete.
+pub const TEST_LABEL: &str = "canary-operator-test";
+
+/// A namespace owned by one test; dropping it deletes the namespace.
+pub struct TestNs {
+    pub client: Client,
+    pub name: String,
+}
+
+/// Connects to the cluster and creates a fresh namespace for `test_name`.
+///
+/// Returns `None` (the test should return early) when no cluster is reachable, unless `CI` is set:
+/// in CI a missing cluster is a failure, never a silent pass.
+pub async fn setup(test_name: &str) -> Option<TestNs> {
+    let client = match connect().await {
+        Ok(client) => client,
+        Err(why) => {
+            let msg = format!(
+                "SKIPPED {test_name}: no cluster ({why}); run `make cluster-up` and `eval $(make -s cluster-env)`"
+            );
+            if in_ci() {
+                panic!("{msg} (CI is set, so this is a failure)");
+            }
+            eprintln!("\n********** {msg} **********\n");
+            return None;
+        }
+    };
+    let name = namespace_name(test_name);
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some([(TEST_LABEL.to_string(), "true".to_string())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if let Err(e) = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+        panic!("creating test namespace {name}: {e}");
+    }
+    // Pods are rejected until the namespace's `default` ServiceAccount exists, which the
+    // controller-manager creates asynchronously.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+    wait_for(&format!("ServiceAccount default in {name}"), Duration::from_secs(30), async || {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    Some(TestNs { client, name })
+}
+
+/// Calls `f` until it returns `Some`, at most until `timeout`; panics naming `what` on timeout.
+pub async fn wait_for<T, F>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: AsyncFnMut() -> Option<T>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+async fn connect() -> Result<Client, String> {
+    let client = Client::try_default().await.map_err(|e| e.to_string())?;
+    // try_default only reads the config; a request shows whether a server is really there.
+    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+        Ok(Ok(_)) => Ok(client),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("apiserver did not answer within 10s".into()),
+    }
+}
+
+/// A valid DNS label: the sanitised test name (for finding a test's objects) plus a random suffix
+/// (so reruns and parallel tests never collide with a namespace that is still terminating).
+fn namespace_name(test_name: &str) -> String {
+    let mut base = String::new();
+    for c in test_name.to_ascii_lowercase().chars() {
+        let c = if c.is_ascii_alphanumeric() { c } else { '-' };
+        if !(c == '-' && (base.is_empty() || base.ends_with('-'))) {
+            base.push(c);
+        }
+    }
+    base.truncate(50);
+    let base = base.trim_end_matches('-');
+    let base = if base.is_empty() { "test" } else { base };
+    // RandomState is seeded randomly per process and differs per instance: enough for a suffix.
+    let suffix = RandomState::new().hash_one(Instant::now()) % 36u64.pow(6);
+    format!("{base}-{}", base36(suffix, 6))
+}
+
+fn base36(mut n: u64, width: usize) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = vec![b'0'; width];
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        // Drop cannot await, and blocking the test's runtime would starve the client's background
+        // tasks; so a separate thread with its own runtime and its own client does the delete.
+        let name = std::mem::take(&mut self.name);
+        let deleted = std::thread::spawn(move || -> Result<(), String> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let client = Client::try_default().await.map_err(|e| e.to_string())?;
+                let api = Api::<Namespace>::all(client);
+                let delete = api.delete(&name, &DeleteParams::background());
+                match tokio::time::timeout(Duration::from_secs(30), delete).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("deleting namespace {name}: {e}")),
+                    Err(_) => Err(format!("deleting namespace {name}: timed out")),
+                }
+            })
+        })
+        .join();
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: {e}"),
+            Err(_) => eprintln!("warning: namespace cleanup thread panicked"),
+        }
+    }
+}
