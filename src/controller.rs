@@ -215,7 +215,10 @@ where
 fn child_cache<K: Child>(
     client: &Client,
     namespace: Option<&str>,
-) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static) {
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+) {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default().labels(&labels::managed_selector());
     let stream = watcher(scoped::<K>(client, namespace), config)
@@ -247,13 +250,16 @@ pub fn controller(
     let (virtual_services, vs_stream) = child_cache::<VirtualService>(&client, ns);
 
     let (releases, release_writer) = reflector::store();
-    let release_stream = watcher(scoped::<CanaryRelease>(&client, ns), watcher::Config::default())
-        .default_backoff()
-        .modify(|release| {
-            release.managed_fields_mut().clear();
-        })
-        .reflect(release_writer)
-        .applied_objects();
+    let release_stream = watcher(
+        scoped::<CanaryRelease>(&client, ns),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|release| {
+        release.managed_fields_mut().clear();
+    })
+    .reflect(release_writer)
+    .applied_objects();
 
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), settings.reporter.clone()),

@@ -28,7 +28,9 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    #[error("the {0} has no {1} yet; it must be read back from the API server before it can own objects")]
+    #[error(
+        "the {0} has no {1} yet; it must be read back from the API server before it can own objects"
+    )]
     MissingMetadata(&'static str, &'static str),
 }
 

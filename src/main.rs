@@ -31,7 +31,12 @@ struct Cli {
     log: String,
 
     /// DNS suffix of Services in the cluster; Istio hosts are written as NAME.NAMESPACE.svc.SUFFIX.
-    #[arg(long, env = "CLUSTER_DOMAIN", default_value = "cluster.local", global = true)]
+    #[arg(
+        long,
+        env = "CLUSTER_DOMAIN",
+        default_value = "cluster.local",
+        global = true
+    )]
     cluster_domain: String,
 
     /// Name of this operator instance in Events (for example the pod name).
@@ -86,7 +91,9 @@ async fn run(cli: Cli) -> ExitCode {
     let config = match kube::Config::infer().await {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("error: no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): {error}");
+            eprintln!(
+                "error: no Kubernetes configuration found (KUBECONFIG, ~/.kube/config or in-cluster): {error}"
+            );
             return ExitCode::from(2);
         }
     };
@@ -110,7 +117,10 @@ async fn run(cli: Cli) -> ExitCode {
             instance: cli.instance,
         },
     };
-    tracing::info!(namespace = settings.namespace.as_deref().unwrap_or("<all>"), "starting controller");
+    tracing::info!(
+        namespace = settings.namespace.as_deref().unwrap_or("<all>"),
+        "starting controller"
+    );
     let (_ctx, running) = controller::controller(client, settings, shutdown_signal());
     running.await;
     tracing::info!("stopped");
@@ -122,13 +132,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

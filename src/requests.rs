@@ -37,7 +37,10 @@ impl RequestCounts {
 
     fn record(&self, method: &Method, query: Option<&str>) {
         let counter = match *method {
-            Method::GET if query.is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1")) => {
+            Method::GET
+                if query
+                    .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1")) =>
+            {
                 &self.watches
             }
             Method::GET | Method::HEAD => &self.reads,
@@ -87,7 +90,10 @@ where
 }
 
 /// Builds a client from `config` whose requests are counted in `counts`.
-pub fn counting_client(config: kube::Config, counts: Arc<RequestCounts>) -> Result<kube::Client, kube::Error> {
+pub fn counting_client(
+    config: kube::Config,
+    counts: Arc<RequestCounts>,
+) -> Result<kube::Client, kube::Error> {
     let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(builder.with_layer(&CountRequests(counts)).build())
 }
@@ -102,9 +108,15 @@ mod tests {
         counts.record(&Method::GET, Some("watch=true&resourceVersion=5"));
         counts.record(&Method::GET, Some("labelSelector=a%3Db"));
         counts.record(&Method::GET, None);
-        counts.record(&Method::PATCH, Some("fieldManager=canary-operator&force=true"));
+        counts.record(
+            &Method::PATCH,
+            Some("fieldManager=canary-operator&force=true"),
+        );
         counts.record(&Method::DELETE, None);
         counts.record(&Method::POST, None);
-        assert_eq!((counts.watches(), counts.reads(), counts.writes()), (1, 2, 3));
+        assert_eq!(
+            (counts.watches(), counts.reads(), counts.writes()),
+            (1, 2, 3)
+        );
     }
 }

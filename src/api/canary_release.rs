@@ -30,13 +30,48 @@ pub const DEFAULT_MODEL_ENV: &str = "AZURE_MODEL_NAME";
     status = "CanaryReleaseStatus",
     derive = "PartialEq",
     doc = "A canary release: two versions of one service, each with its own model, and the share of traffic the canary gets.",
-    printcolumn(name = "Stable", type_ = "string", json_path = ".spec.stable.model", description = "Model of the stable version"),
-    printcolumn(name = "Canary", type_ = "string", json_path = ".spec.canary.model", description = "Model of the canary version"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".spec.weight", description = "Percent of traffic asked for the canary"),
-    printcolumn(name = "Applied", type_ = "integer", json_path = ".status.canaryWeight", description = "Percent of traffic the VirtualService sends to the canary", priority = 1),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status", description = "Whether every object is in place and both versions are available"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Stable",
+        type_ = "string",
+        json_path = ".spec.stable.model",
+        description = "Model of the stable version"
+    ),
+    printcolumn(
+        name = "Canary",
+        type_ = "string",
+        json_path = ".spec.canary.model",
+        description = "Model of the canary version"
+    ),
+    printcolumn(
+        name = "Weight",
+        type_ = "integer",
+        json_path = ".spec.weight",
+        description = "Percent of traffic asked for the canary"
+    ),
+    printcolumn(
+        name = "Applied",
+        type_ = "integer",
+        json_path = ".status.canaryWeight",
+        description = "Percent of traffic the VirtualService sends to the canary",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every object is in place and both versions are available"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new("self.stable.name != self.canary.name").message("stable.name and canary.name must differ"))]
 #[x_kube(validation = Rule::new("!has(self.autoscaling) || (!has(self.stable.replicas) && !has(self.canary.replicas))").message("stable.replicas and canary.replicas must be unset when autoscaling is set: the autoscaler owns the replica count"))]
@@ -104,7 +139,10 @@ pub struct SecretReference {
 pub struct VersionSpec {
     /// Version name: the Istio subset name, the value of the pods' `version` label, and the suffix of
     /// the version's objects (`<release>-<name>`). A DNS-1123 label such as `v1`.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
 
     /// Model this version calls, passed in the environment variable named by `spec.modelEnv`.
@@ -146,7 +184,10 @@ pub struct AutoscalingSpec {
     pub max_replicas: i32,
 
     /// Average CPU utilization, in percent of the requested CPU, that the autoscaler aims for.
-    #[serde(default = "default_cpu_target", rename = "targetCPUUtilizationPercentage")]
+    #[serde(
+        default = "default_cpu_target",
+        rename = "targetCPUUtilizationPercentage"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
 }

@@ -5,6 +5,6 @@ pub mod canary_release;
 pub mod istio;
 
 pub use canary_release::{
-    AutoscalingSpec, CanaryRelease, CanaryReleaseSpec, CanaryReleaseStatus, GatewaySpec, SecretReference,
-    VersionSpec, VersionStatus,
+    AutoscalingSpec, CanaryRelease, CanaryReleaseSpec, CanaryReleaseStatus, GatewaySpec,
+    SecretReference, VersionSpec, VersionStatus,
 };

@@ -90,27 +90,48 @@ pub async fn converge(
     // undefined subset.
     let mut keep = Keep::default();
     for planned in config_maps {
-        keep.config_maps.push(enact(ctx, release, planned, expect_present).await?.name_any());
+        keep.config_maps.push(
+            enact(ctx, release, planned, expect_present)
+                .await?
+                .name_any(),
+        );
     }
     let mut current_deployments = Vec::new();
     for planned in deployments {
         current_deployments.push(enact(ctx, release, planned, expect_present).await?);
     }
-    keep.deployments = current_deployments.iter().map(ResourceExt::name_any).collect();
+    keep.deployments = current_deployments
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
     for planned in autoscalers {
-        keep.autoscalers.push(enact(ctx, release, planned, expect_present).await?.name_any());
+        keep.autoscalers.push(
+            enact(ctx, release, planned, expect_present)
+                .await?
+                .name_any(),
+        );
     }
     enact(ctx, release, service, expect_present).await?;
     enact(ctx, release, destination_rule, expect_present).await?;
     for planned in gateway {
-        keep.gateways.push(enact(ctx, release, planned, expect_present).await?.name_any());
+        keep.gateways.push(
+            enact(ctx, release, planned, expect_present)
+                .await?
+                .name_any(),
+        );
     }
     let virtual_service = enact(ctx, release, virtual_service, expect_present).await?;
 
     // Removing what the release no longer wants comes last, once traffic no longer points at it.
     prune::<k8s_openapi::api::core::v1::ConfigMap>(ctx, release, &uid, &keep.config_maps).await?;
     prune::<Deployment>(ctx, release, &uid, &keep.deployments).await?;
-    prune::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(ctx, release, &uid, &keep.autoscalers).await?;
+    prune::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(
+        ctx,
+        release,
+        &uid,
+        &keep.autoscalers,
+    )
+    .await?;
     prune::<crate::api::istio::Gateway>(ctx, release, &uid, &keep.gateways).await?;
 
     Ok(Converged::Done(Report {
@@ -128,7 +149,11 @@ struct Keep {
     gateways: Vec<String>,
 }
 
-async fn observe_all<K: Child>(ctx: &Context, desired: Vec<K>, uid: &str) -> Result<Vec<Planned<K>>> {
+async fn observe_all<K: Child>(
+    ctx: &Context,
+    desired: Vec<K>,
+    uid: &str,
+) -> Result<Vec<Planned<K>>> {
     let mut planned = Vec::with_capacity(desired.len());
     for object in desired {
         planned.push(observe(ctx, object, uid).await?);
@@ -165,7 +190,12 @@ fn foreign<K>(planned: &[Planned<K>]) -> Vec<String> {
 }
 
 /// Applies one child if its verdict asks for it, and returns the object as it now is.
-async fn enact<K: Child>(ctx: &Context, release: &CanaryRelease, planned: Planned<K>, expect_present: bool) -> Result<K> {
+async fn enact<K: Child>(
+    ctx: &Context,
+    release: &CanaryRelease,
+    planned: Planned<K>,
+    expect_present: bool,
+) -> Result<K> {
     let Planned {
         desired,
         current,
@@ -173,19 +203,31 @@ async fn enact<K: Child>(ctx: &Context, release: &CanaryRelease, planned: Planne
     } = planned;
     let correction = match (&verdict, current) {
         (Verdict::Unchanged, Some(current)) => return Ok(current),
-        (Verdict::Update { drift: true }, _) => Some("was changed outside the operator; restored it"),
+        (Verdict::Update { drift: true }, _) => {
+            Some("was changed outside the operator; restored it")
+        }
         (Verdict::Create, _) if expect_present => Some("was deleted; recreated it"),
         _ => None,
     };
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let applied = ctx.api::<K>(&namespace).patch(&name, &params, &Patch::Apply(&desired)).await?;
+    let applied = ctx
+        .api::<K>(&namespace)
+        .patch(&name, &params, &Patch::Apply(&desired))
+        .await?;
     let kind = K::kind(&());
     match correction {
         Some(what) => {
             tracing::info!(%kind, %name, "{what}");
-            publish(ctx, release, EventType::Warning, "DriftCorrected", format!("{kind} {name} {what}")).await;
+            publish(
+                ctx,
+                release,
+                EventType::Warning,
+                "DriftCorrected",
+                format!("{kind} {name} {what}"),
+            )
+            .await;
         }
         None => tracing::debug!(%kind, %name, ?verdict, "applied"),
     }
@@ -194,7 +236,12 @@ async fn enact<K: Child>(ctx: &Context, release: &CanaryRelease, planned: Planne
 
 /// Deletes children of kind `K` that this release controls but no longer wants (an HPA after
 /// autoscaling was turned off, the objects of a renamed version, a Gateway no longer created).
-async fn prune<K: Child>(ctx: &Context, release: &CanaryRelease, uid: &str, keep: &[String]) -> Result<()> {
+async fn prune<K: Child>(
+    ctx: &Context,
+    release: &CanaryRelease,
+    uid: &str,
+    keep: &[String],
+) -> Result<()> {
     let namespace = release.namespace().unwrap_or_default();
     let stale = K::store(&ctx.stores).state_filter(|object| {
         object.namespace().as_deref() == Some(namespace.as_str())
@@ -222,13 +269,26 @@ async fn prune<K: Child>(ctx: &Context, release: &CanaryRelease, uid: &str, keep
         }
         let kind = K::kind(&());
         tracing::info!(%kind, %name, "deleted, no longer part of the release");
-        publish(ctx, release, EventType::Normal, "Pruned", format!("deleted {kind} {name}: no longer part of the release")).await;
+        publish(
+            ctx,
+            release,
+            EventType::Normal,
+            "Pruned",
+            format!("deleted {kind} {name}: no longer part of the release"),
+        )
+        .await;
     }
     Ok(())
 }
 
 /// Events are best effort: failing to record one must not fail or repeat the reconcile.
-pub async fn publish(ctx: &Context, release: &CanaryRelease, type_: EventType, reason: &str, note: String) {
+pub async fn publish(
+    ctx: &Context,
+    release: &CanaryRelease,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),

@@ -28,7 +28,11 @@ pub enum Verdict {
 }
 
 /// Compares a desired child with the current one (if any) owned, or not, by the release with `owner_uid`.
-pub fn judge<K: Resource<DynamicType = ()> + Serialize>(desired: &K, current: Option<&K>, owner_uid: &str) -> Verdict {
+pub fn judge<K: Resource<DynamicType = ()> + Serialize>(
+    desired: &K,
+    current: Option<&K>,
+    owner_uid: &str,
+) -> Verdict {
     let Some(current) = current else {
         return Verdict::Create;
     };
@@ -50,7 +54,8 @@ pub fn judge<K: Resource<DynamicType = ()> + Serialize>(desired: &K, current: Op
             current.meta().name.as_deref().unwrap_or_default(),
         ));
     }
-    let same_hash = applied_hash(desired).is_some() && applied_hash(desired) == applied_hash(current);
+    let same_hash =
+        applied_hash(desired).is_some() && applied_hash(desired) == applied_hash(current);
     let matches = match (serde_json::to_value(desired), serde_json::to_value(current)) {
         (Ok(d), Ok(c)) => contains(&c, &d),
         _ => false,
@@ -62,7 +67,11 @@ pub fn judge<K: Resource<DynamicType = ()> + Serialize>(desired: &K, current: Op
 }
 
 fn applied_hash<K: Resource>(object: &K) -> Option<&String> {
-    object.meta().annotations.as_ref()?.get(labels::APPLIED_HASH)
+    object
+        .meta()
+        .annotations
+        .as_ref()?
+        .get(labels::APPLIED_HASH)
 }
 
 /// Whether every field of `desired` is present in `current` with the same value.
@@ -73,7 +82,9 @@ pub fn contains(current: &Value, desired: &Value) -> bool {
             // A null or empty value we send is the same as the server leaving the field out.
             None => is_empty(dv),
         }),
-        (Value::Array(c), Value::Array(d)) => c.len() == d.len() && c.iter().zip(d).all(|(cv, dv)| contains(cv, dv)),
+        (Value::Array(c), Value::Array(d)) => {
+            c.len() == d.len() && c.iter().zip(d).all(|(cv, dv)| contains(cv, dv))
+        }
         (Value::Number(c), Value::Number(d)) => c.as_f64() == d.as_f64(),
         (c, d) => c == d,
     }
@@ -85,5 +96,142 @@ fn is_empty(value: &Value) -> bool {
         Value::Object(m) => m.values().all(is_empty),
         Value::Array(a) => a.is_empty(),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::build::build;
+    use crate::reconcile::testing::{UID, lab_validated};
+
+    fn lab_config_map() -> ConfigMap {
+        build(&lab_validated()).config_maps[0].clone()
+    }
+
+    /// What the API server returns for an object we applied: our fields plus defaults and metadata.
+    fn as_stored(desired: &ConfigMap) -> ConfigMap {
+        let mut stored = desired.clone();
+        stored.metadata.resource_version = Some("42".into());
+        stored.metadata.uid = Some("child-uid".into());
+        stored
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("added-by-someone".into(), "fine".into());
+        stored
+    }
+
+    #[test]
+    fn verdicts() {
+        let desired = lab_config_map();
+        assert_eq!(judge(&desired, None, UID), Verdict::Create);
+        assert_eq!(
+            judge(&desired, Some(&as_stored(&desired)), UID),
+            Verdict::Unchanged,
+            "extra labels and server fields are not drift"
+        );
+
+        let mut edited = as_stored(&desired);
+        edited
+            .data
+            .get_or_insert_default()
+            .insert("AZURE_MODEL_NAME".into(), "gpt-3.5".into());
+        assert_eq!(
+            judge(&desired, Some(&edited), UID),
+            Verdict::Update { drift: true }
+        );
+
+        // The user changed the release: the hash differs, so it is an update but not drift.
+        let mut older = as_stored(&desired);
+        older
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(crate::labels::APPLIED_HASH.into(), "0000".into());
+        assert_eq!(
+            judge(&desired, Some(&older), UID),
+            Verdict::Update { drift: false }
+        );
+    }
+
+    #[test]
+    fn a_field_we_stopped_setting_is_caught_by_the_hash() {
+        let desired = lab_config_map();
+        let mut previous = desired.clone();
+        previous
+            .data
+            .get_or_insert_default()
+            .insert("OLD_SETTING".into(), "1".into());
+        let previous = crate::reconcile::build::fingerprint(&previous);
+        let mut stored = as_stored(&desired);
+        stored
+            .data
+            .get_or_insert_default()
+            .insert("OLD_SETTING".into(), "1".into());
+        stored
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(crate::labels::APPLIED_HASH.into(), previous);
+        assert_eq!(
+            judge(&desired, Some(&stored), UID),
+            Verdict::Update { drift: false }
+        );
+    }
+
+    #[test]
+    fn objects_of_others_are_foreign() {
+        let desired = lab_config_map();
+        let mut theirs = as_stored(&desired);
+        theirs.metadata.owner_references = None;
+        match judge(&desired, Some(&theirs), UID) {
+            Verdict::Foreign(message) => {
+                assert!(
+                    message.contains("ConfigMap azureopenai/azureopenaichat-v1"),
+                    "{message}"
+                );
+                assert!(
+                    message.contains("not created by this CanaryRelease"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected Foreign, got {other:?}"),
+        }
+        theirs.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "canary.dev/v1alpha1".into(),
+            kind: "CanaryRelease".into(),
+            name: "other-release".into(),
+            uid: "other-uid".into(),
+            controller: Some(true),
+            ..OwnerReference::default()
+        }]);
+        match judge(&desired, Some(&theirs), UID) {
+            Verdict::Foreign(message) => assert!(
+                message.contains("controlled by CanaryRelease other-release"),
+                "{message}"
+            ),
+            other => panic!("expected Foreign, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn subset_rules() {
+        let current = json!({"a": 1, "b": {"c": [1, 2], "d": "x"}, "extra": true});
+        assert!(contains(&current, &json!({"a": 1.0, "b": {"d": "x"}})));
+        assert!(
+            contains(&current, &json!({"missing": null, "empty": {}})),
+            "empty values equal absent ones"
+        );
+        assert!(
+            !contains(&current, &json!({"b": {"c": [1]}})),
+            "a list must match in length"
+        );
+        assert!(!contains(&current, &json!({"a": 2})));
+        assert!(!contains(&current, &json!({"b": {"d": "y"}})));
     }
 }

@@ -11,6 +11,9 @@ pub mod diff;
 pub mod status;
 pub mod validate;
 
+#[cfg(test)]
+mod testing;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +49,9 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     let status = release.status.as_ref();
     let expect_present = status.is_some_and(|s| {
         s.observed_generation == release.metadata.generation
-            && s.conditions.iter().any(|c| c.type_ == DEGRADED && c.status == "False")
+            && s.conditions
+                .iter()
+                .any(|c| c.type_ == DEGRADED && c.status == "False")
     });
     match apply::converge(&ctx, &release, children, expect_present).await {
         Ok(Converged::Done(report)) => {
@@ -65,7 +70,9 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         }
         Err(error) => {
             // Best effort: the error itself is what the controller retries on.
-            if let Err(status_error) = status::report(&ctx, &release, &Health::Failed(error.to_string())).await {
+            if let Err(status_error) =
+                status::report(&ctx, &release, &Health::Failed(error.to_string())).await
+            {
                 tracing::debug!(%status_error, "could not report the failure in status");
             }
             return Err(error);

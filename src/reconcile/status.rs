@@ -37,9 +37,15 @@ impl Health<'_> {
     /// Reason and message of an unhealthy state.
     fn trouble(&self) -> Option<(&'static str, String)> {
         match self {
-            Health::Invalid(problems) => Some(("InvalidSpec", format!("the spec cannot be applied: {problems}"))),
+            Health::Invalid(problems) => Some((
+                "InvalidSpec",
+                format!("the spec cannot be applied: {problems}"),
+            )),
             Health::Conflict(messages) => Some(("OwnershipConflict", messages.join("; "))),
-            Health::Rejected(message) => Some(("Rejected", format!("the API server rejected a child object: {message}"))),
+            Health::Rejected(message) => Some((
+                "Rejected",
+                format!("the API server rejected a child object: {message}"),
+            )),
             Health::Failed(message) => Some(("ApplyFailed", format!("{message}; retrying"))),
             Health::Converged(..) => None,
         }
@@ -53,15 +59,23 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
     if release.status.as_ref() == Some(&status) {
         return Ok(());
     }
-    let api: Api<CanaryRelease> = Api::namespaced(ctx.client.clone(), &release.namespace().unwrap_or_default());
+    let api: Api<CanaryRelease> =
+        Api::namespaced(ctx.client.clone(), &release.namespace().unwrap_or_default());
     let patch = json!({
         "apiVersion": CanaryRelease::api_version(&()),
         "kind": CanaryRelease::kind(&()),
         "status": status,
     });
-    api.patch_status(&release.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
-    let previous = release.status.as_ref().and_then(|s| find(&s.conditions, DEGRADED));
+    api.patch_status(
+        &release.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    let previous = release
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, DEGRADED));
     let now = find(&status.conditions, DEGRADED);
     if let (Some((reason, message)), Some(now)) = (health.trouble(), now)
         && previous.is_none_or(|p| p.reason != now.reason || p.message != now.message)
@@ -74,7 +88,11 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
 
 /// The status a release should show. Conditions keep their `lastTransitionTime` unless their
 /// status flips, as the API conventions ask.
-pub fn desired_status(release: &CanaryRelease, health: &Health<'_>, now: Timestamp) -> CanaryReleaseStatus {
+pub fn desired_status(
+    release: &CanaryRelease,
+    health: &Health<'_>,
+    now: Timestamp,
+) -> CanaryReleaseStatus {
     let previous = release.status.clone().unwrap_or_default();
     let generation = release.meta().generation;
     let condition = |type_: &str, status: bool, reason: &str, message: String| {
@@ -129,7 +147,12 @@ pub fn desired_status(release: &CanaryRelease, health: &Health<'_>, now: Timesta
     let waiting: Vec<String> = versions
         .iter()
         .filter(|(_, done)| !done)
-        .map(|(v, _)| format!("{} has {}/{} replicas ready", v.name, v.ready_replicas, v.desired_replicas))
+        .map(|(v, _)| {
+            format!(
+                "{} has {}/{} replicas ready",
+                v.name, v.ready_replicas, v.desired_replicas
+            )
+        })
         .collect();
     let split = format!(
         "{}% to {} ({}), {}% to {} ({})",
@@ -142,16 +165,36 @@ pub fn desired_status(release: &CanaryRelease, health: &Health<'_>, now: Timesta
     );
     status.conditions = if waiting.is_empty() {
         vec![
-            condition(READY, true, "Available", format!("all objects in place and both versions available; traffic: {split}")),
-            condition(PROGRESSING, false, "RolloutComplete", "both versions are rolled out".to_owned()),
-            condition(DEGRADED, false, "AsExpected", "no problems found".to_owned()),
+            condition(
+                READY,
+                true,
+                "Available",
+                format!("all objects in place and both versions available; traffic: {split}"),
+            ),
+            condition(
+                PROGRESSING,
+                false,
+                "RolloutComplete",
+                "both versions are rolled out".to_owned(),
+            ),
+            condition(
+                DEGRADED,
+                false,
+                "AsExpected",
+                "no problems found".to_owned(),
+            ),
         ]
     } else {
         let message = format!("waiting for rollout: {}", waiting.join(", "));
         vec![
             condition(READY, false, "RollingOut", message.clone()),
             condition(PROGRESSING, true, "RollingOut", message),
-            condition(DEGRADED, false, "AsExpected", "no problems found".to_owned()),
+            condition(
+                DEGRADED,
+                false,
+                "AsExpected",
+                "no problems found".to_owned(),
+            ),
         ]
     };
     let mut versions = versions.into_iter().map(|(v, _)| v);
@@ -167,7 +210,9 @@ fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
 /// A version's replica counts, and whether its Deployment has finished rolling out (new template
 /// observed, every replica updated and ready, no old replicas left).
 fn version_status(version: &Version, deployments: &[Deployment]) -> (VersionStatus, bool) {
-    let deployment = deployments.iter().find(|d| d.name_any() == version.object_name);
+    let deployment = deployments
+        .iter()
+        .find(|d| d.name_any() == version.object_name);
     let desired = deployment.and_then(|d| d.spec.replicas).unwrap_or(1);
     let status = deployment.and_then(|d| d.status.as_ref());
     let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
@@ -190,4 +235,134 @@ fn version_status(version: &Version, deployments: &[Deployment]) -> (VersionStat
         },
         done,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DeploymentStatus;
+
+    use super::*;
+    use crate::reconcile::build::build;
+    use crate::reconcile::testing::{lab_release, lab_validated};
+    use crate::reconcile::validate::Problem;
+
+    fn report(ready: [i32; 2]) -> Report {
+        let children = build(&lab_validated());
+        let deployments = children
+            .deployments
+            .into_iter()
+            .zip(ready)
+            .map(|(mut d, ready)| {
+                d.metadata.generation = Some(1);
+                d.spec.replicas = Some(2);
+                d.status = Some(DeploymentStatus {
+                    observed_generation: Some(1),
+                    replicas: Some(2),
+                    updated_replicas: Some(2),
+                    ready_replicas: Some(ready),
+                    ..DeploymentStatus::default()
+                });
+                d
+            })
+            .collect();
+        Report {
+            deployments,
+            virtual_service: children.virtual_service,
+        }
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn get<'a>(status: &'a CanaryReleaseStatus, type_: &str) -> &'a Condition {
+        find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"))
+    }
+
+    #[test]
+    fn rolling_out_then_ready() {
+        let v = lab_validated();
+        let mut release = lab_release();
+        let rolling = desired_status(&release, &Health::Converged(&v, &report([2, 1])), at(0));
+        assert_eq!(rolling.observed_generation, Some(1));
+        assert_eq!(
+            (rolling.stable_weight, rolling.canary_weight),
+            (Some(75), Some(25))
+        );
+        assert_eq!(get(&rolling, READY).status, "False");
+        assert_eq!(get(&rolling, PROGRESSING).status, "True");
+        assert_eq!(
+            get(&rolling, PROGRESSING).message,
+            "waiting for rollout: v2 has 1/2 replicas ready"
+        );
+        assert_eq!(get(&rolling, DEGRADED).status, "False");
+        let canary = rolling.canary.clone().unwrap_or_default();
+        assert_eq!(
+            (
+                canary.model.as_str(),
+                canary.desired_replicas,
+                canary.ready_replicas
+            ),
+            ("gpt-4o", 2, 1)
+        );
+
+        release.status = Some(rolling.clone());
+        let ready = desired_status(&release, &Health::Converged(&v, &report([2, 2])), at(60));
+        assert_eq!(get(&ready, READY).status, "True");
+        assert_eq!(get(&ready, READY).reason, "Available");
+        assert!(
+            get(&ready, READY)
+                .message
+                .contains("75% to v1 (gpt-4.1), 25% to v2 (gpt-4o)")
+        );
+        assert_eq!(
+            get(&ready, READY).last_transition_time,
+            Time(at(60)),
+            "Ready flipped"
+        );
+        assert_eq!(
+            get(&ready, DEGRADED).last_transition_time,
+            Time(at(0)),
+            "Degraded did not flip"
+        );
+
+        release.status = Some(ready.clone());
+        assert_eq!(
+            desired_status(&release, &Health::Converged(&v, &report([2, 2])), at(120)),
+            ready,
+            "nothing changed, so the status is identical and will not be written"
+        );
+    }
+
+    #[test]
+    fn trouble_keeps_what_is_deployed_and_says_why() {
+        let v = lab_validated();
+        let mut release = lab_release();
+        release.status = Some(desired_status(
+            &release,
+            &Health::Converged(&v, &report([2, 2])),
+            at(0),
+        ));
+        let problems = Problems(vec![Problem {
+            field: "spec.config.AZURE_API_KEY".into(),
+            message: "looks like a credential".into(),
+        }]);
+        let invalid = desired_status(&release, &Health::Invalid(&problems), at(30));
+        assert_eq!(get(&invalid, READY).reason, "InvalidSpec");
+        assert_eq!(get(&invalid, DEGRADED).status, "True");
+        assert_eq!(
+            get(&invalid, DEGRADED).message,
+            "the spec cannot be applied: spec.config.AZURE_API_KEY: looks like a credential"
+        );
+        assert_eq!(
+            invalid.canary_weight,
+            Some(25),
+            "the traffic split in place is still reported"
+        );
+
+        let conflicts = vec!["ConfigMap azureopenai/azureopenaichat-v1 already exists".to_owned()];
+        let conflict = desired_status(&release, &Health::Conflict(&conflicts), at(30));
+        assert_eq!(get(&conflict, READY).reason, "OwnershipConflict");
+        assert_eq!(get(&conflict, READY).message, conflicts[0]);
+    }
 }

@@ -150,15 +150,26 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
         );
     }
     if spec.image.chars().any(char::is_whitespace) {
-        problem("spec.image", format!("{:?} contains whitespace", spec.image));
+        problem(
+            "spec.image",
+            format!("{:?} contains whitespace", spec.image),
+        );
     }
     check_config("spec.config", &spec.config, &spec.model_env, &mut problem);
     for (field, version) in [("spec.stable", &spec.stable), ("spec.canary", &spec.canary)] {
-        check_config(&format!("{field}.config"), &version.config, &spec.model_env, &mut problem);
+        check_config(
+            &format!("{field}.config"),
+            &version.config,
+            &spec.model_env,
+            &mut problem,
+        );
         if let Some(image) = &version.image
             && image.chars().any(char::is_whitespace)
         {
-            problem(&format!("{field}.image"), format!("{image:?} contains whitespace"));
+            problem(
+                &format!("{field}.image"),
+                format!("{image:?} contains whitespace"),
+            );
         }
     }
     let gateway = &spec.gateway;
@@ -166,7 +177,9 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
         if !is_host(host) {
             problem(
                 &format!("spec.gateway.hosts[{i}]"),
-                format!("{host:?} is not a host name: use a DNS name such as chat.example.com, a wildcard such as *.example.com, or *"),
+                format!(
+                    "{host:?} is not a host name: use a DNS name such as chat.example.com, a wildcard such as *.example.com, or *"
+                ),
             );
         }
     }
@@ -253,17 +266,23 @@ fn check_config(
         if !is_env_var_name(key) {
             problem(
                 &at,
-                format!("{key:?} is not a valid environment variable name (letters, digits, '_', '-', '.'; not starting with a digit)"),
+                format!(
+                    "{key:?} is not a valid environment variable name (letters, digits, '_', '-', '.'; not starting with a digit)"
+                ),
             );
         } else if key == model_env {
             problem(
                 &at,
-                format!("{key} is set from stable.model and canary.model (spec.modelEnv); remove it from config"),
+                format!(
+                    "{key} is set from stable.model and canary.model (spec.modelEnv); remove it from config"
+                ),
             );
         } else if looks_secret(key) {
             problem(
                 &at,
-                format!("{key} looks like a credential; ConfigMaps are not for secrets: put it in a Secret and name it in spec.secretRef"),
+                format!(
+                    "{key} looks like a credential; ConfigMaps are not for secrets: put it in a Secret and name it in spec.secretRef"
+                ),
             );
         }
     }
@@ -278,7 +297,10 @@ fn owner_reference(release: &CanaryRelease) -> Option<OwnerReference> {
 
 fn looks_secret(key: &str) -> bool {
     let upper = key.to_ascii_uppercase();
-    upper.split(['_', '-', '.']).any(|word| SECRET_WORDS.contains(&word)) || upper.ends_with("APIKEY")
+    upper
+        .split(['_', '-', '.'])
+        .any(|word| SECRET_WORDS.contains(&word))
+        || upper.ends_with("APIKEY")
 }
 
 pub fn is_dns1035_label(s: &str) -> bool {
@@ -287,7 +309,9 @@ pub fn is_dns1035_label(s: &str) -> bool {
         && s.len() <= 63
         && bytes[0].is_ascii_lowercase()
         && bytes[bytes.len() - 1] != b'-'
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 fn is_dns1123_label(s: &str) -> bool {
@@ -296,14 +320,18 @@ fn is_dns1123_label(s: &str) -> bool {
         && s.len() <= 63
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 fn is_env_var_name(s: &str) -> bool {
     let bytes = s.as_bytes();
     !s.is_empty()
         && !bytes[0].is_ascii_digit()
-        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 fn is_host(s: &str) -> bool {
@@ -336,5 +364,202 @@ fn is_label_value(s: &str) -> bool {
         || (s.len() <= 63
             && bytes[0].is_ascii_alphanumeric()
             && bytes[bytes.len() - 1].is_ascii_alphanumeric()
-            && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::testing::lab_release;
+
+    fn problems_of(edit: impl FnOnce(&mut CanaryRelease)) -> Vec<Problem> {
+        let mut release = lab_release();
+        edit(&mut release);
+        match validate(&release, "cluster.local") {
+            Ok(_) => Vec::new(),
+            Err(Problems(problems)) => problems,
+        }
+    }
+
+    #[test]
+    fn lab_example_is_valid_and_resolves_defaults() {
+        let v = validate(&lab_release(), "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(v.host, "azureopenaichat.azureopenai.svc.cluster.local");
+        assert_eq!((v.stable_weight(), v.canary_weight), (75, 25));
+        assert_eq!(v.stable.object_name, "azureopenaichat-v1");
+        assert_eq!(
+            v.canary.config.get("AZURE_MODEL_NAME").map(String::as_str),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            v.stable.replicas, None,
+            "autoscaled versions leave replicas to the HPA"
+        );
+        assert_eq!(
+            v.canary.image,
+            "myregistry.azurecr.io/canarydeploymentapplication:latest"
+        );
+        assert_eq!(v.owner.uid, crate::reconcile::testing::UID);
+        assert_eq!(v.owner.controller, Some(true));
+    }
+
+    #[test]
+    fn version_settings_override_shared_ones() {
+        let mut release = lab_release();
+        release.spec.canary.image = Some("repo/app:2".into());
+        release
+            .spec
+            .canary
+            .config
+            .insert("AZURE_API_URL".into(), "https://canary.example/".into());
+        let v = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(v.canary.image, "repo/app:2");
+        assert_eq!(v.stable.image, release.spec.image);
+        assert_eq!(v.canary.config["AZURE_API_URL"], "https://canary.example/");
+        assert_eq!(
+            v.stable.config["AZURE_API_URL"],
+            "https://example.openai.azure.com/"
+        );
+    }
+
+    /// Each case: what is wrong, the edit that makes it so, the field reported and a fragment of the message.
+    #[test]
+    fn rejects_what_the_schema_cannot() {
+        type Edit = fn(&mut CanaryRelease);
+        let cases: [(&str, Edit, &str, &str); 10] = [
+            (
+                "name not usable for a Service",
+                |r| r.metadata.name = Some("9chat".into()),
+                "metadata.name",
+                "cannot name the release's Service",
+            ),
+            (
+                "dotted name",
+                |r| r.metadata.name = Some("chat.v1".into()),
+                "metadata.name",
+                "starting with a letter",
+            ),
+            (
+                "model variable in config",
+                |r| {
+                    r.spec.config.insert("AZURE_MODEL_NAME".into(), "x".into());
+                },
+                "spec.config.AZURE_MODEL_NAME",
+                "set from stable.model",
+            ),
+            (
+                "API key in config",
+                |r| {
+                    r.spec.config.insert("AZURE_API_KEY".into(), "sk".into());
+                },
+                "spec.config.AZURE_API_KEY",
+                "looks like a credential",
+            ),
+            (
+                "password in a version's config",
+                |r| {
+                    r.spec
+                        .canary
+                        .config
+                        .insert("DB_PASSWORD".into(), "x".into());
+                },
+                "spec.canary.config.DB_PASSWORD",
+                "put it in a Secret",
+            ),
+            (
+                "invalid variable name",
+                |r| {
+                    r.spec.config.insert("1BAD NAME".into(), "x".into());
+                },
+                "spec.config.1BAD NAME",
+                "not a valid environment variable name",
+            ),
+            (
+                "whitespace in image",
+                |r| r.spec.image = "repo/app :1".into(),
+                "spec.image",
+                "whitespace",
+            ),
+            (
+                "URL as host",
+                |r| r.spec.gateway.hosts = vec!["http://chat.example.com".into()],
+                "spec.gateway.hosts[0]",
+                "not a host name",
+            ),
+            (
+                "bad gateway reference",
+                |r| {
+                    r.spec.gateway.selector = None;
+                    r.spec.gateway.existing = Some(vec!["a/b/c".into()]);
+                },
+                "spec.gateway.existing[0]",
+                "NAMESPACE/NAME",
+            ),
+            (
+                "bad selector value",
+                |r| {
+                    r.spec.gateway.selector =
+                        Some([("istio".to_owned(), "not a label!".to_owned())].into());
+                },
+                "spec.gateway.selector.istio",
+                "label selector",
+            ),
+        ];
+        for (what, edit, field, fragment) in cases {
+            let problems = problems_of(edit);
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.field == field && p.message.contains(fragment)),
+                "{what}: expected {field} / {fragment:?}, got {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn harmless_names_are_not_taken_for_secrets() {
+        for key in ["MAX_TOKENS", "KEYCLOAK_URL", "AZURE_API_URL", "TOKENIZER"] {
+            assert!(!looks_secret(key), "{key}");
+        }
+        for key in [
+            "AZURE_API_KEY",
+            "OPENAI_APIKEY",
+            "client-secret",
+            "api.token",
+            "PASSWORD",
+        ] {
+            assert!(looks_secret(key), "{key}");
+        }
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let problems = problems_of(|r| {
+            r.spec.image = "a b".into();
+            r.spec.config.insert("API_TOKEN".into(), "x".into());
+        });
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn hosts_and_references() {
+        for host in ["*", "chat.example.com", "*.example.com", "localhost"] {
+            assert!(is_host(host), "{host}");
+        }
+        for host in ["", "http://x", "a..b", "*.", "exa mple.com"] {
+            assert!(!is_host(host), "{host}");
+        }
+        assert!(
+            is_gateway_reference("istio-system/gw")
+                && is_gateway_reference("gw")
+                && is_gateway_reference("mesh")
+        );
+        assert!(
+            !is_gateway_reference("/gw")
+                && !is_gateway_reference("ns/")
+                && !is_gateway_reference("A/b")
+        );
+    }
 }

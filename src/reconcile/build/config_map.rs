@@ -17,3 +17,47 @@ pub fn config_map(v: &Validated, version: &Version) -> ConfigMap {
         ..ConfigMap::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::testing::{lab_validated, owner, to_json};
+
+    #[test]
+    fn lab_config_maps_carry_shared_config_and_each_model() {
+        let v = lab_validated();
+        let expected = |version: &str, component: &str, model: &str| {
+            json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": format!("azureopenaichat-{version}"),
+                    "namespace": "azureopenai",
+                    "labels": {
+                        "app": "azureopenaichat",
+                        "version": version,
+                        "app.kubernetes.io/name": "azureopenaichat",
+                        "app.kubernetes.io/instance": "azureopenaichat",
+                        "app.kubernetes.io/component": component,
+                        "app.kubernetes.io/managed-by": "canary-operator",
+                    },
+                    "ownerReferences": owner(),
+                },
+                "data": {
+                    "AZURE_API_URL": "https://example.openai.azure.com/",
+                    "AZURE_MODEL_NAME": model,
+                },
+            })
+        };
+        assert_eq!(
+            to_json(&config_map(&v, &v.stable)),
+            expected("v1", "stable", "gpt-4.1")
+        );
+        assert_eq!(
+            to_json(&config_map(&v, &v.canary)),
+            expected("v2", "canary", "gpt-4o")
+        );
+    }
+}

@@ -2,7 +2,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, PodSpec, PodTemplateSpec, SecretEnvSource,
+    ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, PodSpec, PodTemplateSpec,
+    SecretEnvSource,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
@@ -70,5 +71,97 @@ pub fn deployment(v: &Validated, version: &Version) -> Deployment {
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::build::fingerprint;
+    use crate::reconcile::testing::{lab_release, lab_validated, owner, to_json};
+    use crate::reconcile::validate::validate;
+
+    #[test]
+    fn lab_canary_deployment() {
+        let v = lab_validated();
+        let labels = json!({
+            "app": "azureopenaichat",
+            "version": "v2",
+            "app.kubernetes.io/name": "azureopenaichat",
+            "app.kubernetes.io/instance": "azureopenaichat",
+            "app.kubernetes.io/component": "canary",
+            "app.kubernetes.io/managed-by": "canary-operator",
+        });
+        let expected = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "azureopenaichat-v2",
+                "namespace": "azureopenai",
+                "labels": labels,
+                "ownerReferences": owner(),
+            },
+            // No `replicas`: the lab example autoscales, and the HPA must be the only writer.
+            "spec": {
+                "selector": {"matchLabels": {"app": "azureopenaichat", "version": "v2"}},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {"canary.dev/config-hash": fingerprint(&v.canary.config)},
+                    },
+                    "spec": {
+                        "containers": [{
+                            "name": "azureopenaichat",
+                            "image": "myregistry.azurecr.io/canarydeploymentapplication:latest",
+                            "ports": [{"name": "http", "containerPort": 5000, "protocol": "TCP"}],
+                            "envFrom": [
+                                {"configMapRef": {"name": "azureopenaichat-v2"}},
+                                {"secretRef": {"name": "azure-openai"}},
+                            ],
+                        }],
+                    },
+                },
+            },
+        });
+        assert_eq!(to_json(&deployment(&v, &v.canary)), expected);
+    }
+
+    #[test]
+    fn replicas_are_set_only_without_autoscaling() {
+        let mut release = lab_release();
+        release.spec.autoscaling = None;
+        release.spec.stable.replicas = Some(3);
+        let v = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(deployment(&v, &v.stable).spec.replicas, Some(3));
+        assert_eq!(
+            deployment(&v, &v.canary).spec.replicas,
+            Some(1),
+            "default is one pod"
+        );
+    }
+
+    #[test]
+    fn config_change_changes_the_pod_template() {
+        let before = lab_validated();
+        let mut release = lab_release();
+        release
+            .spec
+            .config
+            .insert("AZURE_API_URL".into(), "https://other.example/".into());
+        let after = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+        let template =
+            |v: &crate::reconcile::validate::Validated| deployment(v, &v.stable).spec.template;
+        assert_ne!(
+            template(&before),
+            template(&after),
+            "pods must roll when their config changes"
+        );
+        assert_ne!(
+            fingerprint(&before.stable.config),
+            fingerprint(&before.canary.config),
+            "the two versions differ by model, so their hashes differ"
+        );
     }
 }

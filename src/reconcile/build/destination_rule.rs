@@ -24,3 +24,38 @@ pub fn destination_rule(v: &Validated) -> DestinationRule {
     rule.metadata = metadata(v, &v.name, labels::common(&v.name));
     rule
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::testing::{lab_validated, owner, to_json};
+
+    #[test]
+    fn lab_destination_rule_names_both_subsets() {
+        let expected = json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "DestinationRule",
+            "metadata": {
+                "name": "azureopenaichat",
+                "namespace": "azureopenai",
+                "labels": {
+                    "app": "azureopenaichat",
+                    "app.kubernetes.io/name": "azureopenaichat",
+                    "app.kubernetes.io/instance": "azureopenaichat",
+                    "app.kubernetes.io/managed-by": "canary-operator",
+                },
+                "ownerReferences": owner(),
+            },
+            "spec": {
+                "host": "azureopenaichat.azureopenai.svc.cluster.local",
+                "subsets": [
+                    {"name": "v1", "labels": {"version": "v1"}},
+                    {"name": "v2", "labels": {"version": "v2"}},
+                ],
+            },
+        });
+        assert_eq!(to_json(&destination_rule(&lab_validated())), expected);
+    }
+}

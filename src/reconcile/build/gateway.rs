@@ -5,7 +5,12 @@ use crate::reconcile::validate::{self, Validated};
 
 /// The ingress Gateway, when the release asks the operator to create one.
 pub fn gateway(v: &Validated) -> Option<Gateway> {
-    let validate::Gateway::Create { selector, port, hosts } = &v.gateway else {
+    let validate::Gateway::Create {
+        selector,
+        port,
+        hosts,
+    } = &v.gateway
+    else {
         return None;
     };
     let mut gateway = Gateway::new(
@@ -24,4 +29,49 @@ pub fn gateway(v: &Validated) -> Option<Gateway> {
     );
     gateway.metadata = metadata(v, &v.name, labels::common(&v.name));
     Some(gateway)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::testing::{lab_release, lab_validated, owner, to_json};
+
+    #[test]
+    fn lab_gateway_listens_on_port_80_for_any_host() {
+        let expected = json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "Gateway",
+            "metadata": {
+                "name": "azureopenaichat",
+                "namespace": "azureopenai",
+                "labels": {
+                    "app": "azureopenaichat",
+                    "app.kubernetes.io/name": "azureopenaichat",
+                    "app.kubernetes.io/instance": "azureopenaichat",
+                    "app.kubernetes.io/managed-by": "canary-operator",
+                },
+                "ownerReferences": owner(),
+            },
+            "spec": {
+                "selector": {"istio": "aks-istio-ingressgateway-external"},
+                "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],
+            },
+        });
+        assert_eq!(
+            gateway(&lab_validated()).map(|g| to_json(&g)),
+            Some(expected)
+        );
+    }
+
+    #[test]
+    fn no_gateway_when_binding_to_existing_ones() {
+        let mut release = lab_release();
+        release.spec.gateway.selector = None;
+        release.spec.gateway.port = None;
+        release.spec.gateway.existing = Some(vec!["istio-ingress/public".into()]);
+        let v = validate::validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+        assert_eq!(gateway(&v), None);
+    }
 }

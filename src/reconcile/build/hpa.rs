@@ -1,6 +1,6 @@
 use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
-    ResourceMetricSource,
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
 };
 
 use super::metadata;
@@ -9,7 +9,11 @@ use crate::labels;
 use crate::reconcile::validate::{Validated, Version};
 
 /// Scales one version on CPU, as the lab's `kubectl autoscale` did, independently of the traffic split.
-pub fn autoscaler(v: &Validated, version: &Version, scaling: &AutoscalingSpec) -> HorizontalPodAutoscaler {
+pub fn autoscaler(
+    v: &Validated,
+    version: &Version,
+    scaling: &AutoscalingSpec,
+) -> HorizontalPodAutoscaler {
     HorizontalPodAutoscaler {
         metadata: metadata(
             v,
@@ -39,5 +43,49 @@ pub fn autoscaler(v: &Validated, version: &Version, scaling: &AutoscalingSpec) -
             ..HorizontalPodAutoscalerSpec::default()
         },
         ..HorizontalPodAutoscaler::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::testing::{lab_validated, owner, to_json};
+
+    #[test]
+    fn lab_autoscaler_matches_kubectl_autoscale() {
+        let v = lab_validated();
+        let scaling = v
+            .autoscaling
+            .clone()
+            .unwrap_or_else(|| panic!("lab autoscales"));
+        let expected = json!({
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {
+                "name": "azureopenaichat-v1",
+                "namespace": "azureopenai",
+                "labels": {
+                    "app": "azureopenaichat",
+                    "version": "v1",
+                    "app.kubernetes.io/name": "azureopenaichat",
+                    "app.kubernetes.io/instance": "azureopenaichat",
+                    "app.kubernetes.io/component": "stable",
+                    "app.kubernetes.io/managed-by": "canary-operator",
+                },
+                "ownerReferences": owner(),
+            },
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "azureopenaichat-v1"},
+                "minReplicas": 1,
+                "maxReplicas": 10,
+                "metrics": [{
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}},
+                }],
+            },
+        });
+        assert_eq!(to_json(&autoscaler(&v, &v.stable, &scaling)), expected);
     }
 }

@@ -51,10 +51,19 @@ pub struct Children {
 pub fn build(v: &Validated) -> Children {
     let versions = v.versions();
     Children {
-        config_maps: versions.iter().map(|ver| stamped(config_map(v, ver))).collect(),
-        deployments: versions.iter().map(|ver| stamped(deployment(v, ver))).collect(),
+        config_maps: versions
+            .iter()
+            .map(|ver| stamped(config_map(v, ver)))
+            .collect(),
+        deployments: versions
+            .iter()
+            .map(|ver| stamped(deployment(v, ver)))
+            .collect(),
         autoscalers: match &v.autoscaling {
-            Some(scaling) => versions.iter().map(|ver| stamped(autoscaler(v, ver, scaling))).collect(),
+            Some(scaling) => versions
+                .iter()
+                .map(|ver| stamped(autoscaler(v, ver, scaling)))
+                .collect(),
             None => Vec::new(),
         },
         service: stamped(service(v)),
@@ -91,4 +100,69 @@ fn stamped<K: Resource + Serialize>(mut object: K) -> K {
         .get_or_insert_with(BTreeMap::new)
         .insert(labels::APPLIED_HASH.to_owned(), hash);
     object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::testing::{lab_release, lab_validated};
+    use crate::reconcile::validate::validate;
+
+    #[test]
+    fn lab_example_yields_every_object_of_the_lab() {
+        let children = build(&lab_validated());
+        let names = |objects: &[ConfigMap]| {
+            objects
+                .iter()
+                .filter_map(|o| o.metadata.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&children.config_maps),
+            ["azureopenaichat-v1", "azureopenaichat-v2"]
+        );
+        assert_eq!(children.deployments.len(), 2);
+        assert_eq!(children.autoscalers.len(), 2);
+        assert!(children.gateway.is_some());
+    }
+
+    #[test]
+    fn every_child_carries_the_hash_of_its_content() {
+        let children = build(&lab_validated());
+        let hash = |meta: &ObjectMeta| {
+            meta.annotations
+                .as_ref()
+                .and_then(|a| a.get(labels::APPLIED_HASH))
+                .cloned()
+        };
+        let before = hash(&children.virtual_service.metadata).unwrap_or_else(|| panic!("no hash"));
+        assert_eq!(before.len(), 16);
+        let mut release = lab_release();
+        release.spec.weight = 50;
+        let after = build(&validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}")));
+        assert_ne!(
+            hash(&after.virtual_service.metadata),
+            Some(before.clone()),
+            "a weight change changes the route's hash"
+        );
+        assert_eq!(
+            hash(&after.destination_rule.metadata),
+            hash(&children.destination_rule.metadata),
+            "a weight change leaves the subsets alone"
+        );
+        assert_eq!(
+            build(&lab_validated()),
+            children,
+            "building is deterministic"
+        );
+    }
+
+    #[test]
+    fn autoscaling_off_means_no_autoscalers() {
+        let mut release = lab_release();
+        release.spec.autoscaling = None;
+        let children =
+            build(&validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}")));
+        assert!(children.autoscalers.is_empty());
+    }
 }

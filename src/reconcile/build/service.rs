@@ -27,3 +27,36 @@ pub fn service(v: &Validated) -> Service {
         ..Service::default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::testing::{lab_validated, owner, to_json};
+
+    #[test]
+    fn lab_service_covers_both_versions() {
+        let expected = json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": "azureopenaichat",
+                "namespace": "azureopenai",
+                "labels": {
+                    "app": "azureopenaichat",
+                    "app.kubernetes.io/name": "azureopenaichat",
+                    "app.kubernetes.io/instance": "azureopenaichat",
+                    "app.kubernetes.io/managed-by": "canary-operator",
+                },
+                "ownerReferences": owner(),
+            },
+            "spec": {
+                "type": "ClusterIP",
+                "selector": {"app": "azureopenaichat"},
+                "ports": [{"name": "http", "port": 5000, "targetPort": 5000, "protocol": "TCP"}],
+            },
+        });
+        assert_eq!(to_json(&service(&lab_validated())), expected);
+    }
+}

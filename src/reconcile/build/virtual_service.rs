@@ -1,5 +1,7 @@
 use super::metadata;
-use crate::api::istio::{Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualService, VirtualServiceSpec};
+use crate::api::istio::{
+    Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualService, VirtualServiceSpec,
+};
 use crate::labels;
 use crate::reconcile::validate::{self, Validated};
 
@@ -39,4 +41,71 @@ pub fn virtual_service(v: &Validated) -> VirtualService {
     );
     service.metadata = metadata(v, &v.name, labels::common(&v.name));
     service
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::reconcile::testing::{lab_release, lab_validated, owner, to_json};
+
+    fn route(weight_v1: i32, weight_v2: i32) -> serde_json::Value {
+        let host = "azureopenaichat.azureopenai.svc.cluster.local";
+        json!([{
+            "name": "canary-split",
+            "route": [
+                {"destination": {"host": host, "subset": "v1", "port": {"number": 5000}}, "weight": weight_v1},
+                {"destination": {"host": host, "subset": "v2", "port": {"number": 5000}}, "weight": weight_v2},
+            ],
+        }])
+    }
+
+    #[test]
+    fn lab_virtual_service_splits_75_25_through_the_created_gateway() {
+        let expected = json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {
+                "name": "azureopenaichat",
+                "namespace": "azureopenai",
+                "labels": {
+                    "app": "azureopenaichat",
+                    "app.kubernetes.io/name": "azureopenaichat",
+                    "app.kubernetes.io/instance": "azureopenaichat",
+                    "app.kubernetes.io/managed-by": "canary-operator",
+                },
+                "ownerReferences": owner(),
+            },
+            "spec": {"hosts": ["*"], "gateways": ["azureopenaichat"], "http": route(75, 25)},
+        });
+        assert_eq!(to_json(&virtual_service(&lab_validated())), expected);
+    }
+
+    #[test]
+    fn weights_always_sum_to_100_and_both_subsets_stay_listed() {
+        for weight in [0, 1, 50, 99, 100] {
+            let mut release = lab_release();
+            release.spec.weight = weight;
+            let v = validate::validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+            assert_eq!(
+                to_json(&virtual_service(&v))["spec"]["http"],
+                route(100 - weight, weight),
+                "weight {weight}"
+            );
+        }
+    }
+
+    #[test]
+    fn existing_gateways_are_referenced_as_given() {
+        let mut release = lab_release();
+        release.spec.gateway.selector = None;
+        release.spec.gateway.port = None;
+        release.spec.gateway.existing = Some(vec!["istio-ingress/public".into(), "mesh".into()]);
+        release.spec.gateway.hosts = vec!["chat.example.com".into()];
+        let v = validate::validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+        let spec = virtual_service(&v).spec;
+        assert_eq!(spec.gateways, ["istio-ingress/public", "mesh"]);
+        assert_eq!(spec.hosts, ["chat.example.com"]);
+    }
 }

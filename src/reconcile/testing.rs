@@ -1,0 +1,53 @@
+//! Fixtures for the pure tests: the lab's example as the operator would receive it.
+
+use crate::api::CanaryRelease;
+
+pub const UID: &str = "8d3b5c1e-0000-4000-8000-000000000001";
+
+/// `examples/lab.yaml`, with the uid and generation the API server would have given it.
+pub fn lab_release() -> CanaryRelease {
+    let mut release: CanaryRelease =
+        serde_norway::from_str(include_str!("../../examples/lab.yaml"))
+            .unwrap_or_else(|e| panic!("examples/lab.yaml: {e}"));
+    release.metadata.uid = Some(UID.to_owned());
+    release.metadata.generation = Some(1);
+    release
+}
+
+pub fn lab_validated() -> super::validate::Validated {
+    super::validate::validate(&lab_release(), "cluster.local")
+        .unwrap_or_else(|p| panic!("lab example is invalid: {p}"))
+}
+
+/// The owner reference every child of the lab example must carry.
+pub fn owner() -> serde_json::Value {
+    serde_json::json!([{
+        "apiVersion": "canary.dev/v1alpha1",
+        "kind": "CanaryRelease",
+        "name": "azureopenaichat",
+        "uid": UID,
+        "controller": true,
+        "blockOwnerDeletion": true,
+    }])
+}
+
+/// Serializes an object without the applied-hash annotation, which the whole-object assertions
+/// leave out (it is tested on its own).
+pub fn to_json<T: serde::Serialize>(object: &T) -> serde_json::Value {
+    let mut value = serde_json::to_value(object).unwrap_or_else(|e| panic!("serialize: {e}"));
+    if let Some(annotations) = value
+        .pointer_mut("/metadata/annotations")
+        .and_then(|a| a.as_object_mut())
+    {
+        annotations.remove(crate::labels::APPLIED_HASH);
+        if annotations.is_empty() {
+            if let Some(meta) = value
+                .pointer_mut("/metadata")
+                .and_then(|m| m.as_object_mut())
+            {
+                meta.remove("annotations");
+            }
+        }
+    }
+    value
+}
