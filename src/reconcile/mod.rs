@@ -30,6 +30,11 @@ use crate::{Error, Result};
 /// requests when everything is in place: all reads come from caches.
 const RESYNC: Duration = Duration::from_secs(600);
 
+/// How often an ownership conflict is looked at again. The object in the way is not labelled as
+/// ours, so its deletion never reaches our filtered caches; polling it (a read, never a write) is
+/// what lets the release proceed once the user removes it.
+const CONFLICT_RECHECK: Duration = Duration::from_secs(10);
+
 #[tracing::instrument(skip_all, fields(namespace = release.namespace().unwrap_or_default(), name = release.name_any()))]
 pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics
@@ -60,7 +65,7 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         Ok(Converged::Conflict(conflicts)) => {
             status::report(&ctx, &release, &Health::Conflict(&conflicts)).await?;
             ctx.reset_backoff(&release);
-            return Ok(Action::await_change());
+            return Ok(Action::requeue(CONFLICT_RECHECK));
         }
         // Unprocessable: the server will refuse the same object again, so wait for a new spec.
         Err(Error::Kube(kube::Error::Api(s))) if s.code == 422 => {
