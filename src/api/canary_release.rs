@@ -4,6 +4,9 @@
 //! for the person reading them there. Rules that the apiserver can enforce live here as schema
 //! constraints and CEL rules; the rest is checked by `reconcile::validate` and reported as a condition.
 
+// Printer columns repeat `type_ = "string"` and the like, which this lint takes for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;

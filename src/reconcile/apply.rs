@@ -28,7 +28,7 @@ pub enum Converged {
     /// Objects with our names belong to someone else; nothing was written. One message per object.
     Conflict(Vec<String>),
     /// Every child is in place.
-    Done(Report),
+    Done(Box<Report>),
 }
 
 /// The children as they are after a successful converge.
@@ -134,10 +134,10 @@ pub async fn converge(
     .await?;
     prune::<crate::api::istio::Gateway>(ctx, release, &uid, &keep.gateways).await?;
 
-    Ok(Converged::Done(Report {
+    Ok(Converged::Done(Box::new(Report {
         deployments: current_deployments,
         virtual_service,
-    }))
+    })))
 }
 
 /// Names of the children that kinds with a variable set of objects should keep.
