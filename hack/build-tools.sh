@@ -11,6 +11,15 @@ export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 log() { echo "build-tools: $*" >&2; }
 
+# Two clusters (or a cluster and `make tools`) may start at once; builds and the link directory
+# below must not interleave. A cold build takes ~20 minutes on 2 cores, hence the long wait.
+mkdir -p "$cache"
+exec 8>"$cache/.build-tools.lock"
+flock -w 3600 8 || {
+  log "another build-tools.sh still holds $cache/.build-tools.lock after an hour"
+  exit 1
+}
+
 # go build names a binary after the last import path element, except that a major version
 # suffix (/v3) is skipped: go.etcd.io/etcd/server/v3 becomes "server".
 go_exe_name() {
@@ -77,13 +86,20 @@ if [ ! -s "$kwok_stages" ]; then
   mv "$kwok_stages.tmp" "$kwok_stages"
 fi
 
-# One directory of links to the pinned versions, so callers need a single PATH entry.
-rm -rf "$bin.new" && mkdir -p "$bin.new"
+# One directory of links to the pinned versions, so callers need a single PATH entry. Replaced only
+# when a link changes: a running cluster's scripts use it, and for a moment it would be missing.
+links=()
 for f in "$cache/kubernetes-$kv"/* "$cache/etcd-$ETCD_VERSION/etcd" "$cache/kwok-$KWOK_VERSION/kwok" \
-  "$cache/helm-$HELM_VERSION/helm"; do
-  ln -s "$f" "$bin.new/$(basename "$f")"
+  "$cache/helm-$HELM_VERSION/helm" "$istio_crds" "$kwok_stages"; do
+  name=$(basename "$f")
+  case $name in istio-crds-*) name=istio-crds.yaml ;; stages.yaml) name=kwok-stages.yaml ;; esac
+  links+=("$name=$f")
 done
-ln -s "$istio_crds" "$bin.new/istio-crds.yaml"
-ln -s "$kwok_stages" "$bin.new/kwok-stages.yaml"
-rm -rf "$bin" && mv "$bin.new" "$bin"
+current=()
+for l in "$bin"/*; do [ -L "$l" ] && current+=("$(basename "$l")=$(readlink "$l")"); done
+if [ "$(printf '%s\n' "${links[@]}" | sort)" != "$(printf '%s\n' "${current[@]}" | sort)" ]; then
+  rm -rf "$bin.new" && mkdir -p "$bin.new"
+  for l in "${links[@]}"; do ln -s "${l#*=}" "$bin.new/${l%%=*}"; done
+  rm -rf "$bin" && mv "$bin.new" "$bin"
+fi
 echo "$bin"

@@ -22,11 +22,12 @@ say() { echo "cluster: $*" >&2; }
 pid_of() { cat "$run/pids/$1.pid" 2>/dev/null || true; }
 
 # A pid file only counts if that pid still runs one of our processes: after a reboot the number may
-# belong to something else, which must never be signalled. Every component has $run in its arguments.
+# belong to something else, which must never be signalled. Every component has paths under $run/ in
+# its arguments (the trailing slash keeps a sibling run dir such as run-dev/ from matching).
 alive() {
   local pid
   pid=$(pid_of "$1")
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$run"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$run/"
 }
 
 kubectl_admin() { "$bin/kubectl" --kubeconfig="$run/kubeconfig" --request-timeout=10s "$@"; }
@@ -116,8 +117,8 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
-issue_cert() { # name subject extendedKeyUsage [subjectAltName]
-  local pki=$run/pki name=$1
+issue_cert() { # name subject extendedKeyUsage [subjectAltName] [ca]
+  local pki=$run/pki name=$1 ca=${5:-ca}
   openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$name.key" 2>/dev/null
   openssl req -new -key "$pki/$name.key" -subj "$2" -out "$pki/$name.csr" 2>/dev/null
   {
@@ -126,18 +127,27 @@ issue_cert() { # name subject extendedKeyUsage [subjectAltName]
     echo "extendedKeyUsage=$3"
     if [ -n "${4:-}" ]; then echo "subjectAltName=$4"; fi
   } >"$pki/$name.ext"
-  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+  openssl x509 -req -in "$pki/$name.csr" -CA "$pki/$ca.crt" -CAkey "$pki/$ca.key" -CAcreateserial \
     -days 365 -extfile "$pki/$name.ext" -out "$pki/$name.crt" 2>/dev/null
   rm -f "$pki/$name.csr" "$pki/$name.ext"
+}
+
+issue_ca() { # name common-name
+  local pki=$run/pki
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/$1.key" 2>/dev/null
+  openssl req -x509 -new -key "$pki/$1.key" -subj "/CN=$2" -days 3650 \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
+    -out "$pki/$1.crt" 2>/dev/null
 }
 
 gen_pki() {
   local pki=$run/pki
   mkdir -p "$pki"
-  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$pki/ca.key" 2>/dev/null
-  openssl req -x509 -new -key "$pki/ca.key" -subj "/CN=canary-operator-dev-ca" -days 3650 \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
-    -out "$pki/ca.crt" 2>/dev/null
+  issue_ca ca canary-operator-dev-ca
+  # The aggregation layer (e.g. a metrics API for the HPA) authenticates the apiserver's proxied
+  # requests with a separate CA; without it controller-manager and scheduler log errors forever.
+  issue_ca front-proxy-ca canary-operator-dev-front-proxy-ca
+  issue_cert front-proxy-client "/CN=front-proxy-client" clientAuth "" front-proxy-ca
   # 10.0.0.1 is the `kubernetes` Service's ClusterIP (first address of --service-cluster-ip-range).
   issue_cert apiserver "/CN=kube-apiserver" serverAuth \
     "IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
@@ -220,19 +230,18 @@ EOF
   done
 }
 
-# Re-applied on every `up`, also when the cluster is reused, because crd/ changes during development.
-install_repo_crds() {
-  local f found=0
-  for f in "$repo"/crd/*.yaml; do
+# crd/ is re-applied on every `up`, also when the cluster is reused, because it changes during
+# development; Istio's CRDs only when the cluster is new.
+apply_crds() { # files...
+  local f
+  for f in "$@" "$repo"/crd/*.yaml; do
     [ -f "$f" ] || continue
-    found=1
     kubectl_admin apply --server-side --force-conflicts --field-manager=canary-cluster-sh -f "$f" >/dev/null ||
       return 1
   done
-  if [ "$found" = 1 ]; then
-    kubectl_admin wait --for=condition=Established crd --all --timeout=60s >/dev/null || return 1
-  fi
 }
+
+crds_established() { kubectl_admin wait --for=condition=Established crd --all --timeout=60s >/dev/null; }
 
 cmd_up() {
   local t0=$SECONDS
@@ -246,10 +255,10 @@ cmd_up() {
 
   if healthy; then
     bin=$(bin_dir)
-    install_repo_crds || {
+    if ! apply_crds || ! crds_established; then
       say "could not install the CRDs under $repo/crd"
       exit 1
-    }
+    fi
     if ! cmp -s "$here/versions.env" "$run/versions.env"; then
       say "warning: the running cluster was started with other versions than hack/versions.env; run \`make cluster-down cluster-up\`"
     fi
@@ -291,12 +300,19 @@ cmd_up() {
   wait_for etcd 30 "etcd /health" curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
 
   # --advertise-address is required: with no default route the apiserver cannot pick one itself.
+  # The endpoint reconciler refuses a loopback address for the `kubernetes` Service's endpoints,
+  # and nothing runs inside this cluster that would need them, so it is switched off.
   start kube-apiserver "$bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$etcd_port" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --endpoint-reconciler-type=none \
     --cert-dir="$run/certs/kube-apiserver" \
     --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --client-ca-file="$pki/ca.crt" \
+    --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --authorization-mode=Node,RBAC \
@@ -324,27 +340,29 @@ cmd_up() {
     --leader-elect=false --profiling=false
   # kwok's own server stays off (no --server-address/--node-port): nothing here needs logs/exec.
   # Pod IPs come from a range that does not overlap the Service range.
+  # The node stages heartbeat through Leases (node-heartbeat-with-lease), so kwok must renew them:
+  # without --node-lease-duration-seconds the node lifecycle controller sees no heartbeat, marks
+  # every node NotReady after its grace period (about 50 s) and every pod on it not Ready.
   start kwok "$bin/kwok" \
     --kubeconfig="$run/kwok.kubeconfig" --config="$bin/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
-    --cidr=10.244.0.0/16
+    --node-lease-duration-seconds=40 --cidr=10.244.0.0/16
+  # Everything that only needs the apiserver is created now, while the other components start.
+  fake_nodes | kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f - >/dev/null ||
+    fail kube-apiserver "could not create the fake nodes"
+  apply_crds "$bin/istio-crds.yaml" || fail kube-apiserver "could not install the CRDs (Istio's and $repo/crd)"
+
   wait_for kube-controller-manager 60 "kube-controller-manager /healthz" \
     curl -skf --max-time 2 "https://127.0.0.1:$kcm_port/healthz"
   wait_for kube-scheduler 60 "kube-scheduler /healthz" curl -skf --max-time 2 "https://127.0.0.1:$sched_port/healthz"
 
-  fake_nodes | kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f - >/dev/null ||
-    fail kube-apiserver "could not create the fake nodes"
   wait_for kwok 60 "kwok to make the fake nodes Ready" \
     kubectl_admin wait --for=condition=Ready node -l type=kwok --timeout=5s
   # Pods are only admitted once their ServiceAccount exists; `default` is made by the controller-manager.
   wait_for kube-controller-manager 60 "the default ServiceAccount in namespace default" \
     kubectl_admin get serviceaccount default -n default
 
-  kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f "$bin/istio-crds.yaml" >/dev/null ||
-    fail kube-apiserver "could not install the Istio CRDs from $bin/istio-crds.yaml"
-  install_repo_crds || fail kube-apiserver "could not install the CRDs under $repo/crd"
-  kubectl_admin wait --for=condition=Established crd --all --timeout=60s >/dev/null ||
-    fail kube-apiserver "CRDs did not become Established"
+  crds_established || fail kube-apiserver "CRDs did not become Established"
 
   say "up in $((SECONDS - t0))s: $server (Kubernetes $("$bin/kubectl" version --client -o json 2>/dev/null |
     sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -n1)), run dir $run"

@@ -17,7 +17,8 @@ trap 'exit 143' TERM
 if ! hack/cluster.sh status >/dev/null 2>&1; then
   # Set before `up` so that a half-started cluster is cleaned up too.
   started=1
-  hack/cluster.sh up
 fi
+# Also for a running cluster: `up` then re-applies crd/, which may have changed since it started.
+hack/cluster.sh up
 eval "$(hack/cluster.sh env)"
 cargo test --all-targets "$@"

@@ -14,7 +14,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -88,6 +88,29 @@ impl Stores {
     }
 }
 
+/// Longest wait for a cache to show our own write; past it the reconcile ends anyway.
+const CACHE_LAG_LIMIT: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) until the cached object under `key` satisfies `seen`.
+///
+/// A reconcile that wrote something ends only once the caches show the write. Otherwise the next
+/// reconcile of the same release (triggered by that very write) could read the older cached copy,
+/// judge it stale, and send the same write again: harmless on the server, but a write all the same.
+pub async fn await_cache<K>(store: &Store<K>, key: &ObjectRef<K>, seen: impl Fn(Option<&K>) -> bool)
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let start = tokio::time::Instant::now();
+    while !seen(store.get(key).as_deref()) {
+        if start.elapsed() >= CACHE_LAG_LIMIT {
+            tracing::debug!(%key, "cache did not show our write in time");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::trace!(%key, waited_ms = start.elapsed().as_millis() as u64, "cache caught up");
+}
+
 /// A kind of object a release owns.
 pub trait Child:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -123,7 +146,8 @@ child!(VirtualService, virtual_services);
 pub struct Context {
     pub client: Client,
     pub stores: Stores,
-    pub recorder: Recorder,
+    /// The controller's own cache of releases.
+    pub releases: Store<CanaryRelease>,
     pub settings: Settings,
     pub metrics: Metrics,
     failures: Mutex<HashMap<ObjectRef<CanaryRelease>, u32>>,
@@ -262,7 +286,7 @@ pub fn controller(
     .applied_objects();
 
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), settings.reporter.clone()),
+        releases: releases.clone(),
         client,
         stores: Stores {
             config_maps,

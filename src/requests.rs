@@ -84,6 +84,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        tracing::trace!(method = %request.method(), path = request.uri().path(), "request");
         self.counts.record(request.method(), request.uri().query());
         self.inner.call(request)
     }

@@ -32,7 +32,9 @@ fn api_error_code<T: std::fmt::Debug>(what: &str, r: Result<T, kube::Error>) -> 
 
 #[tokio::test]
 async fn deployment_gets_replicaset_and_ready_pods() {
-    let Some(ns) = setup("deployment-ready-pods").await else { return };
+    let Some(ns) = setup("deployment-ready-pods").await else {
+        return;
+    };
     let deployments: Api<Deployment> = Api::namespaced(ns.client.clone(), &ns.name);
     let deployment: Deployment = from_json(json!({
         "metadata": { "name": "web" },
@@ -52,21 +54,38 @@ async fn deployment_gets_replicaset_and_ready_pods() {
     let deployment_uid = deployment.uid().expect("created object has a uid");
 
     let replicasets: Api<ReplicaSet> = Api::namespaced(ns.client.clone(), &ns.name);
-    let rs = wait_for("a ReplicaSet owned by deployment web", Duration::from_secs(60), async || {
-        let list = replicasets.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|rs| rs.owner_references().iter().any(|o| o.uid == deployment_uid))
-    })
+    let rs = wait_for(
+        "a ReplicaSet owned by deployment web",
+        Duration::from_secs(60),
+        async || {
+            let list = replicasets.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|rs| {
+                rs.owner_references()
+                    .iter()
+                    .any(|o| o.uid == deployment_uid)
+            })
+        },
+    )
     .await;
     let rs_uid = rs.uid().expect("replicaset has a uid");
 
     let pods: Api<Pod> = Api::namespaced(ns.client.clone(), &ns.name);
-    let ready = wait_for("2 Running and Ready pods", Duration::from_secs(90), async || {
-        let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
-        let ready: Vec<Pod> = list.items.into_iter().filter(is_running_and_ready).collect();
-        (ready.len() == 2).then_some(ready)
-    })
+    let ready = wait_for(
+        "2 Running and Ready pods",
+        Duration::from_secs(90),
+        async || {
+            let list = pods
+                .list(&ListParams::default().labels("app=web"))
+                .await
+                .ok()?;
+            let ready: Vec<Pod> = list
+                .items
+                .into_iter()
+                .filter(is_running_and_ready)
+                .collect();
+            (ready.len() == 2).then_some(ready)
+        },
+    )
     .await;
     for pod in &ready {
         assert!(
@@ -74,19 +93,33 @@ async fn deployment_gets_replicaset_and_ready_pods() {
             "pod {} is owned by the ReplicaSet",
             pod.name_any()
         );
-        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
-        assert!(node.starts_with("kwok-node-"), "pod {} was bound to a kwok node, got {node:?}", pod.name_any());
+        let node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        assert!(
+            node.starts_with("kwok-node-"),
+            "pod {} was bound to a kwok node, got {node:?}",
+            pod.name_any()
+        );
     }
 
-    wait_for("deployment web to report 2 ready replicas", Duration::from_secs(60), async || {
-        let d = deployments.get("web").await.ok()?;
-        (d.status?.ready_replicas? == 2).then_some(())
-    })
+    wait_for(
+        "deployment web to report 2 ready replicas",
+        Duration::from_secs(60),
+        async || {
+            let d = deployments.get("web").await.ok()?;
+            (d.status?.ready_replicas? == 2).then_some(())
+        },
+    )
     .await;
 }
 
 fn is_running_and_ready(pod: &Pod) -> bool {
-    let Some(status) = &pod.status else { return false };
+    let Some(status) = &pod.status else {
+        return false;
+    };
     status.phase.as_deref() == Some("Running")
         && status
             .conditions
@@ -97,40 +130,69 @@ fn is_running_and_ready(pod: &Pod) -> bool {
 
 #[tokio::test]
 async fn garbage_collector_deletes_owned_objects() {
-    let Some(ns) = setup("garbage-collector").await else { return };
+    let Some(ns) = setup("garbage-collector").await else {
+        return;
+    };
     let cms: Api<ConfigMap> = Api::namespaced(ns.client.clone(), &ns.name);
     let create = async |name: &str, owner: Option<&ConfigMap>| {
         let cm = ConfigMap {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
-                owner_references: owner.map(|o| vec![o.controller_owner_ref(&()).expect("owner has name and uid")]),
+                owner_references: owner
+                    .map(|o| vec![o.controller_owner_ref(&()).expect("owner has name and uid")]),
                 ..Default::default()
             },
             ..Default::default()
         };
-        cms.create(&PostParams::default(), &cm).await.expect("create configmap")
+        cms.create(&PostParams::default(), &cm)
+            .await
+            .expect("create configmap")
     };
-    let gone = async |name: &str| cms.get_opt(name).await.ok().and_then(|o| o.is_none().then_some(()));
+    let gone = async |name: &str| {
+        cms.get_opt(name)
+            .await
+            .ok()
+            .and_then(|o| o.is_none().then_some(()))
+    };
 
     // Background deletion: the owner goes at once, the collector removes the dependent afterwards.
     let owner = create("owner-bg", None).await;
     create("owned-bg", Some(&owner)).await;
     create("bystander", None).await;
-    cms.delete("owner-bg", &DeleteParams::background()).await.expect("delete owner-bg");
-    wait_for("owned-bg to be garbage collected", Duration::from_secs(60), async || gone("owned-bg").await).await;
+    cms.delete("owner-bg", &DeleteParams::background())
+        .await
+        .expect("delete owner-bg");
+    wait_for(
+        "owned-bg to be garbage collected",
+        Duration::from_secs(60),
+        async || gone("owned-bg").await,
+    )
+    .await;
 
     // Foreground deletion: the owner stays (with a deletionTimestamp) until its dependents are gone.
     let owner = create("owner-fg", None).await;
     create("owned-fg", Some(&owner)).await;
-    cms.delete("owner-fg", &DeleteParams::foreground()).await.expect("delete owner-fg");
-    wait_for("owned-fg to be garbage collected", Duration::from_secs(60), async || gone("owned-fg").await).await;
-    wait_for("owner-fg to be deleted after its dependent", Duration::from_secs(60), async || {
-        gone("owner-fg").await
-    })
+    cms.delete("owner-fg", &DeleteParams::foreground())
+        .await
+        .expect("delete owner-fg");
+    wait_for(
+        "owned-fg to be garbage collected",
+        Duration::from_secs(60),
+        async || gone("owned-fg").await,
+    )
+    .await;
+    wait_for(
+        "owner-fg to be deleted after its dependent",
+        Duration::from_secs(60),
+        async || gone("owner-fg").await,
+    )
     .await;
 
     assert!(
-        cms.get_opt("bystander").await.expect("get bystander").is_some(),
+        cms.get_opt("bystander")
+            .await
+            .expect("get bystander")
+            .is_some(),
         "a ConfigMap without owner references must survive"
     );
 }
@@ -156,7 +218,9 @@ fn virtual_service(name: &str, route: serde_json::Value) -> DynamicObject {
 
 #[tokio::test]
 async fn istio_crd_schema_rejects_invalid_virtual_services() {
-    let Some(ns) = setup("istio-crd-schema").await else { return };
+    let Some(ns) = setup("istio-crd-schema").await else {
+        return;
+    };
     let ar = virtual_service_resource();
     let vss: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
     let pp = PostParams::default();
@@ -169,7 +233,9 @@ async fn istio_crd_schema_rejects_invalid_virtual_services() {
             { "destination": { "host": "llm", "subset": "canary" }, "weight": 10 }
         ]),
     );
-    vss.create(&pp, &valid).await.expect("a valid VirtualService is accepted");
+    vss.create(&pp, &valid)
+        .await
+        .expect("a valid VirtualService is accepted");
 
     let string_weight = virtual_service(
         "string-weight",
@@ -177,7 +243,10 @@ async fn istio_crd_schema_rejects_invalid_virtual_services() {
     );
     let (code, message) = api_error_code("string weight", vss.create(&pp, &string_weight).await);
     assert_eq!(code, 422, "string weight is Invalid: {message}");
-    assert!(message.contains("weight"), "the error names the field: {message}");
+    assert!(
+        message.contains("weight"),
+        "the error names the field: {message}"
+    );
 
     let unknown_field = virtual_service(
         "unknown-field",
@@ -196,31 +265,47 @@ async fn istio_crd_schema_rejects_invalid_virtual_services() {
         "unknown field under strict validation",
         ns.client.request::<DynamicObject>(request).await,
     );
-    assert_eq!(code, 400, "unknown field is a BadRequest under Strict: {message}");
-    assert!(message.contains("unknown field") && message.contains("wieght"), "{message}");
+    assert_eq!(
+        code, 400,
+        "unknown field is a BadRequest under Strict: {message}"
+    );
+    assert!(
+        message.contains("unknown field") && message.contains("wieght"),
+        "{message}"
+    );
 
     // Without strict validation the same object is accepted and the unknown field pruned, which is
     // exactly why the operator must send strict requests.
-    let stored = vss.create(&pp, &unknown_field).await.expect("accepted without strict validation");
+    let stored = vss
+        .create(&pp, &unknown_field)
+        .await
+        .expect("accepted without strict validation");
     let route = &stored.data["spec"]["http"][0]["route"][0];
     assert_eq!(route["weight"], 100);
-    assert!(route.get("wieght").is_none(), "unknown field was pruned: {route}");
+    assert!(
+        route.get("wieght").is_none(),
+        "unknown field was pruned: {route}"
+    );
 }
 
 #[tokio::test]
 async fn rbac_is_enforced_for_service_accounts() {
-    let Some(ns) = setup("rbac-enforced").await else { return };
+    let Some(ns) = setup("rbac-enforced").await else {
+        return;
+    };
     let admin = ns.client.clone();
     let sa_name = "reader";
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns.name);
     let sa: ServiceAccount = from_json(json!({ "metadata": { "name": sa_name } }));
-    sas.create(&PostParams::default(), &sa).await.expect("create service account");
+    sas.create(&PostParams::default(), &sa)
+        .await
+        .expect("create service account");
 
     let token_request = TokenRequest {
-        spec: TokenRequestSpec {
+        spec: Some(TokenRequestSpec {
             expiration_seconds: Some(600),
             ..Default::default()
-        },
+        }),
         ..Default::default()
     };
     let token = sas
@@ -229,7 +314,8 @@ async fn rbac_is_enforced_for_service_accounts() {
         .expect("TokenRequest")
         .status
         .expect("TokenRequest returns a status")
-        .token;
+        .token
+        .expect("TokenRequest returns a token");
 
     // The admin config minus its client certificate, plus the bearer token.
     let mut config = Config::infer().await.expect("kubeconfig");
@@ -243,11 +329,20 @@ async fn rbac_is_enforced_for_service_accounts() {
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
         .expect("the token authenticates");
-    let username = review.status.and_then(|s| s.user_info).and_then(|u| u.username);
-    assert_eq!(username, Some(format!("system:serviceaccount:{}:{sa_name}", ns.name)));
+    let username = review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username);
+    assert_eq!(
+        username,
+        Some(format!("system:serviceaccount:{}:{sa_name}", ns.name))
+    );
 
     let sa_cms: Api<ConfigMap> = Api::namespaced(as_sa.clone(), &ns.name);
-    let (code, message) = api_error_code("list without RBAC", sa_cms.list(&ListParams::default()).await);
+    let (code, message) = api_error_code(
+        "list without RBAC",
+        sa_cms.list(&ListParams::default()).await,
+    );
     assert_eq!(code, 403, "no RBAC means Forbidden: {message}");
 
     let role: Role = from_json(json!({
@@ -269,13 +364,18 @@ async fn rbac_is_enforced_for_service_accounts() {
         .expect("create rolebinding");
 
     // The RBAC authorizer works from an informer cache, so the grant takes effect shortly after.
-    wait_for("configmaps to be listable after the RoleBinding", Duration::from_secs(30), async || {
-        sa_cms.list(&ListParams::default()).await.ok()
-    })
+    wait_for(
+        "configmaps to be listable after the RoleBinding",
+        Duration::from_secs(30),
+        async || sa_cms.list(&ListParams::default()).await.ok(),
+    )
     .await;
 
     // The grant is exactly what the Role says: secrets stay forbidden.
     let sa_secrets: Api<Secret> = Api::namespaced(as_sa, &ns.name);
-    let (code, message) = api_error_code("list secrets", sa_secrets.list(&ListParams::default()).await);
+    let (code, message) = api_error_code(
+        "list secrets",
+        sa_secrets.list(&ListParams::default()).await,
+    );
     assert_eq!(code, 403, "secrets are not granted: {message}");
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
@@ -13,7 +13,7 @@ use super::build::Children;
 use super::diff::{self, Verdict};
 use crate::api::CanaryRelease;
 use crate::api::istio::VirtualService;
-use crate::controller::{Child, Context};
+use crate::controller::{Child, Context, await_cache};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// One child: what we want, what is there, and what to do about it.
@@ -201,6 +201,7 @@ async fn enact<K: Child>(
         current,
         verdict,
     } = planned;
+    let current_version = current.as_ref().and_then(ResourceExt::resource_version);
     let correction = match (&verdict, current) {
         (Verdict::Unchanged, Some(current)) => return Ok(current),
         (Verdict::Update { drift: true }, _) => {
@@ -220,16 +221,25 @@ async fn enact<K: Child>(
     match correction {
         Some(what) => {
             tracing::info!(%kind, %name, "{what}");
+            let note = format!("{kind} {name} {what}");
             publish(
                 ctx,
                 release,
                 EventType::Warning,
                 "DriftCorrected",
-                format!("{kind} {name} {what}"),
+                note,
+                Some(&applied),
             )
             .await;
         }
         None => tracing::debug!(%kind, %name, ?verdict, "applied"),
+    }
+    if applied.resource_version() != current_version {
+        let key = ObjectRef::new(&name).within(&namespace);
+        await_cache(K::store(&ctx.stores), &key, |cached| {
+            cached.is_some_and(|c| c.resource_version() != current_version)
+        })
+        .await;
     }
     Ok(applied)
 }
@@ -269,34 +279,49 @@ async fn prune<K: Child>(
         }
         let kind = K::kind(&());
         tracing::info!(%kind, %name, "deleted, no longer part of the release");
+        let note = format!("deleted {kind} {name}: no longer part of the release");
         publish(
             ctx,
             release,
             EventType::Normal,
             "Pruned",
-            format!("deleted {kind} {name}: no longer part of the release"),
+            note,
+            Some(object.as_ref()),
+        )
+        .await;
+        await_cache(
+            K::store(&ctx.stores),
+            &ObjectRef::from(object.as_ref()),
+            |cached| cached.is_none_or(|c| c.meta().deletion_timestamp.is_some()),
         )
         .await;
     }
     Ok(())
 }
 
-/// Events are best effort: failing to record one must not fail or repeat the reconcile.
-pub async fn publish(
+/// Records an Event on the release, naming the child it is about, if any.
+///
+/// Events are best effort: failing to record one must not fail or repeat the reconcile. A new
+/// recorder each time, because a shared one folds events with the same reason into a series that
+/// keeps the first note, and our notes differ (which child, which problem). Events are only sent
+/// on transitions, so there is no flood to fold.
+pub async fn publish<C: Resource<DynamicType = ()>>(
     ctx: &Context,
     release: &CanaryRelease,
     type_: EventType,
     reason: &str,
     note: String,
+    related: Option<&C>,
 ) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note),
         action: "Reconcile".to_owned(),
-        secondary: None,
+        secondary: related.map(|child| child.object_ref(&())),
     };
-    if let Err(error) = ctx.recorder.publish(&event, &release.object_ref(&())).await {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.settings.reporter.clone());
+    if let Err(error) = recorder.publish(&event, &release.object_ref(&())).await {
         tracing::warn!(%error, reason, "could not record an Event");
     }
 }

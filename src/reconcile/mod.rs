@@ -84,5 +84,6 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         }
     }
     ctx.reset_backoff(&release);
+    tracing::debug!("in place");
     Ok(Action::requeue(RESYNC))
 }

@@ -6,13 +6,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::{Report, publish};
 use super::validate::{Problems, Validated, Version};
 use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
-use crate::controller::Context;
+use crate::controller::{Context, await_cache};
 use crate::{FIELD_MANAGER, Result};
 
 pub const READY: &str = "Ready";
@@ -66,12 +67,20 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
         "kind": CanaryRelease::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &release.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let before = release.resource_version();
+    let written = api
+        .patch_status(
+            &release.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    if written.resource_version() != before {
+        await_cache(&ctx.releases, &ObjectRef::from(release), |cached| {
+            cached.is_none_or(|c| c.resource_version() != before)
+        })
+        .await;
+    }
     let previous = release
         .status
         .as_ref()
@@ -81,7 +90,7 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
         && previous.is_none_or(|p| p.reason != now.reason || p.message != now.message)
     {
         tracing::warn!(reason, "{message}");
-        publish(ctx, release, EventType::Warning, reason, message).await;
+        publish::<CanaryRelease>(ctx, release, EventType::Warning, reason, message, None).await;
     }
     Ok(())
 }

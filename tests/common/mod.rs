@@ -5,6 +5,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -28,13 +29,18 @@ pub async fn setup(test_name: &str) -> Option<TestNs> {
     let client = match connect().await {
         Ok(client) => client,
         Err(why) => {
-            let msg = format!(
-                "SKIPPED {test_name}: no cluster ({why}); run `make cluster-up` and `eval $(make -s cluster-env)`"
-            );
+            let how = "run `make cluster-up` and `eval $(make -s cluster-env)`";
             if in_ci() {
-                panic!("{msg} (CI is set, so this is a failure)");
+                panic!(
+                    "no cluster for {test_name} ({why}); {how}. CI is set, so this is a failure"
+                );
             }
-            eprintln!("\n********** {msg} **********\n");
+            // Straight to the process's stderr: eprintln! output of passing tests is captured and
+            // hidden by the test runner, and a skip must not look like a pass.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n********** SKIPPED {test_name}: no cluster ({why}); {how} **********\n"
+            );
             return None;
         }
     };
@@ -47,15 +53,20 @@ pub async fn setup(test_name: &str) -> Option<TestNs> {
         },
         ..Default::default()
     };
-    if let Err(e) = Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
+    if let Err(e) = Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+    {
         panic!("creating test namespace {name}: {e}");
     }
     // Pods are rejected until the namespace's `default` ServiceAccount exists, which the
     // controller-manager creates asynchronously.
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
-    wait_for(&format!("ServiceAccount default in {name}"), Duration::from_secs(30), async || {
-        sas.get_opt("default").await.ok().flatten()
-    })
+    wait_for(
+        &format!("ServiceAccount default in {name}"),
+        Duration::from_secs(30),
+        async || sas.get_opt("default").await.ok().flatten(),
+    )
     .await;
     Some(TestNs { client, name })
 }
@@ -132,7 +143,8 @@ impl Drop for TestNs {
             rt.block_on(async {
                 let client = Client::try_default().await.map_err(|e| e.to_string())?;
                 let api = Api::<Namespace>::all(client);
-                let delete = api.delete(&name, &DeleteParams::background());
+                let params = DeleteParams::background();
+                let delete = api.delete(&name, &params);
                 match tokio::time::timeout(Duration::from_secs(30), delete).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(format!("deleting namespace {name}: {e}")),
