@@ -5,7 +5,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down cluster-env cluster-status fmt lint test
+.PHONY: help tools cluster-up cluster-down cluster-env cluster-status fmt lint test demo crd
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-zA-Z0-9_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,3 +34,9 @@ lint: ## rustfmt check and clippy with warnings denied
 
 test: lint ## Lint, then run all tests against the local cluster (started and stopped here if none runs)
 	@hack/test.sh
+
+demo: ## Run the operator on the local control plane against the lab's example, and shift its weight
+	@hack/demo.sh
+
+crd: ## Regenerate crd/canaryrelease.yaml from the Rust types
+	$(CARGO) run --quiet -- crd > crd/canaryrelease.yaml

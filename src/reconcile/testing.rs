@@ -40,13 +40,12 @@ pub fn to_json<T: serde::Serialize>(object: &T) -> serde_json::Value {
         .and_then(|a| a.as_object_mut())
     {
         annotations.remove(crate::labels::APPLIED_HASH);
-        if annotations.is_empty() {
-            if let Some(meta) = value
+        if annotations.is_empty()
+            && let Some(meta) = value
                 .pointer_mut("/metadata")
                 .and_then(|m| m.as_object_mut())
-            {
-                meta.remove("annotations");
-            }
+        {
+            meta.remove("annotations");
         }
     }
     value
