@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::CanaryRelease;
 use crate::api::istio::{DestinationRule, Gateway, VirtualService};
+use crate::metrics::Metrics;
 use crate::{Error, labels, reconcile};
 
 /// What the operator watches and how it names things.
@@ -47,13 +47,6 @@ impl Default for Settings {
             },
         }
     }
-}
-
-/// Counters for tests, logs and (later) metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub reconciles: AtomicU64,
-    pub failures: AtomicU64,
 }
 
 /// Read-only caches of the children, filtered to objects labelled as ours.
@@ -149,7 +142,7 @@ pub struct Context {
     /// The controller's own cache of releases.
     pub releases: Store<CanaryRelease>,
     pub settings: Settings,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     failures: Mutex<HashMap<ObjectRef<CanaryRelease>, u32>>,
 }
 
@@ -181,7 +174,10 @@ impl Context {
 }
 
 fn error_policy(release: Arc<CanaryRelease>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failures.fetch_add(1, Ordering::Relaxed);
+    ctx.metrics
+        .failures
+        .get_or_create(&vec![("reason", error.metric_label().to_owned())])
+        .inc();
     let delay = ctx.next_backoff(&release);
     tracing::warn!(
         namespace = release.namespace().unwrap_or_default(),
@@ -261,6 +257,7 @@ fn child_cache<K: Child>(
 pub fn controller(
     client: Client,
     settings: Settings,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> (Arc<Context>, impl Future<Output = ()> + Send + 'static) {
     let ns = settings.namespace.clone();
@@ -285,6 +282,7 @@ pub fn controller(
     .reflect(release_writer)
     .applied_objects();
 
+    metrics.watch_releases(releases.clone());
     let ctx = Arc::new(Context {
         releases: releases.clone(),
         client,
@@ -298,7 +296,7 @@ pub fn controller(
             virtual_services,
         },
         settings,
-        metrics: Metrics::default(),
+        metrics,
         failures: Mutex::new(HashMap::new()),
     });
     let running = Controller::for_stream(release_stream, releases)

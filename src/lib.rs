@@ -6,6 +6,8 @@
 pub mod api;
 pub mod controller;
 pub mod labels;
+pub mod metrics;
+pub mod operator;
 pub mod reconcile;
 pub mod requests;
 

@@ -1,26 +1,64 @@
 //! Command line: `canary-operator` runs the controller, `canary-operator crd` prints the CRD.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use canary_operator::api::CanaryRelease;
-use canary_operator::controller::{self, Settings};
-use canary_operator::requests::{RequestCounts, counting_client};
+use canary_operator::operator::{self, LeaderElection, Options};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
-use kube::runtime::events::Reporter;
 use tracing_subscriber::EnvFilter;
 
-/// Kubernetes operator for Istio canary releases of model-backed services.
+/// Kubernetes operator for Istio canary releases of model-backed services: one CanaryRelease in,
+/// every object of the release out, kept in place.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
 
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "WATCH_NAMESPACE", global = true)]
-    namespace: Option<String>,
+    /// Namespaces to watch, comma-separated (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',', global = true)]
+    namespace: Vec<String>,
+
+    /// Address of the HTTP server for /healthz, /readyz and /metrics.
+    #[arg(
+        long,
+        env = "HTTP_ADDRESS",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    http_address: SocketAddr,
+
+    /// Run only while holding a coordination.k8s.io Lease, so that one of several replicas reconciles.
+    #[arg(long, env = "LEADER_ELECT", global = true)]
+    leader_elect: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "LEASE_NAME",
+        default_value = "canary-operator",
+        global = true
+    )]
+    lease_name: String,
+
+    /// Namespace of the leader election Lease (required with --leader-elect; in a pod, its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", global = true)]
+    lease_namespace: Option<String>,
+
+    /// How long a Lease stays valid without renewal: the longest a standby waits after a leader dies.
+    #[arg(
+        long,
+        env = "LEASE_DURATION_SECONDS",
+        default_value_t = 15,
+        global = true
+    )]
+    lease_duration_seconds: u64,
+
+    /// Name of this instance in Events and as the Lease holder (in a pod, the pod name).
+    #[arg(long, env = "POD_NAME", global = true)]
+    instance: Option<String>,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -38,10 +76,6 @@ struct Cli {
         global = true
     )]
     cluster_domain: String,
-
-    /// Name of this operator instance in Events (for example the pod name).
-    #[arg(long, env = "POD_NAME", global = true)]
-    instance: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -82,12 +116,26 @@ fn print_crd() -> ExitCode {
 
 async fn run(cli: Cli) -> ExitCode {
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let subscriber = tracing_subscriber::fmt().with_env_filter(filter);
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Json => subscriber.json().init(),
         LogFormat::Text => subscriber.init(),
     }
 
+    let leader_election = match (cli.leader_elect, cli.lease_namespace) {
+        (false, _) => None,
+        (true, Some(lease_namespace)) => Some(LeaderElection {
+            lease_name: cli.lease_name,
+            lease_namespace,
+            lease_duration_seconds: cli.lease_duration_seconds.max(2),
+        }),
+        (true, None) => {
+            eprintln!("error: --leader-elect needs --lease-namespace (or POD_NAMESPACE)");
+            return ExitCode::from(2);
+        }
+    };
     let config = match kube::Config::infer().await {
         Ok(config) => config,
         Err(error) => {
@@ -97,56 +145,47 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let counts = Arc::new(RequestCounts::default());
-    let client = match counting_client(config, counts) {
-        Ok(client) => client,
-        Err(error) => {
-            eprintln!("error: cannot build a Kubernetes client: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(error) = controller::check_apis(&client, cli.namespace.as_deref()).await {
-        eprintln!("error: {error}");
-        return ExitCode::from(2);
-    }
-    let settings = Settings {
-        namespace: cli.namespace,
+    let options = Options {
+        namespaces: cli
+            .namespace
+            .into_iter()
+            .filter(|ns| !ns.is_empty())
+            .collect(),
         cluster_domain: cli.cluster_domain,
-        reporter: Reporter {
-            controller: canary_operator::FIELD_MANAGER.to_owned(),
-            instance: cli.instance,
-        },
+        instance: cli.instance.unwrap_or_else(default_instance),
+        http_address: cli.http_address,
+        leader_election,
     };
-    tracing::info!(
-        namespace = settings.namespace.as_deref().unwrap_or("<all>"),
-        "starting controller"
-    );
-    let (_ctx, running) = controller::controller(client, settings, shutdown_signal());
-    running.await;
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    match operator::run(config, options, shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Outside a pod: the host name and process id, unique enough to tell instances apart.
+fn default_instance() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 /// Resolves on SIGTERM (how Kubernetes stops a pod) or Ctrl-C.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            return;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    let _ = tokio::signal::ctrl_c().await;
 }

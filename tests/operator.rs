@@ -44,10 +44,7 @@ impl Operator {
     }
 
     fn reconciles(&self) -> u64 {
-        self.ctx
-            .metrics
-            .reconciles
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.ctx.metrics.reconciles.get()
     }
 }
 
@@ -91,7 +88,8 @@ async fn start_operator(ns: &TestNs) -> Operator {
         namespace: Some(ns.name.clone()),
         ..Settings::default()
     };
-    let (ctx, running) = controller::controller(client, settings, std::future::pending());
+    let metrics = Arc::new(canary_operator::metrics::Metrics::default());
+    let (ctx, running) = controller::controller(client, settings, metrics, std::future::pending());
     Operator {
         ctx,
         counts,

@@ -37,9 +37,8 @@ const CONFLICT_RECHECK: Duration = Duration::from_secs(10);
 
 #[tracing::instrument(skip_all, fields(namespace = release.namespace().unwrap_or_default(), name = release.name_any()))]
 pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result<Action> {
-    ctx.metrics
-        .reconciles
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ctx.metrics.reconciles.inc();
+    let _timer = Timer(&ctx.metrics.duration, std::time::Instant::now());
     let validated = match validate::validate(&release, &ctx.settings.cluster_domain) {
         Ok(validated) => validated,
         Err(problems) => {
@@ -86,4 +85,16 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     ctx.reset_backoff(&release);
     tracing::debug!("in place");
     Ok(Action::requeue(RESYNC))
+}
+
+/// Observes a reconcile's duration when dropped, so every return path is measured.
+struct Timer<'a>(
+    &'a prometheus_client::metrics::histogram::Histogram,
+    std::time::Instant,
+);
+
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        self.0.observe(self.1.elapsed().as_secs_f64());
+    }
 }
