@@ -488,9 +488,24 @@ async fn a_reconcile_that_finds_everything_in_place_writes_nothing() {
     };
     let operator = start_operator(&ns).await;
     demo_secret(&ns).await;
-    apply_release(&ns, lab()).await.expect("apply");
+    // Quantities the API server stores in another spelling ("500m", "1536Mi") must not look like drift.
+    let mut release = lab();
+    release["spec"]["canary"]["resources"] = json!({"requests": {"cpu": "0.5", "memory": "1.5Gi"}});
+    apply_release(&ns, release).await.expect("apply");
     wait_ready(&ns, "azureopenaichat").await;
     settle().await;
+    let stored = api::<Deployment>(&ns)
+        .get("azureopenaichat-v2")
+        .await
+        .expect("deployment");
+    let requests =
+        serde_json::to_value(&stored.spec.template.spec.expect("pod").containers[0].resources)
+            .expect("json");
+    assert_eq!(
+        requests["requests"],
+        json!({"cpu": "500m", "memory": "1536Mi"}),
+        "the server canonicalised them"
+    );
 
     let (writes, reconciles) = (operator.writes(), operator.reconciles());
     // A label edit changes the release without changing its spec: it triggers a full reconcile.

@@ -76,18 +76,62 @@ fn applied_hash<K: Resource>(object: &K) -> Option<&String> {
 
 /// Whether every field of `desired` is present in `current` with the same value.
 pub fn contains(current: &Value, desired: &Value) -> bool {
+    contains_at(current, desired, false)
+}
+
+/// `quantities` is true below a `resources` field, where the server rewrites quantities into
+/// canonical form (`0.5` becomes `500m`, `1.5Gi` becomes `1536Mi`): equal amounts are equal there.
+fn contains_at(current: &Value, desired: &Value, quantities: bool) -> bool {
     match (current, desired) {
         (Value::Object(c), Value::Object(d)) => d.iter().all(|(k, dv)| match c.get(k) {
-            Some(cv) => contains(cv, dv),
+            Some(cv) => contains_at(cv, dv, quantities || k == "resources"),
             // A null or empty value we send is the same as the server leaving the field out.
             None => is_empty(dv),
         }),
         (Value::Array(c), Value::Array(d)) => {
-            c.len() == d.len() && c.iter().zip(d).all(|(cv, dv)| contains(cv, dv))
+            c.len() == d.len()
+                && c.iter()
+                    .zip(d)
+                    .all(|(cv, dv)| contains_at(cv, dv, quantities))
         }
         (Value::Number(c), Value::Number(d)) => c.as_f64() == d.as_f64(),
+        (Value::String(c), Value::String(d)) if quantities && c != d => {
+            match (quantity(c), quantity(d)) {
+                (Some(c), Some(d)) => (c - d).abs() <= f64::EPSILON * c.abs().max(d.abs()) * 4.0,
+                _ => false,
+            }
+        }
         (c, d) => c == d,
     }
+}
+
+/// The amount a Kubernetes quantity stands for (`250m`, `1.5Gi`, `2e3`, `128M`), or `None`.
+fn quantity(text: &str) -> Option<f64> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    Some(number * scale)
 }
 
 fn is_empty(value: &Value) -> bool {
@@ -233,5 +277,36 @@ mod tests {
         );
         assert!(!contains(&current, &json!({"a": 2})));
         assert!(!contains(&current, &json!({"b": {"d": "y"}})));
+    }
+
+    #[test]
+    fn canonical_quantities_equal_what_we_sent() {
+        let stored = json!({"resources": {"requests": {"cpu": "500m", "memory": "1536Mi"}, "limits": {"cpu": "2"}}});
+        let sent = json!({"resources": {"requests": {"cpu": "0.5", "memory": "1.5Gi"}, "limits": {"cpu": "2000m"}}});
+        assert!(contains(&stored, &sent));
+        let more = json!({"resources": {"requests": {"cpu": "0.6"}}});
+        assert!(!contains(&stored, &more), "a different amount is drift");
+        // Outside `resources` strings are compared as they are: "1" and "1.0" differ in a ConfigMap.
+        assert!(!contains(
+            &json!({"data": {"N": "1"}}),
+            &json!({"data": {"N": "1.0"}})
+        ));
+    }
+
+    #[test]
+    fn quantities() {
+        for (text, amount) in [
+            ("250m", 0.25),
+            ("1Ki", 1024.0),
+            ("2e3", 2000.0),
+            ("128M", 1.28e8),
+            ("1", 1.0),
+            ("1.5Gi", 1.5 * 1024f64.powi(3)),
+        ] {
+            assert_eq!(quantity(text), Some(amount), "{text}");
+        }
+        for text in ["", "abc", "1X", "Mi"] {
+            assert_eq!(quantity(text), None, "{text}");
+        }
     }
 }
