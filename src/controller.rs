@@ -1,5 +1,5 @@
 //! Wires the reconciler to the API server: caches (reflectors) of releases and of the children they
-//! own, the kube-runtime `Controller`, the Event recorder, and the retry policy.
+//! own, the kube-runtime `Controller`, and the retry policy.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
@@ -143,6 +143,8 @@ pub struct Context {
     pub releases: Store<CanaryRelease>,
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
+    /// Consecutive failures per release, for the backoff. An entry lives until the release next
+    /// reconciles successfully, so one deleted while failing leaves a few bytes behind.
     failures: Mutex<HashMap<ObjectRef<CanaryRelease>, u32>>,
 }
 
