@@ -5,7 +5,8 @@ SHELL := bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down cluster-env cluster-status fmt lint test demo crd
+.PHONY: help tools cluster-up cluster-down cluster-env cluster-status fmt lint lint-docker helm-lint \
+	test chart-test bench demo crd release
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-zA-Z0-9_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,15 +29,31 @@ cluster-status: ## Show whether each control-plane component is running
 fmt: ## Format the Rust code
 	$(CARGO) fmt
 
-lint: ## rustfmt check and clippy with warnings denied
+lint: lint-docker ## rustfmt check, clippy with warnings denied, hadolint
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+lint-docker: ## Lint the Dockerfile with hadolint (installed under ~/.cache/canary-operator on first use)
+	@hack/hadolint.sh
+
+helm-lint: ## helm lint --strict the chart (tests/install.rs does it too, with other values)
+	@PATH="$$(hack/build-tools.sh | tail -n 1):$$PATH" helm lint --strict charts/canary-operator
 
 test: lint ## Lint, then run all tests against the local cluster (started and stopped here if none runs)
 	@hack/test.sh
 
+chart-test: ## Only the Helm chart's tests (tests/install.rs and the CRD checks), on the local cluster
+	@CARGO_TEST_TARGETS="--test install --test crd" hack/test.sh
+
+bench: ## Benchmark the operator on a cluster of its own (BENCH_N=1000); table + target/bench/report.json
+	@hack/bench.sh
+
 demo: ## Run the operator on the local control plane against the lab's example, and shift its weight
 	@hack/demo.sh
 
-crd: ## Regenerate crd/canaryrelease.yaml from the Rust types
+crd: ## Regenerate crd/canaryrelease.yaml and the Helm chart's copy from the Rust types
 	$(CARGO) run --quiet -- crd > crd/canaryrelease.yaml
+	cp crd/canaryrelease.yaml charts/canary-operator/crds/canaryrelease.yaml
+
+release: ## The release binary, built as the Dockerfile builds it (hack/build-release.sh)
+	@hack/build-release.sh

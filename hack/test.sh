@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test target against the local control plane. Starts the cluster when none is healthy
 # and stops it again afterwards, also when the tests fail or are interrupted; a cluster that was
-# already running is left as it was. Extra arguments go to `cargo test`.
+# already running is left as it was. Extra arguments go to `cargo test`; CARGO_TEST_TARGETS
+# (default --all-targets) narrows the test targets, e.g. "--test install" for `make chart-test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,4 +22,5 @@ fi
 # Also for a running cluster: `up` then re-applies crd/, which may have changed since it started.
 hack/cluster.sh up
 eval "$(hack/cluster.sh env)"
-cargo test --all-targets "$@"
+# shellcheck disable=SC2086 # one word per cargo option
+cargo test ${CARGO_TEST_TARGETS:---all-targets} "$@"

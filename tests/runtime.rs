@@ -37,7 +37,14 @@ impl Drop for Process {
 impl Process {
     fn start(ns: &TestNs, extra: &[&str]) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_canary-operator"))
-            .args(["--namespace", &ns.name, "--http-address", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "--namespace",
+                &ns.name,
+                "--http-address",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -58,7 +65,9 @@ impl Process {
                 eprintln!("operator: {line}");
             }
         });
-        let address = rx.recv_timeout(Duration::from_secs(30)).expect("operator logs its HTTP address");
+        let address = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("operator logs its HTTP address");
         Process { child, address }
     }
 
@@ -66,11 +75,19 @@ impl Process {
     fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = TcpStream::connect(&self.address).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.address).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.address
+        )
+        .ok()?;
         let mut response = String::new();
         stream.read_to_string(&mut response).ok()?;
         let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Some((status, body))
     }
 
@@ -107,7 +124,8 @@ impl Process {
 
 fn lab(ns: &TestNs) -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab.yaml");
-    let mut release: Value = serde_norway::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse");
+    let mut release: Value =
+        serde_norway::from_str(&std::fs::read_to_string(path).expect("read")).expect("parse");
     release["metadata"]["namespace"] = json!(ns.name);
     release
 }
@@ -124,7 +142,11 @@ async fn prepare(ns: &TestNs) {
         .expect("secret");
     let releases = Api::<CanaryRelease>::namespaced(ns.client.clone(), &ns.name);
     releases
-        .patch("azureopenaichat", &PatchParams::apply("kubectl").force(), &Patch::Apply(lab(ns)))
+        .patch(
+            "azureopenaichat",
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(lab(ns)),
+        )
         .await
         .expect("apply lab example");
 }
@@ -142,17 +164,29 @@ async fn set_weight(ns: &TestNs, weight: i32) {
 
 async fn wait_canary_weight(ns: &TestNs, weight: i32) {
     let services = Api::<VirtualService>::namespaced(ns.client.clone(), &ns.name);
-    wait_for(&format!("VirtualService at {weight}% canary"), WAIT, async || {
-        let vs = services.get("azureopenaichat").await.ok()?;
-        let canary = vs.spec.http.first()?.route.iter().find(|r| r.destination.subset.as_deref() == Some("v2"))?;
-        (canary.weight == weight).then_some(())
-    })
+    wait_for(
+        &format!("VirtualService at {weight}% canary"),
+        WAIT,
+        async || {
+            let vs = services.get("azureopenaichat").await.ok()?;
+            let canary = vs
+                .spec
+                .http
+                .first()?
+                .route
+                .iter()
+                .find(|r| r.destination.subset.as_deref() == Some("v2"))?;
+            (canary.weight == weight).then_some(())
+        },
+    )
     .await;
 }
 
 #[tokio::test]
 async fn serves_health_readiness_and_metrics() {
-    let Some(ns) = setup("runtime-http").await else { return };
+    let Some(ns) = setup("runtime-http").await else {
+        return;
+    };
     let operator = Process::start(&ns, &[]);
     assert_eq!(operator.get("/healthz").map(|r| r.0), Some(200));
     wait_for("/readyz to answer 200", WAIT, async || {
@@ -162,31 +196,71 @@ async fn serves_health_readiness_and_metrics() {
 
     prepare(&ns).await;
     wait_canary_weight(&ns, 25).await;
-    let weight = format!("canary_operator_release_canary_weight{{namespace=\"{}\",name=\"azureopenaichat\"}}", ns.name);
-    wait_for("the weight gauge at 25", WAIT, async || (operator.metric(&weight)? == 25.0).then_some(())).await;
+    let weight = format!(
+        "canary_operator_release_canary_weight{{namespace=\"{}\",name=\"azureopenaichat\"}}",
+        ns.name
+    );
+    wait_for("the weight gauge at 25", WAIT, async || {
+        (operator.metric(&weight)? == 25.0).then_some(())
+    })
+    .await;
     set_weight(&ns, 40).await;
-    wait_for("the weight gauge at 40", WAIT, async || (operator.metric(&weight)? == 40.0).then_some(())).await;
+    wait_for("the weight gauge at 40", WAIT, async || {
+        (operator.metric(&weight)? == 40.0).then_some(())
+    })
+    .await;
 
-    let reconciles = operator.metric("canary_operator_reconciles_total").expect("reconciles");
+    let reconciles = operator
+        .metric("canary_operator_reconciles_total")
+        .expect("reconciles");
     assert!(reconciles >= 2.0, "{reconciles}");
     let writes = operator
         .metric("canary_operator_api_requests_total{client=\"controller\",kind=\"write\"}")
         .expect("writes");
-    assert!(writes >= 11.0, "ten children and a status at least: {writes}");
-    assert!(operator.metric("canary_operator_reconcile_duration_seconds_count").expect("histogram") >= reconciles);
-    assert_eq!(operator.metric("canary_operator_leader"), Some(1.0), "without leader election it always leads");
+    assert!(
+        writes >= 11.0,
+        "ten children and a status at least: {writes}"
+    );
+    assert!(
+        operator
+            .metric("canary_operator_reconcile_duration_seconds_count")
+            .expect("histogram")
+            >= reconciles
+    );
+    assert_eq!(
+        operator.metric("canary_operator_leader"),
+        Some(1.0),
+        "without leader election it always leads"
+    );
 }
 
 #[tokio::test]
 async fn one_leader_at_a_time_and_a_fast_handover() {
-    let Some(ns) = setup("runtime-leader").await else { return };
-    let lease_args = ["--leader-elect", "--lease-namespace", &ns.name, "--lease-duration-seconds", "4"];
+    let Some(ns) = setup("runtime-leader").await else {
+        return;
+    };
+    let lease_args = [
+        "--leader-elect",
+        "--lease-namespace",
+        &ns.name,
+        "--lease-duration-seconds",
+        "4",
+    ];
     let mut first = Process::start(&ns, &[&lease_args[..], &["--instance", "first"]].concat());
     let leases = Api::<Lease>::namespaced(ns.client.clone(), &ns.name);
     let holder = async || {
-        leases.get_opt("canary-operator").await.ok().flatten()?.spec?.holder_identity
+        leases
+            .get_opt("canary-operator")
+            .await
+            .ok()
+            .flatten()?
+            .spec?
+            .holder_identity
     };
-    wait_for("first to lead", WAIT, async || (holder().await? == "first").then_some(())).await;
+    wait_for("first to lead", WAIT, async || {
+        (holder().await? == "first").then_some(())
+    })
+    .await;
     let mut second = Process::start(&ns, &[&lease_args[..], &["--instance", "second"]].concat());
     wait_for("second to be ready as a standby", WAIT, async || {
         (second.get("/readyz")?.0 == 200).then_some(())
@@ -205,7 +279,10 @@ async fn one_leader_at_a_time_and_a_fast_handover() {
 
     // A leader that dies without releasing the Lease is replaced once the Lease expires.
     first.signal("KILL");
-    assert!(first.wait_exit(Duration::from_secs(10)).is_none(), "killed, so no exit code");
+    assert!(
+        first.wait_exit(Duration::from_secs(10)).is_none(),
+        "killed, so no exit code"
+    );
     wait_for("second to lead", Duration::from_secs(30), async || {
         (holder().await? == "second").then_some(())
     })
@@ -215,7 +292,15 @@ async fn one_leader_at_a_time_and_a_fast_handover() {
 
     // SIGTERM: finish, release the Lease (holder cleared), exit 0.
     second.signal("TERM");
-    assert_eq!(second.wait_exit(Duration::from_secs(20)), Some(0), "a clean exit");
+    assert_eq!(
+        second.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "a clean exit"
+    );
     let lease = leases.get("canary-operator").await.expect("lease");
-    assert_eq!(lease.spec.and_then(|s| s.holder_identity), None, "the Lease was released");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity),
+        None,
+        "the Lease was released"
+    );
 }

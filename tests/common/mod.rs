@@ -88,8 +88,19 @@ where
     }
 }
 
-fn in_ci() -> bool {
+pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Says loudly that `test_name` cannot run (`why`) and what to do (`how`); in CI, fails instead.
+pub fn skip(test_name: &str, why: &str, how: &str) {
+    if in_ci() {
+        panic!("{test_name} cannot run ({why}); {how}. CI is set, so this is a failure");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n********** SKIPPED {test_name}: {why}; {how} **********\n"
+    );
 }
 
 async fn connect() -> Result<Client, String> {
