@@ -8,6 +8,7 @@ pub mod controller;
 pub mod labels;
 pub mod metrics;
 pub mod operator;
+pub mod plugin;
 pub mod reconcile;
 pub mod requests;
 

@@ -1,0 +1,67 @@
+//! Connecting the way kubectl does, so that a plugin invoked as `kubectl canary ...` talks to the
+//! same cluster, as the same user, in the same namespace as the `kubectl` next to it: `KUBECONFIG`
+//! or `~/.kube/config`, the current context unless `--context` names another, and the context's
+//! namespace unless `-n` names one.
+
+use std::path::PathBuf;
+
+use kube::Client;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::Error;
+use crate::api::CanaryRelease;
+
+/// kubectl's connection flags, as given on the command line.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    pub namespace: Option<String>,
+}
+
+/// A client and the namespace commands act in.
+#[derive(Clone)]
+pub struct Target {
+    pub client: Client,
+    pub namespace: String,
+}
+
+pub async fn connect(options: &ConnectOptions) -> Result<Target, Error> {
+    let kube_options = KubeConfigOptions {
+        context: options.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match (&options.kubeconfig, &options.context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(file, &kube_options).await?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&kube_options).await?,
+        // Also covers running inside a pod, as kubectl does.
+        (None, None) => kube::Config::infer().await?,
+    };
+    let namespace = options
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config)?;
+    Ok(Target { client, namespace })
+}
+
+impl Target {
+    pub fn releases(&self) -> kube::Api<CanaryRelease> {
+        kube::Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The release, or [`Error::NotFound`] naming what was looked for (a 404 alone does not
+    /// say which namespace the plugin looked in, which is the usual mistake).
+    pub async fn release(&self, name: &str) -> Result<CanaryRelease, Error> {
+        self.releases()
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                name: name.to_owned(),
+                namespace: self.namespace.clone(),
+            })
+    }
+}

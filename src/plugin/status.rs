@@ -1,0 +1,445 @@
+//! `status`: where a release stands, at a glance. Reading is in [`gather`]; the summary
+//! ([`summarize`]) and its rendering are pure, so they are tested against fixtures.
+
+use k8s_openapi::api::core::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use serde::Serialize;
+
+use super::Error;
+use super::cluster::Target;
+use super::table;
+use crate::api::{CanaryRelease, VersionSpec, VersionStatus};
+
+/// Events shown in the text output; `kubectl describe` shows a similar handful.
+const EVENTS_SHOWN: usize = 10;
+
+/// The summary `status` prints, and emits with `-o json`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub name: String,
+    pub namespace: String,
+    pub generation: Option<i64>,
+    pub observed_generation: Option<i64>,
+    /// `spec.weight`: percent asked for the canary.
+    pub weight: i32,
+    pub versions: Vec<VersionSummary>,
+    pub conditions: Vec<ConditionSummary>,
+    /// Oldest first, at most the most recent few.
+    pub events: Vec<EventSummary>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSummary {
+    /// `stable` or `canary`.
+    pub role: &'static str,
+    pub name: String,
+    pub model: String,
+    pub image: String,
+    /// Percent of traffic the VirtualService sends to this version, from `status`; absent until
+    /// the operator has applied the split.
+    pub weight: Option<i32>,
+    pub desired_replicas: Option<i32>,
+    pub ready_replicas: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionSummary {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    pub last_transition_time: Time,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventSummary {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub reason: String,
+    pub message: String,
+    pub count: i32,
+    pub last_seen: Option<Time>,
+}
+
+/// Reads the release and its Events.
+pub async fn gather(target: &Target, name: &str) -> Result<Summary, Error> {
+    let release = target.release(name).await?;
+    let events: Api<Event> = Api::namespaced(target.client.clone(), &target.namespace);
+    // By uid rather than name: a release deleted and created again under the same name would
+    // otherwise show its predecessor's history.
+    let selector = match release.uid() {
+        Some(uid) => format!("involvedObject.uid={uid}"),
+        None => format!("involvedObject.kind=CanaryRelease,involvedObject.name={name}"),
+    };
+    let events = events
+        .list(&ListParams::default().fields(&selector))
+        .await?
+        .items;
+    Ok(summarize(&release, &events))
+}
+
+/// The summary of a release and the Events about it.
+pub fn summarize(release: &CanaryRelease, events: &[Event]) -> Summary {
+    let status = release.status.clone().unwrap_or_default();
+    let spec = &release.spec;
+    let version = |role: &'static str,
+                   declared: &VersionSpec,
+                   deployed: Option<&VersionStatus>,
+                   weight: Option<i32>| {
+        // What is deployed describes the version only while it is the one declared; after a
+        // rename the status still shows the old version until the operator catches up.
+        let deployed = deployed.filter(|d| d.name == declared.name);
+        VersionSummary {
+            role,
+            name: declared.name.clone(),
+            model: declared.model.clone(),
+            image: deployed
+                .map(|d| d.image.clone())
+                .or_else(|| declared.image.clone())
+                .unwrap_or_else(|| spec.image.clone()),
+            weight,
+            desired_replicas: deployed.map(|d| d.desired_replicas),
+            ready_replicas: deployed.map(|d| d.ready_replicas),
+        }
+    };
+    let mut events: Vec<EventSummary> = events.iter().map(event_summary).collect();
+    events.sort_by_key(|e| e.last_seen.as_ref().map(|t| t.0));
+    let skip = events.len().saturating_sub(EVENTS_SHOWN);
+    Summary {
+        name: release.name_any(),
+        namespace: release.namespace().unwrap_or_default(),
+        generation: release.metadata.generation,
+        observed_generation: status.observed_generation,
+        weight: spec.weight,
+        versions: vec![
+            version(
+                "stable",
+                &spec.stable,
+                status.stable.as_ref(),
+                status.stable_weight,
+            ),
+            version(
+                "canary",
+                &spec.canary,
+                status.canary.as_ref(),
+                status.canary_weight,
+            ),
+        ],
+        conditions: status
+            .conditions
+            .iter()
+            .map(|c| ConditionSummary {
+                type_: c.type_.clone(),
+                status: c.status.clone(),
+                reason: c.reason.clone(),
+                message: c.message.clone(),
+                last_transition_time: c.last_transition_time.clone(),
+            })
+            .collect(),
+        events: events.into_iter().skip(skip).collect(),
+    }
+}
+
+fn event_summary(event: &Event) -> EventSummary {
+    // Events written through events.k8s.io carry their time in eventTime/series, those written
+    // through core/v1 in lastTimestamp; the most recent one present is when it was last seen.
+    let series_time = event
+        .series
+        .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref())
+        .map(|t| Time(t.0));
+    let last_seen = [
+        series_time,
+        event.last_timestamp.clone(),
+        event.event_time.as_ref().map(|t| Time(t.0)),
+        event.metadata.creation_timestamp.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .max_by_key(|t| t.0);
+    EventSummary {
+        type_: event.type_.clone().unwrap_or_default(),
+        reason: event.reason.clone().unwrap_or_default(),
+        message: event.message.clone().unwrap_or_default(),
+        count: event
+            .series
+            .as_ref()
+            .and_then(|s| s.count)
+            .or(event.count)
+            .unwrap_or(1),
+        last_seen,
+    }
+}
+
+/// `5s`, `3m`, `2h`, `4d`: kubectl's ages.
+pub fn age(since: Option<&Time>, now: Timestamp) -> String {
+    let Some(since) = since else {
+        return "<unknown>".to_owned();
+    };
+    let secs = now.as_second().saturating_sub(since.0.as_second()).max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 48 * 3600 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+impl Summary {
+    /// The summary as a person reads it; `now` makes ages testable.
+    pub fn render(&self, now: Timestamp) -> String {
+        let mut out = String::new();
+        let stable = self.versions.iter().find(|v| v.role == "stable");
+        let canary = self.versions.iter().find(|v| v.role == "canary");
+        out.push_str(&format!("Name:        {}\n", self.name));
+        out.push_str(&format!("Namespace:   {}\n", self.namespace));
+        let applied = match (stable.and_then(|v| v.weight), canary.and_then(|v| v.weight)) {
+            (Some(s), Some(c)) if c == self.weight => format!("{s}% stable / {c}% canary"),
+            (Some(s), Some(c)) => format!(
+                "{s}% stable / {c}% canary; spec.weight {} is not applied yet",
+                self.weight
+            ),
+            _ => format!(
+                "not applied yet (spec.weight {}); is the operator running?",
+                self.weight
+            ),
+        };
+        out.push_str(&format!("Traffic:     {applied}\n"));
+        let generation = match (self.generation, self.observed_generation) {
+            (Some(g), Some(o)) if g == o => format!("{g} (observed)"),
+            (Some(g), Some(o)) => format!("{g} (operator has seen {o})"),
+            (Some(g), None) => format!("{g} (not yet observed by the operator)"),
+            (None, _) => "-".to_owned(),
+        };
+        out.push_str(&format!("Generation:  {generation}\n\n"));
+
+        let rows: Vec<Vec<String>> = self
+            .versions
+            .iter()
+            .map(|v| {
+                vec![
+                    v.name.clone(),
+                    v.role.to_owned(),
+                    v.model.clone(),
+                    v.weight.map_or("-".into(), |w| format!("{w}%")),
+                    match (v.ready_replicas, v.desired_replicas) {
+                        (Some(r), Some(d)) => format!("{r}/{d}"),
+                        _ => "-".into(),
+                    },
+                    v.image.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table::render(
+            &["VERSION", "ROLE", "MODEL", "TRAFFIC", "READY", "IMAGE"],
+            &rows,
+        ));
+
+        out.push('\n');
+        if self.conditions.is_empty() {
+            out.push_str("Conditions:  none yet\n");
+        } else {
+            let rows: Vec<Vec<String>> = self
+                .conditions
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.type_.clone(),
+                        c.status.clone(),
+                        c.reason.clone(),
+                        age(Some(&c.last_transition_time), now),
+                        c.message.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table::render(
+                &["CONDITION", "STATUS", "REASON", "SINCE", "MESSAGE"],
+                &rows,
+            ));
+        }
+
+        out.push('\n');
+        if self.events.is_empty() {
+            out.push_str("Events:      none\n");
+        } else {
+            let rows: Vec<Vec<String>> = self
+                .events
+                .iter()
+                .map(|e| {
+                    let seen = age(e.last_seen.as_ref(), now);
+                    vec![
+                        if e.count > 1 {
+                            format!("{seen} (x{})", e.count)
+                        } else {
+                            seen
+                        },
+                        e.type_.clone(),
+                        e.reason.clone(),
+                        e.message.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table::render(
+                &["LAST SEEN", "TYPE", "REASON", "MESSAGE"],
+                &rows,
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn at(text: &str) -> Timestamp {
+        text.parse().unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn release(status: serde_json::Value) -> CanaryRelease {
+        let value = json!({
+            "apiVersion": "canary.dev/v1alpha1",
+            "kind": "CanaryRelease",
+            "metadata": {"name": "azureopenaichat", "namespace": "azureopenai", "generation": 3, "uid": "u-1"},
+            "spec": {
+                "image": "registry.example/chat:1",
+                "port": 5000,
+                "stable": {"name": "v1", "model": "gpt-4.1"},
+                "canary": {"name": "v2", "model": "gpt-4o", "image": "registry.example/chat:2"},
+                "weight": 25,
+                "gateway": {"existing": ["istio-system/ingress"]},
+            },
+            "status": status,
+        });
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("fixture: {e}"))
+    }
+
+    fn event(reason: &str, time: &str, count: Option<i32>) -> Event {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("e-{reason}"), "namespace": "azureopenai"},
+            "involvedObject": {"kind": "CanaryRelease", "name": "azureopenaichat"},
+            "type": "Normal",
+            "reason": reason,
+            "message": format!("{reason} happened"),
+            "count": count,
+            "lastTimestamp": time,
+        }))
+        .unwrap_or_else(|e| panic!("event fixture: {e}"))
+    }
+
+    fn ready_status() -> serde_json::Value {
+        json!({
+            "observedGeneration": 3,
+            "stableWeight": 75,
+            "canaryWeight": 25,
+            "stable": {"name": "v1", "model": "gpt-4.1", "image": "registry.example/chat:1", "desiredReplicas": 2, "readyReplicas": 2},
+            "canary": {"name": "v2", "model": "gpt-4o", "image": "registry.example/chat:2", "desiredReplicas": 1, "readyReplicas": 0},
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "Available",
+                "message": "75% to v1 (gpt-4.1), 25% to v2 (gpt-4o)",
+                "lastTransitionTime": "2025-01-01T11:59:00Z", "observedGeneration": 3,
+            }],
+        })
+    }
+
+    #[test]
+    fn a_ready_release_reads_at_a_glance() {
+        let events = [
+            event("DriftCorrected", "2025-01-01T11:50:00Z", Some(2)),
+            event("Created", "2025-01-01T10:00:00Z", None),
+        ];
+        let summary = summarize(&release(ready_status()), &events);
+        let text = summary.render(at("2025-01-01T12:00:00Z"));
+        let expected = "\
+Name:        azureopenaichat
+Namespace:   azureopenai
+Traffic:     75% stable / 25% canary
+Generation:  3 (observed)
+
+VERSION   ROLE     MODEL     TRAFFIC   READY   IMAGE
+v1        stable   gpt-4.1   75%       2/2     registry.example/chat:1
+v2        canary   gpt-4o    25%       0/1     registry.example/chat:2
+
+CONDITION   STATUS   REASON      SINCE   MESSAGE
+Ready       True     Available   60s     75% to v1 (gpt-4.1), 25% to v2 (gpt-4o)
+
+LAST SEEN   TYPE     REASON           MESSAGE
+2h          Normal   Created          Created happened
+10m (x2)    Normal   DriftCorrected   DriftCorrected happened
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn a_release_the_operator_has_not_seen_says_so() {
+        let summary = summarize(&release(json!(null)), &[]);
+        assert_eq!(summary.versions[1].image, "registry.example/chat:2");
+        assert_eq!(summary.versions[0].ready_replicas, None);
+        let text = summary.render(at("2025-01-01T12:00:00Z"));
+        for expected in [
+            "Traffic:     not applied yet (spec.weight 25); is the operator running?",
+            "Generation:  3 (not yet observed by the operator)",
+            "v1        stable   gpt-4.1   -         -       registry.example/chat:1",
+            "Conditions:  none yet",
+            "Events:      none",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_pending_weight_change_is_visible() {
+        let mut status = ready_status();
+        status["observedGeneration"] = json!(2);
+        let mut r = release(status);
+        r.spec.weight = 50;
+        let text = summarize(&r, &[]).render(at("2025-01-01T12:00:00Z"));
+        assert!(
+            text.contains(
+                "Traffic:     75% stable / 25% canary; spec.weight 50 is not applied yet"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("Generation:  3 (operator has seen 2)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_output_names_fields_like_the_api() {
+        let summary = summarize(&release(ready_status()), &[]);
+        let value = serde_json::to_value(&summary).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(value["weight"], 25);
+        assert_eq!(value["observedGeneration"], 3);
+        assert_eq!(value["versions"][1]["role"], "canary");
+        assert_eq!(value["versions"][1]["readyReplicas"], 0);
+        assert_eq!(value["versions"][0]["weight"], 75);
+        assert_eq!(value["conditions"][0]["type"], "Ready");
+        assert_eq!(
+            value["conditions"][0]["lastTransitionTime"],
+            "2025-01-01T11:59:00Z"
+        );
+    }
+
+    #[test]
+    fn ages_follow_kubectl() {
+        let now = at("2025-01-03T00:00:00Z");
+        let since = |t: &str| Time(at(t));
+        assert_eq!(age(Some(&since("2025-01-02T23:59:05Z")), now), "55s");
+        assert_eq!(age(Some(&since("2025-01-02T23:50:00Z")), now), "10m");
+        assert_eq!(age(Some(&since("2025-01-02T21:00:00Z")), now), "3h");
+        assert_eq!(age(Some(&since("2024-12-30T00:00:00Z")), now), "4d");
+        assert_eq!(age(None, now), "<unknown>");
+    }
+}
