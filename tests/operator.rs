@@ -880,6 +880,7 @@ async fn every_example_applies_and_becomes_ready() {
         "existing-gateway.yaml",
         "no-autoscaling.yaml",
         "image-override.yaml",
+        "chat-backend.yaml",
     ] {
         let release = example(file);
         names.push(
