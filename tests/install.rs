@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::{DestinationRule, Gateway, VirtualService};
+use common::operator::install_crd;
 use common::{TestNs, setup, skip, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -27,9 +28,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{CustomResourceExt, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -677,28 +677,6 @@ impl Drop for HelmRelease {
             Err(e) => eprintln!("warning: helm uninstall {}: {e}", self.name),
         }
     }
-}
-
-/// Installs (or updates) the CRD from the code under test, as tests/operator.rs does.
-async fn install_crd(ns: &TestNs) {
-    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
-    crds.patch(
-        "canaryreleases.canary.dev",
-        &PatchParams::apply("canary-operator-tests").force(),
-        &Patch::Apply(CanaryRelease::crd()),
-    )
-    .await
-    .expect("apply CRD");
-    wait_for("CRD established", WAIT, async || {
-        let crd = crds.get("canaryreleases.canary.dev").await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
 }
 
 /// Waits until the chart's operator pod is Running (kwok plays the kubelet: no container runs).

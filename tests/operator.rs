@@ -5,97 +5,22 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::{DestinationRule, Gateway, VirtualService};
-use canary_operator::controller::{self, Context, Settings};
-use canary_operator::requests::{RequestCounts, counting_client};
+use common::operator::{install_crd, start_operator};
 use common::{TestNs, setup, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, DynamicObject};
-use kube::{CustomResourceExt, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The operator, running in this process against the test's namespace.
-struct Operator {
-    ctx: Arc<Context>,
-    counts: Arc<RequestCounts>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Operator {
-    fn writes(&self) -> u64 {
-        self.counts.writes()
-    }
-
-    fn reconciles(&self) -> u64 {
-        self.ctx.metrics.reconciles.get()
-    }
-}
-
-/// Installs (or updates) the CRD from the code under test, so a cluster started before a CRD
-/// change still tests the current schema.
-async fn install_crd(ns: &TestNs) {
-    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
-    crds.patch(
-        "canaryreleases.canary.dev",
-        &PatchParams::apply("canary-operator-tests").force(),
-        &Patch::Apply(CanaryRelease::crd()),
-    )
-    .await
-    .expect("apply CRD");
-    wait_for("CRD established", WAIT, async || {
-        let crd = crds.get("canaryreleases.canary.dev").await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
-}
-
-async fn start_operator(ns: &TestNs) -> Operator {
-    // The operator's logs, for a failing test: TEST_LOG=canary_operator=debug cargo test ...
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
-        .with_test_writer()
-        .try_init();
-    install_crd(ns).await;
-    let config = kube::Config::infer().await.expect("kube config");
-    let counts = Arc::new(RequestCounts::default());
-    let client = counting_client(config, counts.clone()).expect("client");
-    controller::check_apis(&client, Some(&ns.name))
-        .await
-        .expect("CRDs installed");
-    let settings = Settings {
-        namespace: Some(ns.name.clone()),
-        ..Settings::default()
-    };
-    let metrics = Arc::new(canary_operator::metrics::Metrics::default());
-    let (ctx, running) = controller::controller(client, settings, metrics, std::future::pending());
-    Operator {
-        ctx,
-        counts,
-        task: tokio::spawn(running),
-    }
-}
 
 fn example(file: &str) -> Value {
     let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));

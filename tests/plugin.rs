@@ -7,19 +7,16 @@
 mod backend;
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use backend::{Backend, Splitter, free_port, nginx, start_backend, start_splitter};
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
-use canary_operator::controller::{self, Settings};
-use canary_operator::requests::{RequestCounts, counting_client};
+use common::operator::{install_crd, start_operator};
 use common::{TestNs, setup, wait_for};
 use k8s_openapi::api::core::v1::{Event, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use kube::{CustomResourceExt, ResourceExt};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubectl-canary");
@@ -255,52 +252,6 @@ async fn help_reads_like_kubectl() {
 }
 
 // ---- against the control plane ----
-
-/// Installs (or updates) the CRD from the code under test.
-async fn install_crd(ns: &TestNs) {
-    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
-    crds.patch(
-        "canaryreleases.canary.dev",
-        &PatchParams::apply("canary-operator-tests").force(),
-        &Patch::Apply(CanaryRelease::crd()),
-    )
-    .await
-    .expect("apply CRD");
-    wait_for("CRD established", WAIT, async || {
-        let crd = crds.get("canaryreleases.canary.dev").await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
-}
-
-/// The operator, in this process, scoped to the test's namespace; stops when dropped.
-struct Operator(tokio::task::JoinHandle<()>);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn start_operator(ns: &TestNs) -> Operator {
-    let config = kube::Config::infer().await.expect("kube config");
-    let client = counting_client(config, Arc::new(RequestCounts::default())).expect("client");
-    controller::check_apis(&client, Some(&ns.name))
-        .await
-        .expect("CRDs installed");
-    let settings = Settings {
-        namespace: Some(ns.name.clone()),
-        ..Settings::default()
-    };
-    let metrics = Arc::new(canary_operator::metrics::Metrics::default());
-    let (_ctx, running) = controller::controller(client, settings, metrics, std::future::pending());
-    Operator(tokio::spawn(running))
-}
 
 /// `examples/chat-backend.yaml`, applied in the test's namespace as `kubectl apply --server-side`
 /// would, with the Secret it names.

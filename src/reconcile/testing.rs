@@ -31,6 +31,21 @@ pub fn owner() -> serde_json::Value {
     }])
 }
 
+/// Metadata of the lab example's objects shared by both versions (Service, Istio objects).
+pub fn shared_metadata() -> serde_json::Value {
+    serde_json::json!({
+        "name": "azureopenaichat",
+        "namespace": "azureopenai",
+        "labels": {
+            "app": "azureopenaichat",
+            "app.kubernetes.io/name": "azureopenaichat",
+            "app.kubernetes.io/instance": "azureopenaichat",
+            "app.kubernetes.io/managed-by": "canary-operator",
+        },
+        "ownerReferences": owner(),
+    })
+}
+
 /// Serializes an object without the applied-hash annotation, which the whole-object assertions
 /// leave out (it is tested on its own).
 pub fn to_json<T: serde::Serialize>(object: &T) -> serde_json::Value {

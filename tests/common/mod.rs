@@ -3,6 +3,8 @@
 // Every test crate includes this module but none uses all of it.
 #![allow(dead_code)]
 
+pub mod operator;
+
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;

@@ -30,24 +30,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::testing::{lab_validated, owner, to_json};
+    use crate::reconcile::testing::{lab_validated, shared_metadata, to_json};
 
     #[test]
     fn lab_destination_rule_names_both_subsets() {
         let expected = json!({
             "apiVersion": "networking.istio.io/v1",
             "kind": "DestinationRule",
-            "metadata": {
-                "name": "azureopenaichat",
-                "namespace": "azureopenai",
-                "labels": {
-                    "app": "azureopenaichat",
-                    "app.kubernetes.io/name": "azureopenaichat",
-                    "app.kubernetes.io/instance": "azureopenaichat",
-                    "app.kubernetes.io/managed-by": "canary-operator",
-                },
-                "ownerReferences": owner(),
-            },
+            "metadata": shared_metadata(),
             "spec": {
                 "host": "azureopenaichat.azureopenai.svc.cluster.local",
                 "subsets": [

@@ -36,24 +36,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::testing::{lab_release, lab_validated, owner, to_json};
+    use crate::reconcile::testing::{lab_release, lab_validated, shared_metadata, to_json};
 
     #[test]
     fn lab_gateway_listens_on_port_80_for_any_host() {
         let expected = json!({
             "apiVersion": "networking.istio.io/v1",
             "kind": "Gateway",
-            "metadata": {
-                "name": "azureopenaichat",
-                "namespace": "azureopenai",
-                "labels": {
-                    "app": "azureopenaichat",
-                    "app.kubernetes.io/name": "azureopenaichat",
-                    "app.kubernetes.io/instance": "azureopenaichat",
-                    "app.kubernetes.io/managed-by": "canary-operator",
-                },
-                "ownerReferences": owner(),
-            },
+            "metadata": shared_metadata(),
             "spec": {
                 "selector": {"istio": "aks-istio-ingressgateway-external"},
                 "servers": [{"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["*"]}],

@@ -33,24 +33,14 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::testing::{lab_validated, owner, to_json};
+    use crate::reconcile::testing::{lab_validated, shared_metadata, to_json};
 
     #[test]
     fn lab_service_covers_both_versions() {
         let expected = json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": {
-                "name": "azureopenaichat",
-                "namespace": "azureopenai",
-                "labels": {
-                    "app": "azureopenaichat",
-                    "app.kubernetes.io/name": "azureopenaichat",
-                    "app.kubernetes.io/instance": "azureopenaichat",
-                    "app.kubernetes.io/managed-by": "canary-operator",
-                },
-                "ownerReferences": owner(),
-            },
+            "metadata": shared_metadata(),
             "spec": {
                 "type": "ClusterIP",
                 "selector": {"app": "azureopenaichat"},

@@ -48,7 +48,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::testing::{lab_release, lab_validated, owner, to_json};
+    use crate::reconcile::testing::{lab_release, lab_validated, shared_metadata, to_json};
 
     fn route(weight_v1: i32, weight_v2: i32) -> serde_json::Value {
         let host = "azureopenaichat.azureopenai.svc.cluster.local";
@@ -66,17 +66,7 @@ mod tests {
         let expected = json!({
             "apiVersion": "networking.istio.io/v1",
             "kind": "VirtualService",
-            "metadata": {
-                "name": "azureopenaichat",
-                "namespace": "azureopenai",
-                "labels": {
-                    "app": "azureopenaichat",
-                    "app.kubernetes.io/name": "azureopenaichat",
-                    "app.kubernetes.io/instance": "azureopenaichat",
-                    "app.kubernetes.io/managed-by": "canary-operator",
-                },
-                "ownerReferences": owner(),
-            },
+            "metadata": shared_metadata(),
             "spec": {"hosts": ["*"], "gateways": ["azureopenaichat"], "http": route(75, 25)},
         });
         assert_eq!(to_json(&virtual_service(&lab_validated())), expected);

@@ -1,0 +1,94 @@
+//! The operator under test, in this process: the CRD from the code being tested, and a
+//! controller scoped to one test namespace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use canary_operator::api::CanaryRelease;
+use canary_operator::controller::{self, Context, Settings};
+use canary_operator::metrics::Metrics;
+use canary_operator::requests::{RequestCounts, counting_client};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+
+use super::{TestNs, wait_for};
+
+/// The operator, running in this process against the test's namespace; stopped when dropped.
+pub struct Operator {
+    pub ctx: Arc<Context>,
+    counts: Arc<RequestCounts>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Operator {
+    /// Write requests (POST, PUT, PATCH, DELETE) the operator has sent.
+    pub fn writes(&self) -> u64 {
+        self.counts.writes()
+    }
+
+    pub fn reconciles(&self) -> u64 {
+        self.ctx.metrics.reconciles.get()
+    }
+}
+
+/// Installs (or updates) the CRD from the code under test, so a cluster started before a CRD
+/// change still tests the current schema.
+pub async fn install_crd(ns: &TestNs) {
+    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
+    let applied = crds
+        .patch(
+            "canaryreleases.canary.dev",
+            &PatchParams::apply("canary-operator-tests").force(),
+            &Patch::Apply(CanaryRelease::crd()),
+        )
+        .await;
+    if let Err(e) = applied {
+        panic!("apply CRD: {e}");
+    }
+    wait_for("CRD established", Duration::from_secs(60), async || {
+        let crd = crds.get("canaryreleases.canary.dev").await.ok()?;
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        established.then_some(())
+    })
+    .await;
+}
+
+/// Installs the CRD and starts the operator for the test's namespace.
+pub async fn start_operator(ns: &TestNs) -> Operator {
+    // The operator's logs, for a failing test: TEST_LOG=canary_operator=debug cargo test ...
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
+        .with_test_writer()
+        .try_init();
+    install_crd(ns).await;
+    let config = kube::Config::infer()
+        .await
+        .unwrap_or_else(|e| panic!("kube config: {e}"));
+    let counts = Arc::new(RequestCounts::default());
+    let client = counting_client(config, counts.clone()).unwrap_or_else(|e| panic!("client: {e}"));
+    if let Err(e) = controller::check_apis(&client, Some(&ns.name)).await {
+        panic!("CRDs installed: {e}");
+    }
+    let settings = Settings {
+        namespace: Some(ns.name.clone()),
+        ..Settings::default()
+    };
+    let metrics = Arc::new(Metrics::default());
+    let (ctx, running) = controller::controller(client, settings, metrics, std::future::pending());
+    Operator {
+        ctx,
+        counts,
+        task: tokio::spawn(running),
+    }
+}
