@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
+use futures::FutureExt;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -208,7 +209,11 @@ async fn run_controllers(
     tokio::spawn(async move {
         for ctx in &contexts {
             ctx.stores.wait_ready().await;
-            let _ = ctx.releases.wait_until_ready().await;
+            // Polled, not awaited: a store wakes only the last task that waited on it, and the
+            // controller waits on this one too (see `Stores::wait_ready`).
+            while ctx.releases.wait_until_ready().now_or_never().is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         ready.store(true, Ordering::Relaxed);
         tracing::info!("caches synced; ready");
