@@ -300,6 +300,8 @@ cmd_up() {
   wait_for etcd 30 "etcd /health" curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
 
   # --advertise-address is required: with no default route the apiserver cannot pick one itself.
+  # The Service range is a /16: every CanaryRelease has a ClusterIP Service, and `make bench`
+  # creates 1,000 (a /24 holds 254).
   # The endpoint reconciler refuses a loopback address for the `kubernetes` Service's endpoints,
   # and nothing runs inside this cluster that would need them, so it is switched off.
   start kube-apiserver "$bin/kube-apiserver" \
@@ -316,7 +318,7 @@ cmd_up() {
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --authorization-mode=Node,RBAC \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range=10.0.0.0/16 \
     --profiling=false
   wait_for kube-apiserver 120 "kube-apiserver /readyz" api_ready
 
@@ -330,7 +332,7 @@ cmd_up() {
     --leader-elect=false --controllers='*' --use-service-account-credentials=true \
     --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
     --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
-    --service-cluster-ip-range=10.0.0.0/24 \
+    --service-cluster-ip-range=10.0.0.0/16 \
     --profiling=false
   start kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig="$run/kube-scheduler.kubeconfig" \

@@ -1,0 +1,436 @@
+//! What the bench puts in the cluster (namespaces, the demo Secret, fake nodes, releases) and how
+//! it watches the releases converge: from its own caches, so that watching costs the apiserver no
+//! polling.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use canary_operator::api::CanaryRelease;
+use canary_operator::controller::{Child, Stores};
+use canary_operator::reconcile::{build, validate};
+use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, ServiceAccount};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+/// Label on every namespace and node the bench creates, so leftovers of an aborted run are found.
+pub const LABEL: &str = "canary-bench";
+
+/// Field manager of the bench's own writes, distinct from the operator's.
+const MANAGER: &str = "canary-bench";
+
+/// The lab's example release, the template of every release the bench creates.
+pub fn lab() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab.yaml");
+    let text = std::fs::read_to_string(path).expect("read examples/lab.yaml");
+    serde_norway::from_str(&text).expect("examples/lab.yaml is YAML")
+}
+
+pub fn release(lab: &Value, namespace: &str, name: &str) -> Value {
+    let mut release = lab.clone();
+    release["metadata"] = json!({"name": name, "namespace": namespace});
+    release
+}
+
+/// Deletes the namespaces and nodes the bench created (in this run or an aborted earlier one) and
+/// waits (bounded) until the namespaces are gone. Nodes go last: a pod bound to a deleted node
+/// waits for the pod garbage collector, which would keep its namespace terminating for minutes.
+/// Returns false if namespaces were still terminating at the end of `timeout`.
+pub async fn remove_leftovers(client: &Client, timeout: Duration) -> bool {
+    let selector = ListParams::default().labels(&format!("{LABEL}=true"));
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let found = namespaces
+        .list_metadata(&selector)
+        .await
+        .expect("list namespaces");
+    for ns in &found.items {
+        let _ = namespaces
+            .delete(&ns.name_any(), &DeleteParams::background())
+            .await;
+    }
+    if !found.items.is_empty() {
+        eprintln!(
+            "bench: deleting {} namespaces labelled {LABEL}=true",
+            found.items.len()
+        );
+    }
+    let deadline = Instant::now() + timeout;
+    let mut gone = found.items.is_empty();
+    while !gone && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        gone = namespaces
+            .list_metadata(&selector)
+            .await
+            .is_ok_and(|l| l.items.is_empty());
+    }
+    if !gone {
+        return false;
+    }
+    for node in nodes
+        .list_metadata(&selector)
+        .await
+        .expect("list nodes")
+        .items
+    {
+        let _ = nodes
+            .delete(&node.name_any(), &DeleteParams::background())
+            .await;
+    }
+    true
+}
+
+/// Creates a namespace labelled as the bench's, with the Secret the releases read.
+pub async fn namespace(client: &Client, name: &str) {
+    let ns: Namespace = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {LABEL: "true"}},
+    }))
+    .expect("namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "azure-openai"},
+        "stringData": {"AZURE_API_KEY": "not-a-real-key"},
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), name)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap_or_else(|e| panic!("create the Secret in {name}: {e}"));
+    // The ReplicaSet controller cannot create pods before the namespace's `default`
+    // ServiceAccount exists; waiting here keeps that delay out of the measured phases.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    for _ in 0..600 {
+        if accounts.get_opt("default").await.ok().flatten().is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no ServiceAccount default in {name} after 60 s");
+}
+
+/// Fake nodes managed by the cluster's kwok, for the pods of N releases: the three nodes of
+/// `hack/cluster.sh` hold 330 pods, and pods left Pending would leave releases not Ready.
+pub async fn fake_nodes(client: &Client, count: usize, pods_each: usize) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    for i in 0..count {
+        let name = format!("canary-bench-node-{i}");
+        let node = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    LABEL: "true",
+                    "type": "kwok",
+                    "kubernetes.io/arch": "amd64",
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/hostname": name,
+                    "topology.kubernetes.io/zone": format!("zone-{}", i % 3),
+                },
+            },
+            "status": {
+                "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": pods_each.to_string()},
+                "capacity": {"cpu": "1000", "memory": "4Ti", "pods": pods_each.to_string()},
+                "phase": "Running",
+            },
+        });
+        nodes
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(&node),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create node {name}: {e}"));
+    }
+}
+
+/// Applies releases (server-side, as `kubectl apply --server-side` would) with `concurrency`
+/// requests in flight; returns the time it took.
+pub async fn apply_releases(client: &Client, releases: Vec<Value>, concurrency: usize) -> Duration {
+    let start = Instant::now();
+    stream::iter(releases)
+        .map(|release| async move {
+            let namespace = release["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default();
+            let name = release["metadata"]["name"].as_str().unwrap_or_default();
+            Api::<CanaryRelease>::namespaced(client.clone(), namespace)
+                .patch(
+                    name,
+                    &PatchParams::apply(MANAGER).force(),
+                    &Patch::Apply(&release),
+                )
+                .await
+                .map(|_| ())
+        })
+        .buffer_unordered(concurrency)
+        .try_collect::<()>()
+        .await
+        .expect("apply a release");
+    start.elapsed()
+}
+
+/// How far the releases in the bench's namespaces are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub releases: usize,
+    /// Every child exists and is controlled by the release, and `status.observedGeneration` equals
+    /// `metadata.generation`.
+    pub converged: usize,
+    /// Converged, and the `Ready` condition is `True`.
+    pub ready: usize,
+}
+
+/// The bench's own caches of releases and of the operator's children.
+pub struct Observer {
+    releases: Store<CanaryRelease>,
+    children: Stores,
+    /// The children each release should have, by release uid, built by the operator's own pure
+    /// build step so that the bench and the operator cannot disagree on names.
+    expected: HashMap<String, Option<Expected>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+struct Expected {
+    config_maps: Vec<ObjectRef<ConfigMap>>,
+    deployments: Vec<ObjectRef<k8s_openapi::api::apps::v1::Deployment>>,
+    autoscalers: Vec<ObjectRef<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>>,
+    service: ObjectRef<k8s_openapi::api::core::v1::Service>,
+    destination_rule: ObjectRef<canary_operator::api::istio::DestinationRule>,
+    gateway: Option<ObjectRef<canary_operator::api::istio::Gateway>>,
+    virtual_service: ObjectRef<canary_operator::api::istio::VirtualService>,
+}
+
+impl Expected {
+    fn of(release: &CanaryRelease) -> Option<Expected> {
+        let validated = validate::validate(release, "cluster.local").ok()?;
+        let build::Children {
+            config_maps,
+            deployments,
+            autoscalers,
+            service,
+            destination_rule,
+            gateway,
+            virtual_service,
+        } = build::build(&validated);
+        Some(Expected {
+            config_maps: config_maps.iter().map(ObjectRef::from).collect(),
+            deployments: deployments.iter().map(ObjectRef::from).collect(),
+            autoscalers: autoscalers.iter().map(ObjectRef::from).collect(),
+            service: ObjectRef::from(&service),
+            destination_rule: ObjectRef::from(&destination_rule),
+            gateway: gateway.as_ref().map(ObjectRef::from),
+            virtual_service: ObjectRef::from(&virtual_service),
+        })
+    }
+
+    fn present(&self, stores: &Stores, uid: &str) -> bool {
+        all(stores, &self.config_maps, uid)
+            && all(stores, &self.deployments, uid)
+            && all(stores, &self.autoscalers, uid)
+            && owned(stores, &self.service, uid)
+            && owned(stores, &self.destination_rule, uid)
+            && self.gateway.iter().all(|g| owned(stores, g, uid))
+            && owned(stores, &self.virtual_service, uid)
+    }
+}
+
+fn all<K: Child>(stores: &Stores, refs: &[ObjectRef<K>], uid: &str) -> bool {
+    refs.iter().all(|r| owned(stores, r, uid))
+}
+
+fn owned<K: Child>(stores: &Stores, key: &ObjectRef<K>, uid: &str) -> bool {
+    K::store(stores).get(key).is_some_and(|object| {
+        object
+            .owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
+    })
+}
+
+/// A cache of `K` kept current by a task; `selector` filters by label.
+fn cache<K>(client: &Client, selector: Option<&str>) -> (Store<K>, tokio::task::JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let mut config = watcher::Config::default();
+    if let Some(selector) = selector {
+        config = config.labels(selector);
+    }
+    let stream = watcher(Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .modify(|object| object.managed_fields_mut().clear())
+        .reflect(writer);
+    let task = tokio::spawn(stream.for_each(|_| std::future::ready(())));
+    (reader, task)
+}
+
+impl Observer {
+    /// Starts the caches and waits (bounded) until each has listed once.
+    pub async fn start(client: &Client) -> Observer {
+        let selector = canary_operator::labels::managed_selector();
+        let selector = Some(selector.as_str());
+        let mut tasks = Vec::new();
+        let mut spawn = |task| tasks.push(task);
+        let (releases, t) = cache(client, None);
+        spawn(t);
+        let (config_maps, t) = cache(client, selector);
+        spawn(t);
+        let (deployments, t) = cache(client, selector);
+        spawn(t);
+        let (autoscalers, t) = cache(client, selector);
+        spawn(t);
+        let (services, t) = cache(client, selector);
+        spawn(t);
+        let (destination_rules, t) = cache(client, selector);
+        spawn(t);
+        let (gateways, t) = cache(client, selector);
+        spawn(t);
+        let (virtual_services, t) = cache(client, selector);
+        spawn(t);
+        let children = Stores {
+            config_maps,
+            deployments,
+            autoscalers,
+            services,
+            destination_rules,
+            gateways,
+            virtual_services,
+        };
+        children.wait_ready().await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), releases.wait_until_ready()).await;
+        Observer {
+            releases,
+            children,
+            expected: HashMap::new(),
+            tasks,
+        }
+    }
+
+    /// Counts the releases in `namespaces` by how far they are.
+    pub fn progress(&mut self, namespaces: &HashSet<String>) -> Progress {
+        let mut progress = Progress::default();
+        for release in self.releases.state() {
+            if !release
+                .namespace()
+                .is_some_and(|ns| namespaces.contains(&ns))
+            {
+                continue;
+            }
+            progress.releases += 1;
+            let uid = release.uid().unwrap_or_default();
+            let expected = self
+                .expected
+                .entry(uid.clone())
+                .or_insert_with(|| Expected::of(&release));
+            let Some(status) = &release.status else {
+                continue;
+            };
+            let current = status.observed_generation.is_some()
+                && status.observed_generation == release.metadata.generation;
+            if !current
+                || !expected
+                    .as_ref()
+                    .is_some_and(|e| e.present(&self.children, &uid))
+            {
+                continue;
+            }
+            progress.converged += 1;
+            if status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+            {
+                progress.ready += 1;
+            }
+        }
+        progress
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// The apiserver's write ceiling for a trivial writer: `workers` tasks, each sending
+/// `per_worker` server-side applies of new, tiny ConfigMaps one after the other, all through one
+/// client like the operator's. Returns (writes that succeeded, failures, seconds).
+pub async fn write_ceiling(
+    client: &Client,
+    namespace: &str,
+    run: &str,
+    workers: usize,
+    per_worker: usize,
+) -> (u64, u64, f64) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let start = Instant::now();
+    let results: Vec<(u64, u64)> = stream::iter(0..workers)
+        .map(|worker| {
+            let api = api.clone();
+            async move {
+                let (mut ok, mut failed) = (0, 0);
+                for j in 0..per_worker {
+                    let name = format!("{run}-{worker}-{j}");
+                    let object = json!({
+                        "apiVersion": "v1",
+                        "kind": "ConfigMap",
+                        "metadata": {"name": name},
+                        "data": {"k": "v"},
+                    });
+                    match api
+                        .patch(
+                            &name,
+                            &PatchParams::apply(MANAGER).force(),
+                            &Patch::Apply(&object),
+                        )
+                        .await
+                    {
+                        Ok(_) => ok += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                (ok, failed)
+            }
+        })
+        .buffer_unordered(workers.max(1))
+        .collect()
+        .await;
+    let seconds = start.elapsed().as_secs_f64();
+    let ok = results.iter().map(|r| r.0).sum();
+    let failed = results.iter().map(|r| r.1).sum();
+    (ok, failed, seconds)
+}
+
+/// Deletes a namespace and waits (bounded) until it is gone.
+pub async fn delete_namespace(client: &Client, name: &str, timeout: Duration) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::background()).await;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if matches!(namespaces.get_opt(name).await, Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("bench: warning: namespace {name} still terminating after {timeout:?}");
+}

@@ -1,0 +1,231 @@
+//! The operator as a separate process, the way it runs in a pod: started from the binary cargo
+//! built for this bench, read through its `/metrics` and `/readyz`, and measured through `/proc`.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A running operator; killed when dropped, so an aborted bench leaves nothing behind.
+pub struct Operator {
+    child: Child,
+    address: String,
+    /// When the process was spawned: the start of every "time until" figure.
+    pub started: Instant,
+}
+
+/// The operator's own counters, from `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counters {
+    pub reconciles: f64,
+    pub writes: f64,
+    pub reads: f64,
+    pub watches: f64,
+    /// Reconciles that failed (all reasons).
+    pub errors: f64,
+}
+
+impl Counters {
+    pub fn since(&self, before: &Counters) -> Counters {
+        Counters {
+            reconciles: self.reconciles - before.reconciles,
+            writes: self.writes - before.writes,
+            reads: self.reads - before.reads,
+            watches: self.watches - before.watches,
+            errors: self.errors - before.errors,
+        }
+    }
+}
+
+/// Resident memory from `/proc/<pid>/status`, in KiB.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// VmRSS: resident now.
+    pub rss_kib: u64,
+    /// VmHWM: the highest resident size since the process started.
+    pub peak_kib: u64,
+    /// RssAnon: heap, stacks and other private memory; what grows with the number of releases.
+    pub anon_kib: u64,
+    /// RssFile: pages of the binary and shared libraries mapped in; shared and reclaimable, and
+    /// bounded by the size of the binary.
+    pub file_kib: u64,
+}
+
+impl Operator {
+    /// Spawns the operator on all namespaces with its HTTP server on a free loopback port, and waits
+    /// (bounded) for the log line that names the port. Its log goes to `log`.
+    pub fn start(binary: &Path, log: &Path) -> Operator {
+        let started = Instant::now();
+        let mut child = Command::new(binary)
+            .args(["--http-address", "127.0.0.1:0", "--log-format", "json"])
+            // Info, not debug: a log line per reconcile would cost CPU that a real deployment
+            // does not spend.
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let stderr = child.stderr.take().expect("the operator's stderr is piped");
+        let mut file = File::create(log)
+            .unwrap_or_else(|e| panic!("cannot create the log {}: {e}", log.display()));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(address) = entry["fields"]["address"].as_str()
+                {
+                    let _ = tx.send(address.to_owned());
+                }
+                let _ = writeln!(file, "{line}");
+            }
+        });
+        let address = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => address,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "the operator did not log its HTTP address within 60 s; see {}",
+                    log.display()
+                );
+            }
+        };
+        Operator {
+            child,
+            address,
+            started,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A plain HTTP/1.0 GET on the operator's own server; `None` if it does not answer.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = TcpStream::connect(&self.address).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.address
+        )
+        .ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let status = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        Some((status, body))
+    }
+
+    /// True once the operator's caches have synced.
+    pub fn ready(&self) -> bool {
+        self.get("/readyz").is_some_and(|(status, _)| status == 200)
+    }
+
+    pub fn counters(&self) -> Option<Counters> {
+        let (status, body) = self.get("/metrics")?;
+        if status != 200 {
+            return None;
+        }
+        let value = |prefix: &str| -> Option<f64> {
+            body.lines()
+                .find(|line| line.starts_with(prefix))?
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        };
+        let requests = |kind: &str| {
+            value(&format!(
+                "canary_operator_api_requests_total{{client=\"controller\",kind=\"{kind}\"}}"
+            ))
+        };
+        Some(Counters {
+            reconciles: value("canary_operator_reconciles_total")?,
+            writes: requests("write")?,
+            reads: requests("read")?,
+            watches: requests("watch")?,
+            // One series per reason, absent until the first failure.
+            errors: body
+                .lines()
+                .filter(|line| line.starts_with("canary_operator_reconcile_errors_total{"))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        })
+    }
+
+    pub fn memory(&self) -> Option<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let kib = |key: &str| -> Option<u64> {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(key))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        };
+        Some(Memory {
+            rss_kib: kib("VmRSS:")?,
+            peak_kib: kib("VmHWM:")?,
+            anon_kib: kib("RssAnon:")?,
+            file_kib: kib("RssFile:")?,
+        })
+    }
+
+    /// User plus system CPU time the process has used so far.
+    pub fn cpu_seconds(&self, ticks_per_second: f64) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        // The command name (field 2) may contain spaces; the fields after it are space-separated,
+        // starting with field 3 (state), so utime (field 14) and stime (15) are at 11 and 12.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / ticks_per_second)
+    }
+
+    /// SIGTERM, the way Kubernetes stops a pod, then a bounded wait for a clean exit; SIGKILL if it
+    /// does not come. Returns the exit code of a clean exit.
+    pub fn stop(mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("bench: the operator ignored SIGTERM for 30 s; killing it");
+        None
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ), from `getconf`; 100 on every common
+/// Linux configuration, which is the fallback.
+pub fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100.0)
+}
