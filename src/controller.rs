@@ -12,7 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::ListParams;
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -243,6 +243,17 @@ where
     }
 }
 
+/// Reconciles running at once. Unbounded, a start with 1,000 releases ran 1,000 at once: each held
+/// its built children and a connection of its own (about 200 MiB at peak, kept by the allocator
+/// afterwards), and the apiserver timed out Service creates. 32 keeps the apiserver just as busy
+/// (`make bench`: cold convergence no slower) at a fraction of the memory.
+pub const CONCURRENT_RECONCILES: u16 = 32;
+
+/// Objects per page of a cache's initial list. Each page is decoded whole, managed fields
+/// included, before they are dropped; pages of kube's default 500 left fragments that kept about
+/// 15 MiB more resident at 1,000 releases (`make bench`), for 10 more list requests per 1,000 objects.
+const LIST_PAGE_SIZE: u32 = 100;
+
 /// A cache of one child kind, and the stream of changes that drives it. Managed fields are
 /// dropped before caching: they are most of an object's size and the operator never reads them.
 fn child_cache<K: Child>(
@@ -253,7 +264,9 @@ fn child_cache<K: Child>(
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
-    let config = watcher::Config::default().labels(&labels::managed_selector());
+    let config = watcher::Config::default()
+        .labels(&labels::managed_selector())
+        .page_size(LIST_PAGE_SIZE);
     let stream = watcher(scoped::<K>(client, namespace), config)
         .default_backoff()
         .modify(|object| {
@@ -286,7 +299,7 @@ pub fn controller(
     let (releases, release_writer) = reflector::store();
     let release_stream = watcher(
         scoped::<CanaryRelease>(&client, ns),
-        watcher::Config::default(),
+        watcher::Config::default().page_size(LIST_PAGE_SIZE),
     )
     .default_backoff()
     .modify(|release| {
@@ -320,6 +333,7 @@ pub fn controller(
         .owns_stream(dr_stream)
         .owns_stream(gw_stream)
         .owns_stream(vs_stream)
+        .with_config(ControllerConfig::default().concurrency(CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));

@@ -146,10 +146,14 @@ impl Delta {
         self.sum(|s| is_write(s) && EXCLUSIVE_KINDS.contains(&s.resource.as_str()))
     }
 
-    /// GETs and LISTs of the kinds the operator reads (from any client).
+    /// GETs and LISTs of the kinds the operator reads (from any client). Subresources are left
+    /// out: the operator reads none, and the HPA controller reads `deployments/scale` of every
+    /// HPA's target every 15 s.
     pub fn operator_kind_reads(&self) -> u64 {
         self.sum(|s| {
-            (s.verb == "GET" || s.verb == "LIST") && OPERATOR_KINDS.contains(&s.resource.as_str())
+            (s.verb == "GET" || s.verb == "LIST")
+                && s.subresource.is_empty()
+                && OPERATOR_KINDS.contains(&s.resource.as_str())
         })
     }
 

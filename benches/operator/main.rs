@@ -77,8 +77,8 @@ impl Settings {
 /// a Service, DestinationRule, Gateway and VirtualService) and one status.
 const WRITES_PER_RELEASE: usize = 11;
 
-/// Concurrency of the second trivial-writer run: a moderate, fixed number of connections.
-const CEILING_CONCURRENCY: usize = 32;
+/// The trivial writer runs as many writers at once as the operator runs reconciles.
+const CEILING_CONCURRENCY: usize = canary_operator::controller::CONCURRENT_RECONCILES as usize;
 
 /// The release used for weight shifts, in a namespace of its own.
 const LATENCY_NS: &str = "bench-latency";
@@ -264,32 +264,35 @@ async fn run(settings: Settings) {
     let mut observer = Observer::start(&client).await;
 
     // --- The apiserver's write ceiling, measured while nothing else runs ------------------------
+    // As many writes as the operator sends for N releases (capped, so that N=10,000 does not
+    // leave 110,000 ConfigMaps to delete), once with the operator's concurrency and once with one
+    // writer per release, to show what a connection per request costs.
     let ceiling_total = (WRITES_PER_RELEASE * n).min(11_000);
-    let per_worker = (ceiling_total / n).max(1);
+    let same_per_worker = ceiling_total.div_ceil(CEILING_CONCURRENCY);
     say(format!(
-        "trivial writer: {n} workers x {per_worker} server-side applies of new ConfigMaps"
+        "trivial writer: {CEILING_CONCURRENCY} workers x {same_per_worker} server-side applies of new ConfigMaps"
     ));
-    let same = cluster::write_ceiling(&client, "bench-ceiling", "same", n, per_worker).await;
-    let fixed_per_worker = (n * per_worker).div_ceil(CEILING_CONCURRENCY);
-    say(format!(
-        "trivial writer: {CEILING_CONCURRENCY} workers x {fixed_per_worker} applies"
-    ));
-    let fixed = cluster::write_ceiling(
+    let same = cluster::write_ceiling(
         &client,
         "bench-ceiling",
-        "fixed",
+        "same",
         CEILING_CONCURRENCY,
-        fixed_per_worker,
+        same_per_worker,
     )
     .await;
+    let wide_per_worker = (ceiling_total / n).max(1);
+    say(format!(
+        "trivial writer: {n} workers x {wide_per_worker} applies"
+    ));
+    let wide = cluster::write_ceiling(&client, "bench-ceiling", "wide", n, wide_per_worker).await;
     // Thousands of ConfigMaps would otherwise sit in every watch cache for the rest of the run.
     cluster::delete_namespace(&client, "bench-ceiling", settings.timeout).await;
     let rate = |(ok, _, seconds): (u64, u64, f64)| ok as f64 / seconds.max(1e-9);
     let ceiling = json!({
-        "same_concurrency": {"workers": n, "writes": same.0, "failed": same.1, "seconds": same.2, "writes_per_s": rate(same)},
-        "fixed_concurrency": {"workers": CEILING_CONCURRENCY, "writes": fixed.0, "failed": fixed.1, "seconds": fixed.2, "writes_per_s": rate(fixed)},
+        "same_concurrency": {"workers": CEILING_CONCURRENCY, "writes": same.0, "failed": same.1, "seconds": same.2, "writes_per_s": rate(same)},
+        "one_writer_per_release": {"workers": n, "writes": wide.0, "failed": wide.1, "seconds": wide.2, "writes_per_s": rate(wide)},
     });
-    let ceiling_rate = rate(same).max(rate(fixed));
+    let ceiling_rate = rate(same);
 
     // --- 1. Idle: no releases -----------------------------------------------------------------
     say("starting the operator with no releases");
@@ -356,6 +359,11 @@ async fn run(settings: Settings) {
 
     say("starting the operator: cold convergence");
     let api_before = api_snapshot(&client).await;
+    let components = process::control_plane();
+    let cpu = |pid| process::cpu_seconds(pid, ticks).unwrap_or_default();
+    let components_before: Vec<f64> = components.iter().map(|(_, pid)| cpu(*pid)).collect();
+    let machine_before = process::machine_busy_seconds(ticks).unwrap_or_default();
+    let bench_before = cpu(std::process::id());
     let cold_op = Operator::start(&binary, &out.join("operator-cold.log"));
     let mut ready_at = None;
     let mut first_at = None;
@@ -381,6 +389,21 @@ async fn run(settings: Settings) {
     })
     .await;
     let cold_counters = cold_op.counters().unwrap_or_default();
+    // Where the CPU went while the releases converged: what bounds the figure on this machine.
+    let cold_elapsed = cold_op.started.elapsed().as_secs_f64();
+    let mut cold_cpu: Vec<(String, f64)> = components
+        .iter()
+        .zip(&components_before)
+        .map(|((name, pid), before)| (name.clone(), cpu(*pid) - before))
+        .collect();
+    cold_cpu.push((
+        "canary-operator".to_owned(),
+        cold_op.cpu_seconds(ticks).unwrap_or_default(),
+    ));
+    // The bench's own watches and polling are part of the load too.
+    cold_cpu.push(("bench".to_owned(), cpu(std::process::id()) - bench_before));
+    let machine_busy = process::machine_busy_seconds(ticks).unwrap_or_default() - machine_before;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
     let cold_api = api_snapshot(&client).await.since(&api_before);
     let cold_memory_at_converged = cold_op.memory().unwrap_or_default();
     let last_progress = observer.progress(&bench_set);
@@ -536,6 +559,12 @@ async fn run(settings: Settings) {
             "operator_requests": counters_json(&cold_counters),
             "operator_writes_per_s": cold_write_rate,
             "apiserver": apiserver_json(&cold_api),
+            "cpu_seconds_until_converged": {
+                "elapsed": cold_elapsed,
+                "available": cores * cold_elapsed,
+                "machine_busy": machine_busy,
+                "by_process": cold_cpu.iter().map(|(name, s)| (name.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
+            },
             "all_ready_seconds": all_ready_at,
             "settled_seconds": last_work.as_secs_f64(),
             "operator_requests_settled": counters_json(&settled_counters),
@@ -656,8 +685,10 @@ async fn run(settings: Settings) {
         None,
     );
     table.row(
-        "trivial writer ceiling: same concurrency / 32 workers",
-        format!("{:.0} / {:.0} writes/s", rate(same), rate(fixed)),
+        &format!(
+            "trivial writer ceiling: {CEILING_CONCURRENCY} writers (as the operator) / {n} writers"
+        ),
+        format!("{:.0} / {:.0} writes/s", rate(same), rate(wide)),
         None,
     );
     table.row(
@@ -665,6 +696,25 @@ async fn run(settings: Settings) {
         cold_write_rate.map_or("-".into(), |r| {
             format!("{:.0}%", 100.0 * r / ceiling_rate.max(1e-9))
         }),
+        None,
+    );
+    let mut by_cpu = cold_cpu.clone();
+    by_cpu.sort_by(|a, b| b.1.total_cmp(&a.1));
+    table.row(
+        "CPU s until converged, by process",
+        by_cpu
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.0}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        None,
+    );
+    table.row(
+        "CPU s until converged: machine busy / available",
+        format!(
+            "{machine_busy:.0} / {:.0} ({cores} cores)",
+            cores * cold_elapsed
+        ),
         None,
     );
     table.row(

@@ -156,7 +156,8 @@ impl Operator {
                 .lines()
                 .filter(|line| line.starts_with("canary_operator_reconcile_errors_total{"))
                 .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum(),
+                // fold from +0.0: an empty f64 sum is -0.0, which prints as "-0".
+                .fold(0.0, |sum, n| sum + n),
         })
     }
 
@@ -181,14 +182,7 @@ impl Operator {
 
     /// User plus system CPU time the process has used so far.
     pub fn cpu_seconds(&self, ticks_per_second: f64) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
-        // The command name (field 2) may contain spaces; the fields after it are space-separated,
-        // starting with field 3 (state), so utime (field 14) and stime (15) are at 11 and 12.
-        let rest = stat.rsplit_once(')')?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        Some((utime + stime) / ticks_per_second)
+        cpu_seconds(self.pid(), ticks_per_second)
     }
 
     /// SIGTERM, the way Kubernetes stops a pod, then a bounded wait for a clean exit; SIGKILL if it
@@ -216,6 +210,58 @@ impl Drop for Operator {
         }
         let _ = self.child.wait();
     }
+}
+
+/// User plus system CPU time process `pid` has used so far.
+pub fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; the fields after it are space-separated,
+    // starting with field 3 (state), so utime (field 14) and stime (15) are at 11 and 12.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_second)
+}
+
+/// CPU time all processes on the machine have used so far (the first line of `/proc/stat`, less
+/// idle and I/O wait): with the control plane's own figures, it shows what else ran meanwhile.
+pub fn machine_busy_seconds(ticks_per_second: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: f64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle) / ticks_per_second)
+}
+
+/// The control plane's processes, from the pid files `hack/cluster.sh` keeps next to the
+/// kubeconfig (`$CANARY_RUN_DIR/pids/<component>.pid`); empty for another cluster.
+pub fn control_plane() -> Vec<(String, u32)> {
+    let Some(kubeconfig) = std::env::var_os("KUBECONFIG") else {
+        return Vec::new();
+    };
+    let Some(dir) = Path::new(&kubeconfig).parent().map(|d| d.join("pids")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, u32)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            let name = path.file_stem()?.to_str()?.to_owned();
+            let pid = std::fs::read_to_string(&path).ok()?.trim().parse().ok()?;
+            Some((name, pid))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ), from `getconf`; 100 on every common
