@@ -6,7 +6,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::CanaryRelease;
 use crate::api::istio::{DestinationRule, Gateway, VirtualService};
+use crate::cache::{Cached, Compact};
 use crate::metrics::Metrics;
 use crate::{Error, labels, reconcile};
 
@@ -49,16 +50,17 @@ impl Default for Settings {
     }
 }
 
-/// Read-only caches of the children, filtered to objects labelled as ours.
+/// Read-only caches of the children, filtered to objects labelled as ours and kept compact
+/// ([`Cached`]).
 #[derive(Clone)]
 pub struct Stores {
-    pub config_maps: Store<ConfigMap>,
-    pub deployments: Store<Deployment>,
-    pub autoscalers: Store<HorizontalPodAutoscaler>,
-    pub services: Store<Service>,
-    pub destination_rules: Store<DestinationRule>,
-    pub gateways: Store<Gateway>,
-    pub virtual_services: Store<VirtualService>,
+    pub config_maps: Store<Cached<ConfigMap>>,
+    pub deployments: Store<Cached<Deployment>>,
+    pub autoscalers: Store<Cached<HorizontalPodAutoscaler>>,
+    pub services: Store<Cached<Service>>,
+    pub destination_rules: Store<Cached<DestinationRule>>,
+    pub gateways: Store<Cached<Gateway>>,
+    pub virtual_services: Store<Cached<VirtualService>>,
 }
 
 impl Stores {
@@ -118,6 +120,7 @@ where
 /// A kind of object a release owns.
 pub trait Child:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Compact
     + Clone
     + Debug
     + Serialize
@@ -126,13 +129,13 @@ pub trait Child:
     + Sync
     + 'static
 {
-    fn store(stores: &Stores) -> &Store<Self>;
+    fn store(stores: &Stores) -> &Store<Cached<Self>>;
 }
 
 macro_rules! child {
     ($kind:ty, $field:ident) => {
         impl Child for $kind {
-            fn store(stores: &Stores) -> &Store<Self> {
+            fn store(stores: &Stores) -> &Store<Cached<Self>> {
                 &stores.$field
             }
         }
@@ -254,14 +257,14 @@ pub const CONCURRENT_RECONCILES: u16 = 32;
 /// 15 MiB more resident at 1,000 releases (`make bench`), for 10 more list requests per 1,000 objects.
 const LIST_PAGE_SIZE: u32 = 100;
 
-/// A cache of one child kind, and the stream of changes that drives it. Managed fields are
-/// dropped before caching: they are most of an object's size and the operator never reads them.
-fn child_cache<K: Child>(
+/// A cache of one child kind, and the stream of changes that drives it. Each object is made
+/// compact ([`Cached`]) as it arrives, so the full object lives only while it is decoded.
+pub fn child_cache<K: Child>(
     client: &Client,
     namespace: Option<&str>,
 ) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    Store<Cached<K>>,
+    impl Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static,
 ) {
     let (reader, writer) = reflector::store();
     let config = watcher::Config::default()
@@ -269,8 +272,12 @@ fn child_cache<K: Child>(
         .page_size(LIST_PAGE_SIZE);
     let stream = watcher(scoped::<K>(client, namespace), config)
         .default_backoff()
-        .modify(|object| {
-            object.managed_fields_mut().clear();
+        .map_ok(|event| match event {
+            watcher::Event::Apply(object) => watcher::Event::Apply(Cached::new(&object)),
+            watcher::Event::Delete(object) => watcher::Event::Delete(Cached::new(&object)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitApply(object) => watcher::Event::InitApply(Cached::new(&object)),
+            watcher::Event::InitDone => watcher::Event::InitDone,
         })
         .reflect(writer)
         // Deletions must trigger too: a deleted child is recreated.
@@ -303,7 +310,11 @@ pub fn controller(
     )
     .default_backoff()
     .modify(|release| {
+        // Neither is ever read; `kubectl apply` leaves a copy of the whole spec in the annotation.
         release.managed_fields_mut().clear();
+        release
+            .annotations_mut()
+            .remove("kubectl.kubernetes.io/last-applied-configuration");
     })
     .reflect(release_writer)
     .applied_objects();

@@ -4,6 +4,7 @@
 //! release; observe, apply and status are the only steps that talk to the API server.
 
 pub mod api;
+pub mod cache;
 pub mod controller;
 pub mod labels;
 pub mod metrics;
@@ -31,6 +32,14 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    #[error("the cached copy of {kind} {name} could not be decoded: {source}")]
+    Decode {
+        kind: String,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
     #[error(
         "the {0} has no {1} yet; it must be read back from the API server before it can own objects"
     )]
@@ -45,6 +54,7 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api",
             Error::Kube(_) => "transport",
             Error::Encode { .. } => "encode",
+            Error::Decode { .. } => "decode",
             Error::MissingMetadata(..) => "metadata",
         }
     }

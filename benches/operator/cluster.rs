@@ -6,7 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
-use canary_operator::controller::{Child, Stores};
+use canary_operator::cache::Cached;
+use canary_operator::controller::{Child, Stores, child_cache};
 use canary_operator::reconcile::{build, validate};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, ServiceAccount};
@@ -249,12 +250,24 @@ fn all<K: Child>(stores: &Stores, refs: &[ObjectRef<K>], uid: &str) -> bool {
 }
 
 fn owned<K: Child>(stores: &Stores, key: &ObjectRef<K>, uid: &str) -> bool {
-    K::store(stores).get(key).is_some_and(|object| {
+    let mut cached = ObjectRef::<Cached<K>>::new(&key.name);
+    cached.namespace.clone_from(&key.namespace);
+    K::store(stores).get(&cached).is_some_and(|object| {
         object
             .owner_references()
             .iter()
             .any(|o| o.controller == Some(true) && o.uid == uid)
     })
+}
+
+/// A cache of one kind of child, kept as the operator keeps its own, by a task added to `tasks`.
+fn children_cache<K: Child>(
+    client: &Client,
+    tasks: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Store<Cached<K>> {
+    let (store, stream) = child_cache::<K>(client, None);
+    tasks.push(tokio::spawn(stream.for_each(|_| std::future::ready(()))));
+    store
 }
 
 /// A cache of `K` kept current by a task; `selector` filters by label.
@@ -284,26 +297,16 @@ where
 impl Observer {
     /// Starts the caches and waits (bounded) until each has listed once.
     pub async fn start(client: &Client) -> Observer {
-        let selector = canary_operator::labels::managed_selector();
-        let selector = Some(selector.as_str());
         let mut tasks = Vec::new();
-        let mut spawn = |task| tasks.push(task);
         let (releases, t) = cache(client, None);
-        spawn(t);
-        let (config_maps, t) = cache(client, selector);
-        spawn(t);
-        let (deployments, t) = cache(client, selector);
-        spawn(t);
-        let (autoscalers, t) = cache(client, selector);
-        spawn(t);
-        let (services, t) = cache(client, selector);
-        spawn(t);
-        let (destination_rules, t) = cache(client, selector);
-        spawn(t);
-        let (gateways, t) = cache(client, selector);
-        spawn(t);
-        let (virtual_services, t) = cache(client, selector);
-        spawn(t);
+        tasks.push(t);
+        let config_maps = children_cache(client, &mut tasks);
+        let deployments = children_cache(client, &mut tasks);
+        let autoscalers = children_cache(client, &mut tasks);
+        let services = children_cache(client, &mut tasks);
+        let destination_rules = children_cache(client, &mut tasks);
+        let gateways = children_cache(client, &mut tasks);
+        let virtual_services = children_cache(client, &mut tasks);
         let children = Stores {
             config_maps,
             deployments,
@@ -419,6 +422,82 @@ pub async fn write_ceiling(
     let ok = results.iter().map(|r| r.0).sum();
     let failed = results.iter().map(|r| r.1).sum();
     (ok, failed, seconds)
+}
+
+/// The operator's writes without the operator: the children of `n` releases, built by the
+/// operator's own build step and applied by `workers` writers at once, each writing one release's
+/// children in the operator's order, with no reads, no waits for caches and no status. Nothing owns
+/// them (there is no release), so they carry no owner reference. Everything the apiserver,
+/// controller-manager and kwok do in response (ReplicaSets, pods, endpoints) happens as it does
+/// when the operator writes. Returns (writes, failed writes, seconds).
+pub async fn write_children(
+    client: &Client,
+    lab: &Value,
+    namespaces: &[String],
+    n: usize,
+    workers: usize,
+) -> (u64, u64, f64) {
+    let start = Instant::now();
+    let results: Vec<(u64, u64)> = stream::iter(0..n)
+        .map(|i| {
+            let ns = &namespaces[i % namespaces.len()];
+            let mut release: CanaryRelease =
+                serde_json::from_value(release(lab, ns, &format!("plain-{i:05}")))
+                    .expect("the lab example is a CanaryRelease");
+            release.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
+            let validated =
+                validate::validate(&release, "cluster.local").expect("the lab example is valid");
+            async move {
+                let build::Children {
+                    config_maps,
+                    deployments,
+                    autoscalers,
+                    service,
+                    destination_rule,
+                    gateway,
+                    virtual_service,
+                } = build::build(&validated);
+                let written = [
+                    apply_all(client, config_maps).await,
+                    apply_all(client, deployments).await,
+                    apply_all(client, autoscalers).await,
+                    apply_all(client, vec![service]).await,
+                    apply_all(client, vec![destination_rule]).await,
+                    apply_all(client, gateway.into_iter().collect()).await,
+                    apply_all(client, vec![virtual_service]).await,
+                ];
+                written
+                    .into_iter()
+                    .fold((0, 0), |(ok, failed), (o, f)| (ok + o, failed + f))
+            }
+        })
+        .buffer_unordered(workers.max(1))
+        .collect()
+        .await;
+    let seconds = start.elapsed().as_secs_f64();
+    (
+        results.iter().map(|r| r.0).sum(),
+        results.iter().map(|r| r.1).sum(),
+        seconds,
+    )
+}
+
+/// Server-side applies `objects` one after another, without owner references; (ok, failed).
+async fn apply_all<K: Child>(client: &Client, objects: Vec<K>) -> (u64, u64) {
+    let (mut ok, mut failed) = (0, 0);
+    for mut object in objects {
+        object.meta_mut().owner_references = None;
+        let api: Api<K> = Api::namespaced(client.clone(), &object.namespace().unwrap_or_default());
+        let params = PatchParams::apply(MANAGER).force();
+        match api
+            .patch(&object.name_any(), &params, &Patch::Apply(&object))
+            .await
+        {
+            Ok(_) => ok += 1,
+            Err(_) => failed += 1,
+        }
+    }
+    (ok, failed)
 }
 
 /// Deletes a namespace and waits (bounded) until it is gone.

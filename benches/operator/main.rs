@@ -37,7 +37,7 @@ use kube::Client;
 use serde_json::{Value, json};
 
 use crate::cluster::{Observer, Progress};
-use crate::process::{Counters, Operator};
+use crate::process::{Counters, CpuSpan, Operator};
 use crate::report::Distribution;
 
 /// Settings from the environment.
@@ -294,6 +294,44 @@ async fn run(settings: Settings) {
     });
     let ceiling_rate = rate(same);
 
+    // --- The operator's writes without the operator --------------------------------------------
+    // The children of N releases applied by a plain writer at the operator's concurrency: no reads,
+    // no cache waits, no status. What the apiserver, controller-manager and kwok then do (ReplicaSets,
+    // pods, endpoints) is the same as for the operator's writes, so this is about the best cold
+    // convergence this machine allows; the CPU split shows what bounds it.
+    let plain_namespaces: Vec<String> = (0..settings.namespaces)
+        .map(|k| format!("bench-plain-{k}"))
+        .collect();
+    for ns in &plain_namespaces {
+        cluster::namespace(&client, ns).await;
+    }
+    say(format!(
+        "plain writer: the children of {n} releases, {CEILING_CONCURRENCY} releases at once"
+    ));
+    let plain_span = CpuSpan::start(ticks);
+    let plain =
+        cluster::write_children(&client, &lab, &plain_namespaces, n, CEILING_CONCURRENCY).await;
+    let plain_cpu = plain_span.finish(&[]);
+    say(format!(
+        "plain writer: {} writes ({} failed) in {:.1} s",
+        plain.0, plain.1, plain.2
+    ));
+    futures::future::join_all(
+        plain_namespaces
+            .iter()
+            .map(|ns| cluster::delete_namespace(&client, ns, settings.timeout)),
+    )
+    .await;
+    let plain_json = json!({
+        "releases": n,
+        "workers": CEILING_CONCURRENCY,
+        "writes": plain.0,
+        "failed": plain.1,
+        "seconds": plain.2,
+        "writes_per_s": rate(plain),
+        "cpu_seconds": plain_cpu.json(),
+    });
+
     // --- 1. Idle: no releases -----------------------------------------------------------------
     say("starting the operator with no releases");
     let idle_op = Operator::start(&binary, &out.join("operator-idle.log"));
@@ -359,11 +397,7 @@ async fn run(settings: Settings) {
 
     say("starting the operator: cold convergence");
     let api_before = api_snapshot(&client).await;
-    let components = process::control_plane();
-    let cpu = |pid| process::cpu_seconds(pid, ticks).unwrap_or_default();
-    let components_before: Vec<f64> = components.iter().map(|(_, pid)| cpu(*pid)).collect();
-    let machine_before = process::machine_busy_seconds(ticks).unwrap_or_default();
-    let bench_before = cpu(std::process::id());
+    let cold_span = CpuSpan::start(ticks);
     let cold_op = Operator::start(&binary, &out.join("operator-cold.log"));
     let mut ready_at = None;
     let mut first_at = None;
@@ -390,20 +424,10 @@ async fn run(settings: Settings) {
     .await;
     let cold_counters = cold_op.counters().unwrap_or_default();
     // Where the CPU went while the releases converged: what bounds the figure on this machine.
-    let cold_elapsed = cold_op.started.elapsed().as_secs_f64();
-    let mut cold_cpu: Vec<(String, f64)> = components
-        .iter()
-        .zip(&components_before)
-        .map(|((name, pid), before)| (name.clone(), cpu(*pid) - before))
-        .collect();
-    cold_cpu.push((
-        "canary-operator".to_owned(),
+    let cold_cpu = cold_span.finish(&[(
+        "canary-operator",
         cold_op.cpu_seconds(ticks).unwrap_or_default(),
-    ));
-    // The bench's own watches and polling are part of the load too.
-    cold_cpu.push(("bench".to_owned(), cpu(std::process::id()) - bench_before));
-    let machine_busy = process::machine_busy_seconds(ticks).unwrap_or_default() - machine_before;
-    let cores = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+    )]);
     let cold_api = api_snapshot(&client).await.since(&api_before);
     let cold_memory_at_converged = cold_op.memory().unwrap_or_default();
     let last_progress = observer.progress(&bench_set);
@@ -540,6 +564,7 @@ async fn run(settings: Settings) {
             "apiserver_request_total counts every client: operator_kind_writes leaves out child status writes (never the operator's) and events, but can include the deployment controller's revision annotation on new Deployments; exclusive_kind_writes counts CanaryReleases and Istio kinds, which only the operator (and the bench's weight edits) write.",
         ],
         "trivial_writer_ceiling": ceiling,
+        "plain_writer_children": plain_json,
         "idle": {
             "ready_seconds": idle_ready,
             "memory": memory_json(&idle_memory),
@@ -559,12 +584,7 @@ async fn run(settings: Settings) {
             "operator_requests": counters_json(&cold_counters),
             "operator_writes_per_s": cold_write_rate,
             "apiserver": apiserver_json(&cold_api),
-            "cpu_seconds_until_converged": {
-                "elapsed": cold_elapsed,
-                "available": cores * cold_elapsed,
-                "machine_busy": machine_busy,
-                "by_process": cold_cpu.iter().map(|(name, s)| (name.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
-            },
+            "cpu_seconds_until_converged": cold_cpu.json(),
             "all_ready_seconds": all_ready_at,
             "settled_seconds": last_work.as_secs_f64(),
             "operator_requests_settled": counters_json(&settled_counters),
@@ -698,23 +718,26 @@ async fn run(settings: Settings) {
         }),
         None,
     );
-    let mut by_cpu = cold_cpu.clone();
-    by_cpu.sort_by(|a, b| b.1.total_cmp(&a.1));
+    table.row(
+        &format!(
+            "the same children by a plain writer ({CEILING_CONCURRENCY} releases at once; no reads, cache waits or status)"
+        ),
+        format!("{:.1} s ({:.0} writes/s)", plain.2, rate(plain)),
+        None,
+    );
+    table.row(
+        "plain writer: CPU s by process / machine busy / available",
+        format!("{}; {}", plain_cpu.by_process_text(), plain_cpu.busy_text()),
+        None,
+    );
     table.row(
         "CPU s until converged, by process",
-        by_cpu
-            .iter()
-            .map(|(name, s)| format!("{name} {s:.0}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        cold_cpu.by_process_text(),
         None,
     );
     table.row(
         "CPU s until converged: machine busy / available",
-        format!(
-            "{machine_busy:.0} / {:.0} ({cores} cores)",
-            cores * cold_elapsed
-        ),
+        cold_cpu.busy_text(),
         None,
     );
     table.row(

@@ -226,7 +226,7 @@ pub fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
 
 /// CPU time all processes on the machine have used so far (the first line of `/proc/stat`, less
 /// idle and I/O wait): with the control plane's own figures, it shows what else ran meanwhile.
-pub fn machine_busy_seconds(ticks_per_second: f64) -> Option<f64> {
+fn machine_busy_seconds(ticks_per_second: f64) -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let fields: Vec<f64> = stat
         .lines()
@@ -240,9 +240,103 @@ pub fn machine_busy_seconds(ticks_per_second: f64) -> Option<f64> {
     Some((total - idle) / ticks_per_second)
 }
 
+/// CPU time used over a span by the control plane's processes, this bench, and the whole machine:
+/// where the CPU went while something ran, which is what bounds a throughput figure here.
+pub struct CpuSpan {
+    ticks: f64,
+    started: std::time::Instant,
+    components: Vec<(String, u32)>,
+    before: Vec<f64>,
+    bench_before: f64,
+    machine_before: f64,
+}
+
+/// What [`CpuSpan::finish`] found.
+#[derive(Clone, Debug)]
+pub struct CpuUse {
+    pub elapsed: f64,
+    /// CPU seconds by process, largest first.
+    pub by_process: Vec<(String, f64)>,
+    pub machine_busy: f64,
+    pub cores: f64,
+}
+
+impl CpuSpan {
+    pub fn start(ticks: f64) -> CpuSpan {
+        let components = control_plane();
+        let before = components
+            .iter()
+            .map(|(_, pid)| cpu_seconds(*pid, ticks).unwrap_or_default())
+            .collect();
+        CpuSpan {
+            ticks,
+            started: std::time::Instant::now(),
+            components,
+            before,
+            bench_before: cpu_seconds(std::process::id(), ticks).unwrap_or_default(),
+            machine_before: machine_busy_seconds(ticks).unwrap_or_default(),
+        }
+    }
+
+    /// The span so far; `others` adds processes measured by the caller (the operator).
+    pub fn finish(&self, others: &[(&str, f64)]) -> CpuUse {
+        let cpu = |pid| cpu_seconds(pid, self.ticks).unwrap_or_default();
+        let mut by_process: Vec<(String, f64)> = self
+            .components
+            .iter()
+            .zip(&self.before)
+            .map(|((name, pid), before)| (name.clone(), cpu(*pid) - before))
+            .chain(others.iter().map(|(name, s)| ((*name).to_owned(), *s)))
+            // The bench's own watches and polling are part of the load too.
+            .chain([(
+                "bench".to_owned(),
+                cpu(std::process::id()) - self.bench_before,
+            )])
+            .collect();
+        by_process.sort_by(|a, b| b.1.total_cmp(&a.1));
+        CpuUse {
+            elapsed: self.started.elapsed().as_secs_f64(),
+            by_process,
+            machine_busy: machine_busy_seconds(self.ticks).unwrap_or_default()
+                - self.machine_before,
+            cores: std::thread::available_parallelism().map_or(1, usize::from) as f64,
+        }
+    }
+}
+
+impl CpuUse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "elapsed": self.elapsed,
+            "available": self.cores * self.elapsed,
+            "machine_busy": self.machine_busy,
+            "by_process": self.by_process.iter().map(|(name, s)| (name.clone(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(),
+        })
+    }
+
+    /// "kube-apiserver 94, etcd 15, ..."
+    pub fn by_process_text(&self) -> String {
+        self.by_process
+            .iter()
+            .map(|(name, s)| format!("{name} {s:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// "153 / 154 (2 cores)"
+    pub fn busy_text(&self) -> String {
+        format!(
+            "{:.0} / {:.0} ({} cores)",
+            self.machine_busy,
+            self.cores * self.elapsed,
+            self.cores
+        )
+    }
+}
+
 /// The control plane's processes, from the pid files `hack/cluster.sh` keeps next to the
 /// kubeconfig (`$CANARY_RUN_DIR/pids/<component>.pid`); empty for another cluster.
-pub fn control_plane() -> Vec<(String, u32)> {
+fn control_plane() -> Vec<(String, u32)> {
     let Some(kubeconfig) = std::env::var_os("KUBECONFIG") else {
         return Vec::new();
     };

@@ -1,8 +1,6 @@
 //! Talks to the API server: reads what exists (cache first), applies what differs, deletes what
 //! the release no longer wants. Decisions come from [`super::diff`]; nothing here builds objects.
 
-use std::sync::Arc;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -166,7 +164,11 @@ async fn observe<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Plann
     let name = desired.name_any();
     let cached = K::store(&ctx.stores).get(&ObjectRef::new(&name).within(&namespace));
     let current = match cached {
-        Some(object) => Some(Arc::unwrap_or_clone(object)),
+        Some(object) => Some(object.object().map_err(|source| Error::Decode {
+            kind: K::kind(&()).into_owned(),
+            name: name.clone(),
+            source,
+        })?),
         // The cache holds only objects labelled as ours, so an object we did not create, or whose
         // labels were edited, is invisible to it: ask the server before creating anything.
         None => ctx.api::<K>(&namespace).get_opt(&name).await?,

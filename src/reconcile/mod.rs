@@ -12,7 +12,7 @@ pub mod status;
 pub mod validate;
 
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;

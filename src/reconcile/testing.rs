@@ -14,6 +14,32 @@ pub fn lab_release() -> CanaryRelease {
     release
 }
 
+/// Every example under `examples/`, validated: together they use every optional feature of the
+/// spec (resources, fixed replicas, image overrides, an existing Gateway, a Secret).
+pub fn examples() -> Vec<(String, super::validate::Validated)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let mut release: CanaryRelease =
+                serde_norway::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            release.metadata.uid = Some(UID.to_owned());
+            release.metadata.generation = Some(1);
+            let validated = super::validate::validate(&release, "cluster.local")
+                .unwrap_or_else(|p| panic!("{}: {p}", path.display()));
+            (path.display().to_string(), validated)
+        })
+        .collect()
+}
+
 pub fn lab_validated() -> super::validate::Validated {
     super::validate::validate(&lab_release(), "cluster.local")
         .unwrap_or_else(|p| panic!("lab example is invalid: {p}"))
