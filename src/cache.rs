@@ -180,6 +180,16 @@ impl<K: Compact> Cached<K> {
         }
     }
 
+    /// Whether `other` (a later copy of the same object) differs in nothing the reconciler reads.
+    pub fn same_content(&self, other: &Self) -> bool {
+        let (a, b) = (&self.metadata, &other.metadata);
+        self.body == other.body
+            && a.uid == b.uid
+            && a.generation == b.generation
+            && a.owner_references == b.owner_references
+            && a.deletion_timestamp == b.deletion_timestamp
+    }
+
     /// The typed object again, without the fields the cache left out.
     pub fn object(&self) -> Result<K, serde_json::Error> {
         let mut object: K = serde_json::from_str(&self.body)?;
@@ -320,6 +330,28 @@ mod tests {
             gateway.iter().for_each(survives);
             survives(&virtual_service);
         }
+    }
+
+    /// Status conditions are invisible to the reconciler, replica counts are not.
+    #[test]
+    fn only_changes_the_reconciler_reads_count() {
+        let deployment = |ready: i32, message: &str, version: &str| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"name": "chat-v1", "namespace": "lab", "uid": "u-1", "resourceVersion": version},
+                "spec": {"selector": {}, "template": {}},
+                "status": {
+                    "readyReplicas": ready,
+                    "conditions": [{"type": "Available", "status": "True", "message": message}],
+                },
+            }))
+            .unwrap_or_else(|e| panic!("fixture: {e}"))
+        };
+        let first = Cached::new(&deployment(0, "waiting", "1"));
+        assert!(first.same_content(&Cached::new(&deployment(0, "still waiting", "2"))));
+        assert!(!first.same_content(&Cached::new(&deployment(1, "waiting", "3"))));
+        let mut recreated = deployment(0, "waiting", "4");
+        recreated.metadata.uid = Some("u-2".to_owned());
+        assert!(!first.same_content(&Cached::new(&recreated)));
     }
 
     #[test]

@@ -259,6 +259,10 @@ const LIST_PAGE_SIZE: u32 = 100;
 
 /// A cache of one child kind, and the stream of changes that drives it. Each object is made
 /// compact ([`Cached`]) as it arrives, so the full object lives only while it is decoded.
+///
+/// A change the reconciler cannot see (a Deployment's status conditions, an HPA's status: fields
+/// the compact copy leaves out) still updates the cache but triggers no reconcile. While 1,000
+/// releases start, their Deployments and HPAs change status several times each.
 pub fn child_cache<K: Child>(
     client: &Client,
     namespace: Option<&str>,
@@ -266,22 +270,40 @@ pub fn child_cache<K: Child>(
     Store<Cached<K>>,
     impl Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static,
 ) {
-    let (reader, writer) = reflector::store();
+    let (reader, mut writer) = reflector::store();
+    let before = reader.clone();
     let config = watcher::Config::default()
         .labels(&labels::managed_selector())
         .page_size(LIST_PAGE_SIZE);
     let stream = watcher(scoped::<K>(client, namespace), config)
         .default_backoff()
-        .map_ok(|event| match event {
-            watcher::Event::Apply(object) => watcher::Event::Apply(Cached::new(&object)),
-            watcher::Event::Delete(object) => watcher::Event::Delete(Cached::new(&object)),
-            watcher::Event::Init => watcher::Event::Init,
-            watcher::Event::InitApply(object) => watcher::Event::InitApply(Cached::new(&object)),
-            watcher::Event::InitDone => watcher::Event::InitDone,
+        .map_ok(move |event| {
+            let event = match event {
+                watcher::Event::Apply(object) => watcher::Event::Apply(Cached::new(&object)),
+                watcher::Event::Delete(object) => watcher::Event::Delete(Cached::new(&object)),
+                watcher::Event::Init => watcher::Event::Init,
+                watcher::Event::InitApply(object) => {
+                    watcher::Event::InitApply(Cached::new(&object))
+                }
+                watcher::Event::InitDone => watcher::Event::InitDone,
+            };
+            let visible = match &event {
+                watcher::Event::Apply(new) => before
+                    .get(&ObjectRef::from(new))
+                    .is_none_or(|old| !old.same_content(new)),
+                _ => true,
+            };
+            writer.apply_watcher_event(&event);
+            (event, visible)
         })
-        .reflect(writer)
-        // Deletions must trigger too: a deleted child is recreated.
-        .touched_objects();
+        // What `touched_objects` yields: every applied, listed or deleted object.
+        .try_filter_map(|(event, visible)| {
+            std::future::ready(Ok(match event {
+                watcher::Event::Apply(object) if visible => Some(object),
+                watcher::Event::Delete(object) | watcher::Event::InitApply(object) => Some(object),
+                _ => None,
+            }))
+        });
     (reader, stream)
 }
 
