@@ -1,24 +1,27 @@
-//! Compact copies of the children, as the caches keep them.
+//! The operator's caches of its children, kept compact.
 //!
-//! At 1,000 releases the caches hold about 10,000 children. Kept as typed k8s-openapi objects they
-//! took about 50 KB per release: every optional field of a Deployment is stored inline, and the
-//! server adds defaults, status conditions with long messages and timestamps. The reconciler needs
-//! far less of a child: who it is (name, uid, resourceVersion, owner, generation) to find it,
+//! At 1,000 releases the caches hold about 10,000 children. Kept as typed k8s-openapi objects in
+//! kube's reflector stores they took about 50 KB per release: every optional field of a Deployment
+//! is stored inline, and the server adds defaults, status conditions with long messages and
+//! timestamps; the store's keys and typed metadata added about 1 KB per object more. The
+//! reconciler needs far less of a child: who it is (uid, resourceVersion, controlling owner) to
 //! guard ownership and wait for its own writes, and the fields it compares with what it wants.
 //!
-//! So a cached child is its identity as typed metadata plus the rest as one compact JSON string,
-//! without the fields the server fills in and the operator never sets. The reconciler turns it
-//! back into the typed object when it compares, which costs microseconds per child.
+//! So a cached child is an [`Entry`]: its identity in a few strings, and the rest as one compact
+//! JSON string without the fields the server fills in and the operator never sets. The reconciler
+//! turns it back into the typed object when it compares, which costs microseconds per child.
 
-use std::borrow::Cow;
-use std::fmt;
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
+use kube::runtime::watcher;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -46,16 +49,8 @@ const SERVER_METADATA: &[&[&str]] = &[
     ],
 ];
 
-/// Identity fields kept in the typed metadata, so the JSON does not hold them twice.
-const IDENTITY: &[&str] = &[
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "ownerReferences",
-    "deletionTimestamp",
-];
+/// Identity fields the entry holds apart (or as its key), so the JSON does not hold them twice.
+const IDENTITY: &[&str] = &["name", "namespace", "uid", "resourceVersion", "generation"];
 
 impl Compact for ConfigMap {
     const SERVER_FIELDS: &'static [&'static [&'static str]] = &[];
@@ -135,30 +130,26 @@ impl Compact for VirtualService {
     const SERVER_FIELDS: &'static [&'static [&'static str]] = &[&["status"]];
 }
 
-/// A child as the cache keeps it; see the module documentation.
-pub struct Cached<K> {
-    metadata: ObjectMeta,
-    /// The object without its identity and without [`Compact::SERVER_FIELDS`], as compact JSON.
+/// One cached child.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub uid: Box<str>,
+    pub resource_version: Box<str>,
+    generation: Option<i64>,
+    /// The uid of the object's controlling owner, if any.
+    pub controller_uid: Option<Box<str>>,
+    /// Whether the object is being deleted (it has a deletionTimestamp).
+    pub deleting: bool,
+    /// The object without name, namespace, uid, resourceVersion and generation, and without
+    /// [`Compact::SERVER_FIELDS`], as compact JSON.
     body: Box<str>,
-    kind: PhantomData<fn() -> K>,
 }
 
-impl<K: Compact> Cached<K> {
-    pub fn new(object: &K) -> Self {
+impl Entry {
+    fn new<K: Compact>(object: &K) -> Entry {
         let meta = object.meta();
-        let metadata = ObjectMeta {
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
-            uid: meta.uid.clone(),
-            resource_version: meta.resource_version.clone(),
-            generation: meta.generation,
-            owner_references: meta.owner_references.clone(),
-            deletion_timestamp: meta.deletion_timestamp.clone(),
-            ..ObjectMeta::default()
-        };
         // Serializing a typed object cannot fail in practice; if it did, the empty body fails to
-        // parse in `object`, and that reconcile fails and retries instead of comparing against
-        // nothing.
+        // parse when read, and that reconcile fails and retries instead of comparing with nothing.
         let body = match serde_json::to_value(object) {
             Ok(mut value) => {
                 if let Some(Value::Object(m)) = value.get_mut("metadata") {
@@ -173,39 +164,191 @@ impl<K: Compact> Cached<K> {
             }
             Err(_) => String::new(),
         };
-        Cached {
-            metadata,
+        Entry {
+            uid: meta.uid.as_deref().unwrap_or_default().into(),
+            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
+            generation: meta.generation,
+            controller_uid: meta
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true))
+                .map(|o| o.uid.as_str().into()),
+            deleting: meta.deletion_timestamp.is_some(),
             body: body.into_boxed_str(),
-            kind: PhantomData,
         }
     }
 
-    /// Whether `other` (a later copy of the same object) differs in nothing the reconciler reads.
-    pub fn same_content(&self, other: &Self) -> bool {
-        let (a, b) = (&self.metadata, &other.metadata);
-        self.body == other.body
-            && a.uid == b.uid
-            && a.generation == b.generation
-            && a.owner_references == b.owner_references
-            && a.deletion_timestamp == b.deletion_timestamp
-    }
-
     /// The typed object again, without the fields the cache left out.
-    pub fn object(&self) -> Result<K, serde_json::Error> {
+    fn object<K: Compact>(&self, namespace: &str, name: &str) -> Result<K, serde_json::Error> {
         let mut object: K = serde_json::from_str(&self.body)?;
         let meta = object.meta_mut();
-        meta.name.clone_from(&self.metadata.name);
-        meta.namespace.clone_from(&self.metadata.namespace);
-        meta.uid.clone_from(&self.metadata.uid);
-        meta.resource_version
-            .clone_from(&self.metadata.resource_version);
-        meta.generation = self.metadata.generation;
-        meta.owner_references
-            .clone_from(&self.metadata.owner_references);
-        meta.deletion_timestamp
-            .clone_from(&self.metadata.deletion_timestamp);
+        meta.name = Some(name.to_owned());
+        meta.namespace = Some(namespace.to_owned());
+        meta.uid = Some(self.uid.to_string());
+        meta.resource_version = Some(self.resource_version.to_string());
+        meta.generation = self.generation;
         Ok(object)
     }
+
+    /// Whether `other` (a later copy of the same object) differs in anything the reconciler
+    /// reads. The resourceVersion does not count: it changes with every write.
+    fn same_content(&self, other: &Entry) -> bool {
+        self.body == other.body
+            && self.uid == other.uid
+            && self.generation == other.generation
+            && self.controller_uid == other.controller_uid
+            && self.deleting == other.deleting
+    }
+}
+
+/// Key of an entry: `namespace/name`, one allocation.
+fn key(namespace: &str, name: &str) -> Box<str> {
+    format!("{namespace}/{name}").into_boxed_str()
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<Box<str>, Entry>,
+    /// Objects of a (re)list in progress; they replace `objects` once it is complete.
+    listing: Option<HashMap<Box<str>, Entry>>,
+    /// Set once the first list is complete.
+    listed: bool,
+}
+
+/// A cache of one kind of child, fed by a watch (see `controller::child_cache`). Cloning it is
+/// cheap and every clone reads the same cache.
+pub struct ChildStore<K> {
+    state: Arc<RwLock<State>>,
+    kind: PhantomData<fn() -> K>,
+}
+
+// Written out because a derive would require `K: Clone`, which a phantom does not need.
+impl<K> Clone for ChildStore<K> {
+    fn clone(&self) -> Self {
+        ChildStore {
+            state: self.state.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Default for ChildStore<K> {
+    fn default() -> Self {
+        ChildStore {
+            state: Arc::default(),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K: Compact> ChildStore<K> {
+    /// The cached object, decoded; `None` when nothing of that name is cached.
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Result<K, serde_json::Error>> {
+        self.read(|state| {
+            let entry = state.objects.get(&key(namespace, name))?;
+            Some(entry.object(namespace, name))
+        })
+    }
+
+    /// Applies `f` to the cached entry of that name (`None` when there is none).
+    pub fn inspect<T>(
+        &self,
+        namespace: &str,
+        name: &str,
+        f: impl FnOnce(Option<&Entry>) -> T,
+    ) -> T {
+        self.read(|state| f(state.objects.get(&key(namespace, name))))
+    }
+
+    /// Names and uids of the cached objects in `namespace` whose controlling owner has `owner_uid`.
+    pub fn controlled_by(&self, namespace: &str, owner_uid: &str) -> Vec<(String, String)> {
+        let prefix = format!("{namespace}/");
+        self.read(|state| {
+            state
+                .objects
+                .iter()
+                .filter(|(_, e)| e.controller_uid.as_deref() == Some(owner_uid))
+                .filter_map(|(k, e)| Some((k.strip_prefix(&prefix)?.to_owned(), e.uid.to_string())))
+                .collect()
+        })
+    }
+
+    /// Whether the first list is complete.
+    pub fn listed(&self) -> bool {
+        self.read(|state| state.listed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.read(|state| state.objects.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes one watch event into the cache. Returns the object to reconcile its owner for, if
+    /// the event is one the reconciler should see: a change it cannot see (a Deployment's status
+    /// conditions, an HPA's status) updates the cache and triggers nothing.
+    pub fn apply(&self, event: watcher::Event<K>) -> Option<PartialObjectMeta<K>> {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            watcher::Event::Apply(object) => {
+                let (k, entry) = (key_of(&object), Entry::new(&object));
+                let seen = state
+                    .objects
+                    .get(&k)
+                    .is_some_and(|old| old.same_content(&entry));
+                state.objects.insert(k, entry);
+                (!seen).then(|| trigger(object))
+            }
+            watcher::Event::Delete(object) => {
+                state.objects.remove(&key_of(&object));
+                Some(trigger(object))
+            }
+            watcher::Event::Init => {
+                state.listing = Some(HashMap::new());
+                None
+            }
+            watcher::Event::InitApply(object) => {
+                let (k, entry) = (key_of(&object), Entry::new(&object));
+                state.listing.get_or_insert_default().insert(k, entry);
+                Some(trigger(object))
+            }
+            watcher::Event::InitDone => {
+                let listed = state.listing.take().unwrap_or_default();
+                state.objects = listed;
+                state.objects.shrink_to_fit();
+                state.listed = true;
+                None
+            }
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+fn key_of<K: Resource>(object: &K) -> Box<str> {
+    let meta = object.meta();
+    key(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// What the controller needs of a changed child to find the release to reconcile: its name and
+/// owner references.
+fn trigger<K: Resource<DynamicType = ()>>(object: K) -> PartialObjectMeta<K> {
+    let meta = object.meta();
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        owner_references: meta.owner_references.clone(),
+        ..ObjectMeta::default()
+    }
+    .into_request_partial::<K>()
 }
 
 /// Removes the field at `path` (and below), where a `*` segment means every element of a list.
@@ -228,62 +371,6 @@ fn remove(value: &mut Value, path: &[&str]) {
     }
 }
 
-// Written out because a derive would require `K: Clone`, which a phantom does not need.
-impl<K> Clone for Cached<K> {
-    fn clone(&self) -> Self {
-        Cached {
-            metadata: self.metadata.clone(),
-            body: self.body.clone(),
-            kind: PhantomData,
-        }
-    }
-}
-
-impl<K: Resource<DynamicType = ()>> fmt::Debug for Cached<K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cached")
-            .field("kind", &K::kind(&()))
-            .field("namespace", &self.metadata.namespace)
-            .field("name", &self.metadata.name)
-            .field("resource_version", &self.metadata.resource_version)
-            .field("body_bytes", &self.body.len())
-            .finish()
-    }
-}
-
-impl<K: Resource<DynamicType = ()>> Resource for Cached<K> {
-    type DynamicType = ();
-    type Scope = K::Scope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        K::kind(&())
-    }
-
-    fn group(_: &()) -> Cow<'_, str> {
-        K::group(&())
-    }
-
-    fn version(_: &()) -> Cow<'_, str> {
-        K::version(&())
-    }
-
-    fn api_version(_: &()) -> Cow<'_, str> {
-        K::api_version(&())
-    }
-
-    fn plural(_: &()) -> Cow<'_, str> {
-        K::plural(&())
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -293,11 +380,21 @@ mod tests {
     use crate::reconcile::diff::contains;
     use crate::reconcile::testing::examples;
 
-    fn survives<K: Compact>(built: &K) {
-        let cached = Cached::new(built);
-        let back = cached.object().map(|o| serde_json::to_value(&o));
-        let (Ok(Ok(back)), Ok(built_json)) = (back, serde_json::to_value(built)) else {
-            panic!("{} did not round-trip through the cache", K::kind(&()));
+    fn survives<K: Compact + Clone>(built: &K) {
+        let store = ChildStore::<K>::default();
+        store.apply(watcher::Event::Apply(built.clone()));
+        let (namespace, name) = (built.meta().namespace.clone(), built.meta().name.clone());
+        let back = store
+            .get(
+                namespace.as_deref().unwrap_or_default(),
+                name.as_deref().unwrap_or_default(),
+            )
+            .map(|o| o.map(|o| serde_json::to_value(&o)));
+        let (Some(Ok(Ok(back))), Ok(built_json)) = (back, serde_json::to_value(built)) else {
+            panic!(
+                "{} {name:?} did not round-trip through the cache",
+                K::kind(&())
+            );
         };
         assert!(
             contains(&back, &built_json),
@@ -332,26 +429,74 @@ mod tests {
         }
     }
 
-    /// Status conditions are invisible to the reconciler, replica counts are not.
+    fn deployment(uid: &str, version: &str, ready: i32, message: &str) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": "chat-v1",
+                "namespace": "lab",
+                "uid": uid,
+                "resourceVersion": version,
+                "ownerReferences": [{"apiVersion": "canary.dev/v1alpha1", "kind": "CanaryRelease", "name": "chat", "uid": "r-1", "controller": true}],
+            },
+            "spec": {"selector": {}, "template": {}},
+            "status": {
+                "readyReplicas": ready,
+                "conditions": [{"type": "Available", "status": "True", "message": message}],
+            },
+        }))
+        .unwrap_or_else(|e| panic!("fixture: {e}"))
+    }
+
+    /// Status conditions are invisible to the reconciler and trigger nothing; replica counts, a
+    /// recreated object and a deletion do. Every change updates the cache all the same.
     #[test]
-    fn only_changes_the_reconciler_reads_count() {
-        let deployment = |ready: i32, message: &str, version: &str| -> Deployment {
-            serde_json::from_value(json!({
-                "metadata": {"name": "chat-v1", "namespace": "lab", "uid": "u-1", "resourceVersion": version},
-                "spec": {"selector": {}, "template": {}},
-                "status": {
-                    "readyReplicas": ready,
-                    "conditions": [{"type": "Available", "status": "True", "message": message}],
-                },
-            }))
-            .unwrap_or_else(|e| panic!("fixture: {e}"))
+    fn only_changes_the_reconciler_reads_trigger() {
+        let store = ChildStore::<Deployment>::default();
+        let apply = |d| store.apply(watcher::Event::Apply(d)).is_some();
+        let version = || {
+            store.inspect("lab", "chat-v1", |e| {
+                e.map(|e| e.resource_version.to_string())
+            })
         };
-        let first = Cached::new(&deployment(0, "waiting", "1"));
-        assert!(first.same_content(&Cached::new(&deployment(0, "still waiting", "2"))));
-        assert!(!first.same_content(&Cached::new(&deployment(1, "waiting", "3"))));
-        let mut recreated = deployment(0, "waiting", "4");
-        recreated.metadata.uid = Some("u-2".to_owned());
-        assert!(!first.same_content(&Cached::new(&recreated)));
+        assert!(apply(deployment("u-1", "1", 0, "waiting")));
+        assert!(!apply(deployment("u-1", "2", 0, "still waiting")));
+        assert_eq!(version().as_deref(), Some("2"));
+        assert!(apply(deployment("u-1", "3", 1, "still waiting")));
+        assert!(apply(deployment("u-2", "4", 1, "still waiting")));
+        let trigger = store.apply(watcher::Event::Delete(deployment("u-2", "5", 1, "")));
+        let owners = trigger.and_then(|t| t.metadata.owner_references);
+        assert_eq!(owners.map(|o| o[0].uid.clone()).as_deref(), Some("r-1"));
+        assert!(store.is_empty());
+    }
+
+    /// A (re)list replaces the cache only once complete, and drops what was not listed again.
+    #[test]
+    fn a_relist_replaces_the_cache_when_complete() {
+        let store = ChildStore::<Deployment>::default();
+        assert!(!store.listed());
+        store.apply(watcher::Event::Init);
+        assert!(
+            store
+                .apply(watcher::Event::InitApply(deployment("u-1", "1", 0, "")))
+                .is_some()
+        );
+        assert!(
+            store.is_empty(),
+            "listed objects wait for the end of the list"
+        );
+        store.apply(watcher::Event::InitDone);
+        assert!(store.listed());
+        assert_eq!(
+            store.controlled_by("lab", "r-1"),
+            vec![("chat-v1".to_owned(), "u-1".to_owned())]
+        );
+        assert!(store.controlled_by("other", "r-1").is_empty());
+        store.apply(watcher::Event::Init);
+        store.apply(watcher::Event::InitDone);
+        assert!(
+            store.is_empty(),
+            "an object gone while the watch was down leaves the cache"
+        );
     }
 
     #[test]
@@ -385,9 +530,8 @@ mod tests {
             },
         }))
         .unwrap_or_else(|e| panic!("fixture: {e}"));
-        let cached = Cached::new(&deployment);
-        let body: Value =
-            serde_json::from_str(&cached.body).unwrap_or_else(|e| panic!("body: {e}"));
+        let entry = Entry::new(&deployment);
+        let body: Value = serde_json::from_str(&entry.body).unwrap_or_else(|e| panic!("body: {e}"));
         assert_eq!(
             body,
             json!({
@@ -396,6 +540,7 @@ mod tests {
                 "metadata": {
                     "labels": {"app": "chat"},
                     "annotations": {"canary.dev/applied-hash": "abc"},
+                    "ownerReferences": [{"apiVersion": "canary.dev/v1alpha1", "kind": "CanaryRelease", "name": "chat", "uid": "r-1", "controller": true}],
                 },
                 "spec": {
                     "selector": {"matchLabels": {"app": "chat"}},
@@ -404,8 +549,13 @@ mod tests {
                 "status": {"readyReplicas": 1, "observedGeneration": 3},
             })
         );
-        let back = cached.object().unwrap_or_else(|e| panic!("object: {e}"));
+        assert_eq!(entry.controller_uid.as_deref(), Some("r-1"));
+        assert_eq!(&*entry.resource_version, "42");
+        let back: Deployment = entry
+            .object("lab", "chat-v1")
+            .unwrap_or_else(|e| panic!("object: {e}"));
         assert_eq!(back.metadata.name.as_deref(), Some("chat-v1"));
+        assert_eq!(back.metadata.namespace.as_deref(), Some("lab"));
         assert_eq!(back.metadata.uid.as_deref(), Some("u-1"));
         assert_eq!(back.metadata.resource_version.as_deref(), Some("42"));
         assert_eq!(back.metadata.generation, Some(3));
@@ -413,7 +563,5 @@ mod tests {
             back.metadata.owner_references,
             deployment.metadata.owner_references
         );
-        assert_eq!(cached.meta().resource_version.as_deref(), Some("42"));
-        assert_eq!(Cached::<Deployment>::kind(&()), "Deployment");
     }
 }

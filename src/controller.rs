@@ -6,12 +6,13 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -22,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::CanaryRelease;
 use crate::api::istio::{DestinationRule, Gateway, VirtualService};
-use crate::cache::{Cached, Compact};
+use crate::cache::{ChildStore, Compact};
 use crate::metrics::Metrics;
 use crate::{Error, labels, reconcile};
 
@@ -51,16 +52,16 @@ impl Default for Settings {
 }
 
 /// Read-only caches of the children, filtered to objects labelled as ours and kept compact
-/// ([`Cached`]).
+/// ([`ChildStore`]).
 #[derive(Clone)]
 pub struct Stores {
-    pub config_maps: Store<Cached<ConfigMap>>,
-    pub deployments: Store<Cached<Deployment>>,
-    pub autoscalers: Store<Cached<HorizontalPodAutoscaler>>,
-    pub services: Store<Cached<Service>>,
-    pub destination_rules: Store<Cached<DestinationRule>>,
-    pub gateways: Store<Cached<Gateway>>,
-    pub virtual_services: Store<Cached<VirtualService>>,
+    pub config_maps: ChildStore<ConfigMap>,
+    pub deployments: ChildStore<Deployment>,
+    pub autoscalers: ChildStore<HorizontalPodAutoscaler>,
+    pub services: ChildStore<Service>,
+    pub destination_rules: ChildStore<DestinationRule>,
+    pub gateways: ChildStore<Gateway>,
+    pub virtual_services: ChildStore<VirtualService>,
 }
 
 impl Stores {
@@ -78,43 +79,40 @@ impl Stores {
         }
     }
 
-    /// True once every cache has listed (or its watcher is gone, when waiting cannot help).
+    /// True once every cache has listed.
     fn ready(&self) -> bool {
-        [
-            self.config_maps.wait_until_ready().now_or_never(),
-            self.deployments.wait_until_ready().now_or_never(),
-            self.autoscalers.wait_until_ready().now_or_never(),
-            self.services.wait_until_ready().now_or_never(),
-            self.destination_rules.wait_until_ready().now_or_never(),
-            self.gateways.wait_until_ready().now_or_never(),
-            self.virtual_services.wait_until_ready().now_or_never(),
-        ]
-        .iter()
-        .all(Option::is_some)
+        self.config_maps.listed()
+            && self.deployments.listed()
+            && self.autoscalers.listed()
+            && self.services.listed()
+            && self.destination_rules.listed()
+            && self.gateways.listed()
+            && self.virtual_services.listed()
     }
 }
 
 /// Longest wait for a cache to show our own write; past it the reconcile ends anyway.
 const CACHE_LAG_LIMIT: Duration = Duration::from_secs(5);
 
-/// Waits (bounded) until the cached object under `key` satisfies `seen`.
+/// Waits (bounded) until `seen` holds, checking the caches every few milliseconds.
 ///
 /// A reconcile that wrote something ends only once the caches show the write. Otherwise the next
 /// reconcile of the same release (triggered by that very write) could read the older cached copy,
 /// judge it stale, and send the same write again: harmless on the server, but a write all the same.
-pub async fn await_cache<K>(store: &Store<K>, key: &ObjectRef<K>, seen: impl Fn(Option<&K>) -> bool)
-where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
+pub async fn await_cache(what: &str, seen: impl Fn() -> bool) {
     let start = tokio::time::Instant::now();
-    while !seen(store.get(key).as_deref()) {
+    while !seen() {
         if start.elapsed() >= CACHE_LAG_LIMIT {
-            tracing::debug!(%key, "cache did not show our write in time");
+            tracing::debug!(what, "cache did not show our write in time");
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    tracing::trace!(%key, waited_ms = start.elapsed().as_millis() as u64, "cache caught up");
+    tracing::trace!(
+        what,
+        waited_ms = start.elapsed().as_millis() as u64,
+        "cache caught up"
+    );
 }
 
 /// A kind of object a release owns.
@@ -129,13 +127,13 @@ pub trait Child:
     + Sync
     + 'static
 {
-    fn store(stores: &Stores) -> &Store<Cached<Self>>;
+    fn store(stores: &Stores) -> &ChildStore<Self>;
 }
 
 macro_rules! child {
     ($kind:ty, $field:ident) => {
         impl Child for $kind {
-            fn store(stores: &Stores) -> &Store<Cached<Self>> {
+            fn store(stores: &Stores) -> &ChildStore<Self> {
                 &stores.$field
             }
         }
@@ -257,54 +255,24 @@ pub const CONCURRENT_RECONCILES: u16 = 32;
 /// 15 MiB more resident at 1,000 releases (`make bench`), for 10 more list requests per 1,000 objects.
 const LIST_PAGE_SIZE: u32 = 100;
 
-/// A cache of one child kind, and the stream of changes that drives it. Each object is made
-/// compact ([`Cached`]) as it arrives, so the full object lives only while it is decoded.
-///
-/// A change the reconciler cannot see (a Deployment's status conditions, an HPA's status: fields
-/// the compact copy leaves out) still updates the cache but triggers no reconcile. While 1,000
-/// releases start, their Deployments and HPAs change status several times each.
+/// A cache of one child kind, and the stream of changes that drives the controller: only those
+/// the reconciler can see ([`ChildStore::apply`]). The full objects live only while decoded.
 pub fn child_cache<K: Child>(
     client: &Client,
     namespace: Option<&str>,
 ) -> (
-    Store<Cached<K>>,
-    impl Stream<Item = Result<Cached<K>, watcher::Error>> + Send + 'static,
+    ChildStore<K>,
+    impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
 ) {
-    let (reader, mut writer) = reflector::store();
-    let before = reader.clone();
+    let store = ChildStore::default();
+    let writer = store.clone();
     let config = watcher::Config::default()
         .labels(&labels::managed_selector())
         .page_size(LIST_PAGE_SIZE);
     let stream = watcher(scoped::<K>(client, namespace), config)
         .default_backoff()
-        .map_ok(move |event| {
-            let event = match event {
-                watcher::Event::Apply(object) => watcher::Event::Apply(Cached::new(&object)),
-                watcher::Event::Delete(object) => watcher::Event::Delete(Cached::new(&object)),
-                watcher::Event::Init => watcher::Event::Init,
-                watcher::Event::InitApply(object) => {
-                    watcher::Event::InitApply(Cached::new(&object))
-                }
-                watcher::Event::InitDone => watcher::Event::InitDone,
-            };
-            let visible = match &event {
-                watcher::Event::Apply(new) => before
-                    .get(&ObjectRef::from(new))
-                    .is_none_or(|old| !old.same_content(new)),
-                _ => true,
-            };
-            writer.apply_watcher_event(&event);
-            (event, visible)
-        })
-        // What `touched_objects` yields: every applied, listed or deleted object.
-        .try_filter_map(|(event, visible)| {
-            std::future::ready(Ok(match event {
-                watcher::Event::Apply(object) if visible => Some(object),
-                watcher::Event::Delete(object) | watcher::Event::InitApply(object) => Some(object),
-                _ => None,
-            }))
-        });
-    (reader, stream)
+        .try_filter_map(move |event| std::future::ready(Ok(writer.apply(event))));
+    (store, stream)
 }
 
 /// Builds the controller. The returned future runs it until `shutdown` resolves, letting

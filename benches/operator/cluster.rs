@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
-use canary_operator::cache::Cached;
+use canary_operator::cache::ChildStore;
 use canary_operator::controller::{Child, Stores, child_cache};
 use canary_operator::reconcile::{build, validate};
 use futures::{StreamExt, TryStreamExt, stream};
@@ -250,13 +250,9 @@ fn all<K: Child>(stores: &Stores, refs: &[ObjectRef<K>], uid: &str) -> bool {
 }
 
 fn owned<K: Child>(stores: &Stores, key: &ObjectRef<K>, uid: &str) -> bool {
-    let mut cached = ObjectRef::<Cached<K>>::new(&key.name);
-    cached.namespace.clone_from(&key.namespace);
-    K::store(stores).get(&cached).is_some_and(|object| {
-        object
-            .owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && o.uid == uid)
+    let namespace = key.namespace.as_deref().unwrap_or_default();
+    K::store(stores).inspect(namespace, &key.name, |cached| {
+        cached.is_some_and(|c| c.controller_uid.as_deref() == Some(uid))
     })
 }
 
@@ -264,7 +260,7 @@ fn owned<K: Child>(stores: &Stores, key: &ObjectRef<K>, uid: &str) -> bool {
 fn children_cache<K: Child>(
     client: &Client,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-) -> Store<Cached<K>> {
+) -> ChildStore<K> {
     let (store, stream) = child_cache::<K>(client, None);
     tasks.push(tokio::spawn(stream.for_each(|_| std::future::ready(()))));
     store

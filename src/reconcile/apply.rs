@@ -2,9 +2,10 @@
 //! the release no longer wants. Decisions come from [`super::diff`]; nothing here builds objects.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, GetParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::core::PartialObjectMetaExt;
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::build::Children;
@@ -162,9 +163,9 @@ async fn observe_all<K: Child>(
 async fn observe<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
-    let cached = K::store(&ctx.stores).get(&ObjectRef::new(&name).within(&namespace));
+    let cached = K::store(&ctx.stores).get(&namespace, &name);
     let current = match cached {
-        Some(object) => Some(object.object().map_err(|source| Error::Decode {
+        Some(object) => Some(object.map_err(|source| Error::Decode {
             kind: K::kind(&()).into_owned(),
             name: name.clone(),
             source,
@@ -253,9 +254,11 @@ async fn enact<K: Child>(
         None => tracing::debug!(%kind, %name, ?verdict, "applied"),
     }
     if applied.resource_version() != current_version {
-        let key = ObjectRef::new(&name).within(&namespace);
-        await_cache(K::store(&ctx.stores), &key, |cached| {
-            cached.is_some_and(|c| c.resource_version() != current_version)
+        let store = K::store(&ctx.stores);
+        await_cache(&kind, || {
+            store.inspect(&namespace, &name, |cached| {
+                cached.is_some_and(|c| Some(&*c.resource_version) != current_version.as_deref())
+            })
         })
         .await;
     }
@@ -271,20 +274,16 @@ async fn prune<K: Child>(
     keep: &[String],
 ) -> Result<()> {
     let namespace = release.namespace().unwrap_or_default();
-    let stale = K::store(&ctx.stores).state_filter(|object| {
-        object.namespace().as_deref() == Some(namespace.as_str())
-            && !keep.contains(&object.name_any())
-            && object
-                .owner_references()
-                .iter()
-                .any(|o| o.controller == Some(true) && o.uid == uid)
-    });
-    for object in stale {
-        let name = object.name_any();
+    let store = K::store(&ctx.stores);
+    let stale = store
+        .controlled_by(&namespace, uid)
+        .into_iter()
+        .filter(|(name, _)| !keep.contains(name));
+    for (name, object_uid) in stale {
         let params = DeleteParams {
             // Only the object we saw: never a same-named successor created in the meantime.
             preconditions: Some(Preconditions {
-                uid: object.uid(),
+                uid: Some(object_uid.clone()),
                 resource_version: None,
             }),
             propagation_policy: Some(PropagationPolicy::Background),
@@ -298,20 +297,27 @@ async fn prune<K: Child>(
         let kind = K::kind(&());
         tracing::info!(%kind, %name, "deleted, no longer part of the release");
         let note = format!("deleted {kind} {name}: no longer part of the release");
+        let deleted = ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace.clone()),
+            uid: Some(object_uid),
+            ..ObjectMeta::default()
+        }
+        .into_request_partial::<K>();
         publish(
             ctx,
             release,
             EventType::Normal,
             "Pruned",
             note,
-            Some(object.as_ref()),
+            Some(&deleted),
         )
         .await;
-        await_cache(
-            K::store(&ctx.stores),
-            &ObjectRef::from(object.as_ref()),
-            |cached| cached.is_none_or(|c| c.meta().deletion_timestamp.is_some()),
-        )
+        await_cache(&kind, || {
+            store.inspect(&namespace, &name, |cached| {
+                cached.is_none_or(|c| c.deleting)
+            })
+        })
         .await;
     }
     Ok(())

@@ -76,8 +76,11 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
         )
         .await?;
     if written.resource_version() != before {
-        await_cache(&ctx.releases, &ObjectRef::from(release), |cached| {
-            cached.is_none_or(|c| c.resource_version() != before)
+        let key = ObjectRef::from(release);
+        await_cache("CanaryRelease status", || {
+            ctx.releases
+                .get(&key)
+                .is_none_or(|c| c.resource_version() != before)
         })
         .await;
     }
