@@ -103,7 +103,14 @@ start() { # component command...
   # caller's stdout open (which would make `make` or CI wait forever).
   # fd 9 is the lock of this script; a long-lived child holding it would block every later up/down.
   nohup "$@" >"$run/logs/$c.log" 2>&1 </dev/null 9>&- &
-  echo $! >"$run/pids/$c.pid"
+  local pid=$! tries=0
+  echo "$pid" >"$run/pids/$c.pid"
+  # Until the forked shell has exec'd the command, its command line is still this script's, and
+  # `alive` would take the component for dead (seen once on a loaded machine). Wait (bounded) for it.
+  while [ -r "/proc/$pid/cmdline" ] && ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$run/" &&
+    ((tries++ < 100)); do
+    sleep 0.05
+  done
 }
 
 free_ports() { # count
