@@ -11,7 +11,7 @@
 //! JSON string without the fields the server fills in and the operator never sets. The reconciler
 //! turns it back into the typed object when it compares, which costs microseconds per child.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use crate::api::CanaryRelease;
 use crate::api::istio::{DestinationRule, Gateway, VirtualService};
+use crate::labels;
 
 /// A kind whose objects can be cached compactly: it names what the server adds to them.
 pub trait Compact: Resource<DynamicType = ()> + Serialize + DeserializeOwned {
@@ -145,15 +146,23 @@ pub struct Entry {
     /// Whether the object is being deleted (it has a deletionTimestamp).
     pub deleting: bool,
     /// The object without name, namespace, uid, resourceVersion and generation, and without
-    /// [`Compact::SERVER_FIELDS`], as compact JSON.
-    body: Box<str>,
+    /// [`Compact::SERVER_FIELDS`], as compact JSON compressed with LZ4: label keys and the
+    /// release's name repeat within an object, and LZ4 takes a third off for a microsecond or two.
+    body: Box<[u8]>,
+}
+
+/// A cached copy that cannot be read back; it was written by this process, so this is a bug.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not valid LZ4: {0}")]
+    Compression(#[from] lz4_flex::block::DecompressError),
+    #[error("not the object's JSON: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 impl Entry {
     fn new<K: Compact>(object: &K) -> Entry {
         let meta = object.meta();
-        // Serializing a typed object cannot fail in practice; if it did, the empty body fails to
-        // parse when read, and that reconcile fails and retries instead of comparing with nothing.
         let controller_uid = meta
             .owner_references
             .iter()
@@ -164,6 +173,8 @@ impl Entry {
             Some([only]) if *only == release_owner(&only.name, &only.uid) => Some(&only.name),
             _ => None,
         };
+        // Serializing a typed object cannot fail in practice; if it did, the empty body fails to
+        // parse when read, and that reconcile fails and retries instead of comparing with nothing.
         let body = match serde_json::to_value(object) {
             Ok(mut value) => {
                 if let Some(Value::Object(m)) = value.get_mut("metadata") {
@@ -188,13 +199,13 @@ impl Entry {
             controller_uid: controller_uid.map(Into::into),
             release: release.map(|name| name.as_str().into()),
             deleting: meta.deletion_timestamp.is_some(),
-            body: body.into_boxed_str(),
+            body: lz4_flex::block::compress_prepend_size(body.as_bytes()).into_boxed_slice(),
         }
     }
 
     /// The typed object again, without the fields the cache left out.
-    fn object<K: Compact>(&self, namespace: &str, name: &str) -> Result<K, serde_json::Error> {
-        let mut object: K = serde_json::from_str(&self.body)?;
+    fn object<K: Compact>(&self, namespace: &str, name: &str) -> Result<K, DecodeError> {
+        let mut object: K = serde_json::from_slice(&self.json()?)?;
         let meta = object.meta_mut();
         meta.name = Some(name.to_owned());
         meta.namespace = Some(namespace.to_owned());
@@ -205,6 +216,10 @@ impl Entry {
             meta.owner_references = Some(vec![release_owner(release, uid)]);
         }
         Ok(object)
+    }
+
+    fn json(&self) -> Result<Vec<u8>, DecodeError> {
+        Ok(lz4_flex::block::decompress_size_prepended(&self.body)?)
     }
 
     /// Whether `other` (a later copy of the same object) differs in anything the reconciler
@@ -237,17 +252,45 @@ fn key(namespace: &str, name: &str) -> Box<str> {
     format!("{namespace}/{name}").into_boxed_str()
 }
 
+/// The objects of one kind, as far as the watch has told.
+#[derive(Default)]
+struct Objects {
+    /// Objects labelled as the operator's.
+    ours: HashMap<Box<str>, Entry>,
+    /// Keys of the others: objects that could be in the way of a child of the same name.
+    others: HashSet<Box<str>>,
+}
+
+impl Objects {
+    /// Files an object under ours or the others. Returns the previous entry when it was ours.
+    fn insert<K: Compact>(&mut self, object: &K) -> (Box<str>, Option<Entry>) {
+        let k = key_of(object);
+        if is_ours(object) {
+            self.others.remove(&k);
+            let previous = self.ours.insert(k.clone(), Entry::new(object));
+            (k, previous)
+        } else {
+            let previous = self.ours.remove(&k);
+            self.others.insert(k.clone());
+            (k, previous)
+        }
+    }
+}
+
 #[derive(Default)]
 struct State {
-    objects: HashMap<Box<str>, Entry>,
+    objects: Objects,
     /// Objects of a (re)list in progress; they replace `objects` once it is complete.
-    listing: Option<HashMap<Box<str>, Entry>>,
+    listing: Option<Objects>,
     /// Set once the first list is complete.
     listed: bool,
 }
 
-/// A cache of one kind of child, fed by a watch (see `controller::child_cache`). Cloning it is
-/// cheap and every clone reads the same cache.
+/// A cache of one kind of child, fed by a watch of every object of that kind in the watched
+/// namespaces (see `controller::child_cache`). Objects labelled as ours are kept as [`Entry`]s;
+/// of the others only the name is kept, so that a child missing from the cache is known to be
+/// absent, and is created without asking the apiserver first (1,000 new releases: 10,000 reads
+/// fewer). Cloning the store is cheap and every clone reads the same cache.
 pub struct ChildStore<K> {
     state: Arc<RwLock<State>>,
     kind: PhantomData<fn() -> K>,
@@ -274,9 +317,9 @@ impl<K> Default for ChildStore<K> {
 
 impl<K: Compact> ChildStore<K> {
     /// The cached object, decoded; `None` when nothing of that name is cached.
-    pub fn get(&self, namespace: &str, name: &str) -> Option<Result<K, serde_json::Error>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Result<K, DecodeError>> {
         self.read(|state| {
-            let entry = state.objects.get(&key(namespace, name))?;
+            let entry = state.objects.ours.get(&key(namespace, name))?;
             Some(entry.object(namespace, name))
         })
     }
@@ -288,7 +331,12 @@ impl<K: Compact> ChildStore<K> {
         name: &str,
         f: impl FnOnce(Option<&Entry>) -> T,
     ) -> T {
-        self.read(|state| f(state.objects.get(&key(namespace, name))))
+        self.read(|state| f(state.objects.ours.get(&key(namespace, name))))
+    }
+
+    /// Whether an object of that name exists that is not labelled as ours.
+    pub fn holds_other(&self, namespace: &str, name: &str) -> bool {
+        self.read(|state| state.objects.others.contains(&key(namespace, name)))
     }
 
     /// Names and uids of the cached objects in `namespace` whose controlling owner has `owner_uid`.
@@ -297,6 +345,7 @@ impl<K: Compact> ChildStore<K> {
         self.read(|state| {
             state
                 .objects
+                .ours
                 .iter()
                 .filter(|(_, e)| e.controller_uid.as_deref() == Some(owner_uid))
                 .filter_map(|(k, e)| Some((k.strip_prefix(&prefix)?.to_owned(), e.uid.to_string())))
@@ -310,7 +359,7 @@ impl<K: Compact> ChildStore<K> {
     }
 
     pub fn len(&self) -> usize {
-        self.read(|state| state.objects.len())
+        self.read(|state| state.objects.ours.len())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -319,36 +368,39 @@ impl<K: Compact> ChildStore<K> {
 
     /// Takes one watch event into the cache. Returns the object to reconcile its owner for, if
     /// the event is one the reconciler should see: a change it cannot see (a Deployment's status
-    /// conditions, an HPA's status) updates the cache and triggers nothing.
+    /// conditions, an HPA's status, anything about objects that are not ours) updates the cache
+    /// and triggers nothing. An object of ours that loses our label triggers, to be restored.
     pub fn apply(&self, event: watcher::Event<K>) -> Option<PartialObjectMeta<K>> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         match event {
             watcher::Event::Apply(object) => {
-                let (k, entry) = (key_of(&object), Entry::new(&object));
-                let seen = state
-                    .objects
-                    .get(&k)
-                    .is_some_and(|old| old.same_content(&entry));
-                state.objects.insert(k, entry);
-                (!seen).then(|| trigger(object))
+                let (k, previous) = state.objects.insert(&object);
+                let unchanged = match (previous, state.objects.ours.get(&k)) {
+                    (Some(old), Some(new)) => old.same_content(new),
+                    (None, None) => true,
+                    _ => false,
+                };
+                (!unchanged).then(|| trigger(object))
             }
             watcher::Event::Delete(object) => {
-                state.objects.remove(&key_of(&object));
-                Some(trigger(object))
+                let k = key_of(&object);
+                state.objects.others.remove(&k);
+                let was_ours = state.objects.ours.remove(&k).is_some();
+                was_ours.then(|| trigger(object))
             }
             watcher::Event::Init => {
-                state.listing = Some(HashMap::new());
+                state.listing = Some(Objects::default());
                 None
             }
             watcher::Event::InitApply(object) => {
-                let (k, entry) = (key_of(&object), Entry::new(&object));
-                state.listing.get_or_insert_default().insert(k, entry);
-                Some(trigger(object))
+                state.listing.get_or_insert_default().insert(&object);
+                is_ours(&object).then(|| trigger(object))
             }
             watcher::Event::InitDone => {
-                let listed = state.listing.take().unwrap_or_default();
+                let mut listed = state.listing.take().unwrap_or_default();
+                listed.ours.shrink_to_fit();
+                listed.others.shrink_to_fit();
                 state.objects = listed;
-                state.objects.shrink_to_fit();
                 state.listed = true;
                 None
             }
@@ -358,6 +410,15 @@ impl<K: Compact> ChildStore<K> {
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+fn is_ours<K: Resource>(object: &K) -> bool {
+    object
+        .meta()
+        .labels
+        .as_ref()
+        .and_then(|labels| labels.get(labels::MANAGED_BY))
+        .is_some_and(|value| value == labels::MANAGED_BY_VALUE)
 }
 
 fn key_of<K: Resource>(object: &K) -> Box<str> {
@@ -466,6 +527,7 @@ mod tests {
                 "namespace": "lab",
                 "uid": uid,
                 "resourceVersion": version,
+                "labels": {"app.kubernetes.io/managed-by": "canary-operator"},
                 "ownerReferences": [{"apiVersion": "canary.dev/v1alpha1", "kind": "CanaryRelease", "name": "chat", "uid": "r-1", "controller": true}],
             },
             "spec": {"selector": {}, "template": {}},
@@ -497,6 +559,30 @@ mod tests {
         let owners = trigger.and_then(|t| t.metadata.owner_references);
         assert_eq!(owners.map(|o| o[0].uid.clone()).as_deref(), Some("r-1"));
         assert!(store.is_empty());
+    }
+
+    /// Of an object not labelled as ours only the name is kept; losing or gaining the label
+    /// moves it across, and losing it triggers its owner (to put the label back).
+    #[test]
+    fn objects_not_labelled_as_ours_are_names_only() {
+        let store = ChildStore::<Deployment>::default();
+        let mut theirs = deployment("u-1", "1", 0, "");
+        theirs.metadata.labels = None;
+        assert!(store.apply(watcher::Event::Apply(theirs.clone())).is_none());
+        assert!(store.holds_other("lab", "chat-v1"));
+        assert!(store.get("lab", "chat-v1").is_none());
+        assert!(
+            store
+                .apply(watcher::Event::Apply(deployment("u-1", "2", 0, "")))
+                .is_some()
+        );
+        assert!(!store.holds_other("lab", "chat-v1"));
+        assert!(store.get("lab", "chat-v1").is_some());
+        theirs.metadata.resource_version = Some("3".to_owned());
+        assert!(store.apply(watcher::Event::Apply(theirs.clone())).is_some());
+        assert!(store.holds_other("lab", "chat-v1") && store.is_empty());
+        assert!(store.apply(watcher::Event::Delete(theirs)).is_none());
+        assert!(!store.holds_other("lab", "chat-v1"));
     }
 
     /// A (re)list replaces the cache only once complete, and drops what was not listed again.
@@ -561,7 +647,11 @@ mod tests {
         }))
         .unwrap_or_else(|e| panic!("fixture: {e}"));
         let entry = Entry::new(&deployment);
-        let body: Value = serde_json::from_str(&entry.body).unwrap_or_else(|e| panic!("body: {e}"));
+        let body: Value = entry
+            .json()
+            .map(|json| serde_json::from_slice(&json))
+            .unwrap_or_else(|e| panic!("body: {e}"))
+            .unwrap_or_else(|e| panic!("body: {e}"));
         assert_eq!(
             body,
             json!({
@@ -595,13 +685,18 @@ mod tests {
         );
     }
 
+    fn body_text(entry: &Entry) -> String {
+        let json = entry.json().unwrap_or_else(|e| panic!("body: {e}"));
+        String::from_utf8(json).unwrap_or_else(|e| panic!("body: {e}"))
+    }
+
     /// The owner reference the operator sets is held as the release's name; any other stays.
     #[test]
     fn the_operators_owner_reference_leaves_the_body() {
         let mut config_map = ConfigMap::default();
         config_map.metadata.owner_references = Some(vec![release_owner("chat", "r-1")]);
         let entry = Entry::new(&config_map);
-        assert!(!entry.body.contains("ownerReferences"), "{}", entry.body);
+        assert!(!body_text(&entry).contains("ownerReferences"));
         let back: ConfigMap = entry
             .object("lab", "chat-v1")
             .unwrap_or_else(|e| panic!("object: {e}"));
@@ -614,7 +709,7 @@ mod tests {
         other.block_owner_deletion = None;
         config_map.metadata.owner_references = Some(vec![other]);
         let entry = Entry::new(&config_map);
-        assert!(entry.body.contains("ownerReferences"), "{}", entry.body);
+        assert!(body_text(&entry).contains("ownerReferences"));
         assert_eq!(entry.controller_uid.as_deref(), Some("r-1"));
         let back: ConfigMap = entry
             .object("lab", "chat-v1")

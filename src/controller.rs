@@ -25,7 +25,7 @@ use crate::api::CanaryRelease;
 use crate::api::istio::{DestinationRule, Gateway, VirtualService};
 use crate::cache::{ChildStore, Compact};
 use crate::metrics::Metrics;
-use crate::{Error, labels, reconcile};
+use crate::{Error, reconcile};
 
 /// What the operator watches and how it names things.
 #[derive(Clone, Debug)]
@@ -51,8 +51,7 @@ impl Default for Settings {
     }
 }
 
-/// Read-only caches of the children, filtered to objects labelled as ours and kept compact
-/// ([`ChildStore`]).
+/// Read-only caches of the children, kept compact ([`ChildStore`]).
 #[derive(Clone)]
 pub struct Stores {
     pub config_maps: ChildStore<ConfigMap>,
@@ -266,9 +265,8 @@ pub fn child_cache<K: Child>(
 ) {
     let store = ChildStore::default();
     let writer = store.clone();
-    let config = watcher::Config::default()
-        .labels(&labels::managed_selector())
-        .page_size(LIST_PAGE_SIZE);
+    // Every object of the kind, not only ours: see `ChildStore`.
+    let config = watcher::Config::default().page_size(LIST_PAGE_SIZE);
     let stream = watcher(scoped::<K>(client, namespace), config)
         .default_backoff()
         .try_filter_map(move |event| std::future::ready(Ok(writer.apply(event))));

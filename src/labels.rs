@@ -1,8 +1,8 @@
 //! Label and annotation keys the operator puts on what it creates.
 //!
 //! `app` and `version` are the labels Istio's docs and the lab use to tell versions apart; the
-//! `app.kubernetes.io/*` ones are the Kubernetes recommended labels, and the operator's own caches
-//! select children by `managed-by`, so only our objects are held in memory.
+//! `app.kubernetes.io/*` ones are the Kubernetes recommended labels, and the operator's caches
+//! tell its children from other objects by `managed-by` (of the others they keep only the name).
 
 use std::collections::BTreeMap;
 
@@ -22,11 +22,6 @@ pub const APPLIED_HASH: &str = "canary.dev/applied-hash";
 /// Pod-template annotation with a hash of the version's configuration: changing the config changes
 /// the template, and so rolls the pods, which `envFrom` alone would not do.
 pub const CONFIG_HASH: &str = "canary.dev/config-hash";
-
-/// Label selector for the operator's caches of children.
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY}={MANAGED_BY_VALUE}")
-}
 
 /// Labels shared by every child of a release.
 pub fn common(release: &str) -> BTreeMap<String, String> {

@@ -37,7 +37,7 @@ pub enum Error {
         kind: String,
         name: String,
         #[source]
-        source: serde_json::Error,
+        source: cache::DecodeError,
     },
 
     #[error(

@@ -163,16 +163,20 @@ async fn observe_all<K: Child>(
 async fn observe<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
-    let cached = K::store(&ctx.stores).get(&namespace, &name);
-    let current = match cached {
+    let store = K::store(&ctx.stores);
+    let current = match store.get(&namespace, &name) {
         Some(object) => Some(object.map_err(|source| Error::Decode {
             kind: K::kind(&()).into_owned(),
             name: name.clone(),
             source,
         })?),
-        // The cache holds only objects labelled as ours, so an object we did not create, or whose
-        // labels were edited, is invisible to it: ask the server before creating anything.
-        None => read_any(ctx, &namespace, &name).await?,
+        // The cache keeps only the name of an object that is not labelled as ours (one we did not
+        // create, or whose labels were edited): read it to judge whose it is. Before the first
+        // list, the cache cannot tell absent from unknown.
+        None if store.holds_other(&namespace, &name) || !store.listed() => {
+            read_any(ctx, &namespace, &name).await?
+        }
+        None => None,
     };
     let verdict = diff::judge(&desired, current.as_ref(), uid);
     Ok(Planned {
@@ -182,10 +186,9 @@ async fn observe<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Plann
     })
 }
 
-/// Reads an object from the apiserver's own watch cache (`resourceVersion=0`) rather than with a
-/// quorum read from etcd: a new release reads all its children this way, and at 1,000 releases
-/// those reads cost etcd and the apiserver CPU that the writes need. The watch cache trails etcd by
-/// milliseconds; a quorum read would not close the gap between this read and the write either.
+/// Reads an object from the apiserver's own watch cache (`resourceVersion=0`), which is as fresh
+/// as the operator's caches (both trail etcd by milliseconds), rather than with a quorum read from
+/// etcd; a quorum read would not close the gap between this read and the write either.
 async fn read_any<K: Child>(ctx: &Context, namespace: &str, name: &str) -> Result<Option<K>> {
     match ctx
         .api::<K>(namespace)
