@@ -11,7 +11,7 @@
 //! JSON string without the fields the server fills in and the operator never sets. The reconciler
 //! turns it back into the typed object when it compares, which costs microseconds per child.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -257,8 +257,9 @@ fn key(namespace: &str, name: &str) -> Box<str> {
 struct Objects {
     /// Objects labelled as the operator's.
     ours: HashMap<Box<str>, Entry>,
-    /// Keys of the others: objects that could be in the way of a child of the same name.
-    others: HashSet<Box<str>>,
+    /// The others, by key, with their controller if they have one: objects that could be in the
+    /// way of a child of the same name.
+    others: HashMap<Box<str>, Option<Box<OwnerReference>>>,
 }
 
 impl Objects {
@@ -271,7 +272,14 @@ impl Objects {
             (k, previous)
         } else {
             let previous = self.ours.remove(&k);
-            self.others.insert(k.clone());
+            let controller = object
+                .meta()
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true));
+            self.others
+                .insert(k.clone(), controller.cloned().map(Box::new));
             (k, previous)
         }
     }
@@ -288,9 +296,10 @@ struct State {
 
 /// A cache of one kind of child, fed by a watch of every object of that kind in the watched
 /// namespaces (see `controller::child_cache`). Objects labelled as ours are kept as [`Entry`]s;
-/// of the others only the name is kept, so that a child missing from the cache is known to be
-/// absent, and is created without asking the apiserver first (1,000 new releases: 10,000 reads
-/// fewer). Cloning the store is cheap and every clone reads the same cache.
+/// of the others only the name and controller are kept. So a child missing from the cache is known
+/// to be absent and is created without asking the apiserver first (1,000 new releases: 10,000
+/// reads fewer, and no `get` permission needed), and one in the way is known to be someone else's.
+/// Cloning the store is cheap and every clone reads the same cache.
 pub struct ChildStore<K> {
     state: Arc<RwLock<State>>,
     kind: PhantomData<fn() -> K>,
@@ -334,9 +343,13 @@ impl<K: Compact> ChildStore<K> {
         self.read(|state| f(state.objects.ours.get(&key(namespace, name))))
     }
 
-    /// Whether an object of that name exists that is not labelled as ours.
-    pub fn holds_other(&self, namespace: &str, name: &str) -> bool {
-        self.read(|state| state.objects.others.contains(&key(namespace, name)))
+    /// An object of that name that is not labelled as ours, if one exists: `Some` of its
+    /// controller (`None` when it has none).
+    pub fn other(&self, namespace: &str, name: &str) -> Option<Option<OwnerReference>> {
+        self.read(|state| {
+            let controller = state.objects.others.get(&key(namespace, name))?;
+            Some(controller.as_deref().cloned())
+        })
     }
 
     /// Names and uids of the cached objects in `namespace` whose controlling owner has `owner_uid`.
@@ -569,20 +582,21 @@ mod tests {
         let mut theirs = deployment("u-1", "1", 0, "");
         theirs.metadata.labels = None;
         assert!(store.apply(watcher::Event::Apply(theirs.clone())).is_none());
-        assert!(store.holds_other("lab", "chat-v1"));
+        let controller = store.other("lab", "chat-v1").flatten();
+        assert_eq!(controller.map(|o| o.uid).as_deref(), Some("r-1"));
         assert!(store.get("lab", "chat-v1").is_none());
         assert!(
             store
                 .apply(watcher::Event::Apply(deployment("u-1", "2", 0, "")))
                 .is_some()
         );
-        assert!(!store.holds_other("lab", "chat-v1"));
+        assert!(store.other("lab", "chat-v1").is_none());
         assert!(store.get("lab", "chat-v1").is_some());
         theirs.metadata.resource_version = Some("3".to_owned());
         assert!(store.apply(watcher::Event::Apply(theirs.clone())).is_some());
-        assert!(store.holds_other("lab", "chat-v1") && store.is_empty());
+        assert!(store.other("lab", "chat-v1").is_some() && store.is_empty());
         assert!(store.apply(watcher::Event::Delete(theirs)).is_none());
-        assert!(!store.holds_other("lab", "chat-v1"));
+        assert!(store.other("lab", "chat-v1").is_none());
     }
 
     /// A (re)list replaces the cache only once complete, and drops what was not listed again.

@@ -40,6 +40,9 @@ pub enum Error {
         source: cache::DecodeError,
     },
 
+    #[error("the cache of {0}s has not listed them yet; retrying")]
+    CacheNotReady(String),
+
     #[error(
         "the {0} has no {1} yet; it must be read back from the API server before it can own objects"
     )]
@@ -55,6 +58,7 @@ impl Error {
             Error::Kube(_) => "transport",
             Error::Encode { .. } => "encode",
             Error::Decode { .. } => "decode",
+            Error::CacheNotReady(_) => "cache",
             Error::MissingMetadata(..) => "metadata",
         }
     }

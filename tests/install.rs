@@ -49,33 +49,33 @@ const OPERATOR_RULES: &[(&str, &str, &[&str])] = &[
     (
         "",
         "configmaps",
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
     (
         "apps",
         "deployments",
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
     (
         "autoscaling",
         "horizontalpodautoscalers",
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
-    ("", "services", &["get", "list", "watch", "create", "patch"]),
+    ("", "services", &["list", "watch", "create", "patch"]),
     (
         "networking.istio.io",
         "destinationrules",
-        &["get", "list", "watch", "create", "patch"],
+        &["list", "watch", "create", "patch"],
     ),
     (
         "networking.istio.io",
         "virtualservices",
-        &["get", "list", "watch", "create", "patch"],
+        &["list", "watch", "create", "patch"],
     ),
     (
         "networking.istio.io",
         "gateways",
-        &["get", "list", "watch", "create", "patch", "delete"],
+        &["list", "watch", "create", "patch", "delete"],
     ),
     ("events.k8s.io", "events", &["create"]),
 ];
@@ -805,6 +805,7 @@ async fn chart_installs_cluster_wide_with_a_cluster_role() {
         ),
         ("create", "leases.coordination.k8s.io", ns_name, "", true),
         ("get", "secrets", "anywhere", "x", false),
+        ("get", "configmaps", "anywhere", "x", false),
         ("list", "secrets", "", "", false),
         ("get", "canaryreleases.canary.dev", "anywhere", "x", false),
         (

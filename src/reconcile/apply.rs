@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, GetParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::PartialObjectMetaExt;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
@@ -170,35 +170,24 @@ async fn observe<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Plann
             name: name.clone(),
             source,
         })?),
-        // The cache keeps only the name of an object that is not labelled as ours (one we did not
-        // create, or whose labels were edited): read it to judge whose it is. Before the first
-        // list, the cache cannot tell absent from unknown.
-        None if store.holds_other(&namespace, &name) || !store.listed() => {
-            read_any(ctx, &namespace, &name).await?
-        }
         None => None,
     };
-    let verdict = diff::judge(&desired, current.as_ref(), uid);
+    let verdict = match (&current, store.other(&namespace, &name)) {
+        (Some(current), _) => diff::judge(&desired, Some(current), uid),
+        // Not labelled as ours: the cache knows its name and controller only.
+        (None, Some(controller)) => {
+            diff::judge_unlabelled::<K>(&namespace, &name, controller.as_ref(), uid)
+        }
+        // Before its first list a cache cannot tell absent from unknown; `Stores::wait_ready`
+        // makes this rare, and the retry comes soon.
+        (None, None) if !store.listed() => return Err(Error::CacheNotReady(K::kind(&()).into())),
+        (None, None) => Verdict::Create,
+    };
     Ok(Planned {
         desired,
         current,
         verdict,
     })
-}
-
-/// Reads an object from the apiserver's own watch cache (`resourceVersion=0`), which is as fresh
-/// as the operator's caches (both trail etcd by milliseconds), rather than with a quorum read from
-/// etcd; a quorum read would not close the gap between this read and the write either.
-async fn read_any<K: Child>(ctx: &Context, namespace: &str, name: &str) -> Result<Option<K>> {
-    match ctx
-        .api::<K>(namespace)
-        .get_with(name, &GetParams::any())
-        .await
-    {
-        Ok(object) => Ok(Some(object)),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        Err(e) => Err(e.into()),
-    }
 }
 
 fn foreign<K>(planned: &[Planned<K>]) -> Vec<String> {

@@ -7,6 +7,7 @@
 //! * a subset test tells whether anyone changed our fields since; fields the server defaults or
 //!   others own are ignored, lists must match in length so an appended route counts as drift.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Resource;
 use serde::Serialize;
 use serde_json::Value;
@@ -36,23 +37,19 @@ pub fn judge<K: Resource<DynamicType = ()> + Serialize>(
     let Some(current) = current else {
         return Verdict::Create;
     };
-    let controller = current
-        .meta()
+    let meta = current.meta();
+    let controller = meta
         .owner_references
         .iter()
         .flatten()
         .find(|o| o.controller == Some(true));
-    if controller.is_none_or(|o| o.uid != owner_uid) {
-        let held_by = match controller {
-            Some(o) => format!("is controlled by {} {}", o.kind, o.name),
-            None => "was not created by this CanaryRelease".to_owned(),
-        };
-        return Verdict::Foreign(format!(
-            "{} {}/{} already exists and {held_by}; it is left untouched",
-            K::kind(&()),
-            current.meta().namespace.as_deref().unwrap_or_default(),
-            current.meta().name.as_deref().unwrap_or_default(),
-        ));
+    if let Some(foreign) = foreign::<K>(
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        controller,
+        owner_uid,
+    ) {
+        return foreign;
     }
     let same_hash =
         applied_hash(desired).is_some() && applied_hash(desired) == applied_hash(current);
@@ -64,6 +61,37 @@ pub fn judge<K: Resource<DynamicType = ()> + Serialize>(
         (true, true) => Verdict::Unchanged,
         (same_hash, _) => Verdict::Update { drift: same_hash },
     }
+}
+
+/// Judges an object the caches know only by name and controller, because it is not labelled as
+/// ours: someone else's, or one of ours whose labels were edited, which an apply puts right.
+pub fn judge_unlabelled<K: Resource<DynamicType = ()>>(
+    namespace: &str,
+    name: &str,
+    controller: Option<&OwnerReference>,
+    owner_uid: &str,
+) -> Verdict {
+    foreign::<K>(namespace, name, controller, owner_uid).unwrap_or(Verdict::Update { drift: true })
+}
+
+/// `Verdict::Foreign` unless the object is controlled by the release with `owner_uid`.
+fn foreign<K: Resource<DynamicType = ()>>(
+    namespace: &str,
+    name: &str,
+    controller: Option<&OwnerReference>,
+    owner_uid: &str,
+) -> Option<Verdict> {
+    if controller.is_some_and(|o| o.uid == owner_uid) {
+        return None;
+    }
+    let held_by = match controller {
+        Some(o) => format!("is controlled by {} {}", o.kind, o.name),
+        None => "was not created by this CanaryRelease".to_owned(),
+    };
+    Some(Verdict::Foreign(format!(
+        "{} {namespace}/{name} already exists and {held_by}; it is left untouched",
+        K::kind(&()),
+    )))
 }
 
 fn applied_hash<K: Resource>(object: &K) -> Option<&String> {

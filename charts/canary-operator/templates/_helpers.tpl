@@ -46,9 +46,9 @@ enough and that every verb is used). Shared by the ClusterRole and the per-names
 both modes grant the same.
 - CanaryReleases: a cache (list, watch; one list with limit=1 at start to check the CRD), and
   status written through the status subresource (patch). Never get, update or delete.
-- Children: cached by label (list, watch); get when a child is missing from the cache (to tell
-  "absent" from "someone else's object"); server-side apply (patch); and create, because the
-  API server also authorizes `create` when a server-side apply creates the object.
+- Children: cached (list, watch; the cache also tells "absent" from "someone else's object", so
+  there is no get); server-side apply (patch); and create, because the API server also
+  authorizes `create` when a server-side apply creates the object.
 - delete only for the kinds the operator prunes: HPAs when autoscaling is turned off, the
   ConfigMap and Deployment of a renamed version, a Gateway no longer created. The Service,
   DestinationRule and VirtualService exist once per release, under the release's name, and go
@@ -65,22 +65,22 @@ both modes grant the same.
   verbs: ["patch"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["networking.istio.io"]
   resources: ["destinationrules", "virtualservices"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["networking.istio.io"]
   resources: ["gateways"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
