@@ -497,6 +497,30 @@ async fn manual_edits_and_deletions_are_put_back_with_an_event() {
         "DestinationRule azureopenaichat was deleted; recreated it",
     )
     .await;
+
+    // Without the managed-by label the Service is no longer one of the operator's in its cache,
+    // only a name with an owner reference: still the release's, so it is relabelled, not left alone.
+    let managed_by = "app.kubernetes.io/managed-by";
+    api::<Service>(&ns)
+        .patch(
+            "azureopenaichat",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {managed_by: null}}})),
+        )
+        .await
+        .expect("remove the label");
+    wait_for("Service relabelled", WAIT, async || {
+        let service = api::<Service>(&ns).get("azureopenaichat").await.ok()?;
+        (service.labels().get(managed_by).map(String::as_str) == Some("canary-operator"))
+            .then_some(())
+    })
+    .await;
+    wait_event(
+        &ns,
+        "DriftCorrected",
+        "Service azureopenaichat was changed outside the operator",
+    )
+    .await;
 }
 
 #[tokio::test]
