@@ -92,13 +92,6 @@ enum LogFormat {
     Json,
 }
 
-/// mimalloc gives freed pages back to the system after a short delay. With glibc's malloc a start
-/// with 1,000 releases in place stayed at its peak for good (`make bench`: about 25 MiB of heap
-/// where the caches hold about 13): the initial lists decode whole pages of full objects while the
-/// compact cache entries are allocated between them, and the freed holes stayed resident.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 // One thread: the operator waits on the network almost all the time (at 1,000 releases it used a
 // tenth of a core while converging them), and a single thread keeps the allocator to one arena,
 // where several threads each grew an arena of their own and held on to its freed memory.
