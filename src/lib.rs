@@ -7,6 +7,7 @@ pub mod api;
 pub mod cache;
 pub mod controller;
 pub mod labels;
+pub mod memory;
 pub mod metrics;
 pub mod operator;
 pub mod plugin;

@@ -96,6 +96,7 @@ pub async fn run(
     tracing::info!(%address, "serving /healthz, /readyz and /metrics");
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(serve(listener, health.clone(), stopped.clone()));
+    tokio::spawn(crate::memory::trim_after_work(metrics.reconciles.clone()));
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!("stopping: letting reconciles in flight finish");
