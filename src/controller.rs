@@ -250,9 +250,11 @@ where
 pub const CONCURRENT_RECONCILES: u16 = 32;
 
 /// Objects per page of a cache's initial list. Each page is decoded whole, managed fields
-/// included, before they are dropped; pages of kube's default 500 left fragments that kept about
-/// 15 MiB more resident at 1,000 releases (`make bench`), for 10 more list requests per 1,000 objects.
-const LIST_PAGE_SIZE: u32 = 100;
+/// included, before the cache keeps its compact copies, and the eight caches list at once: the
+/// pages in flight set the peak of a start with 1,000 releases in place (`make bench`: kube's
+/// default of 500 kept about 15 MiB more resident than 100). 25 costs 40 list requests per 1,000
+/// objects.
+const LIST_PAGE_SIZE: u32 = 25;
 
 /// A cache of one child kind, and the stream of changes that drives the controller: only those
 /// the reconciler can see ([`ChildStore::apply`]). The full objects live only while decoded.
