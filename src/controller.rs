@@ -64,14 +64,14 @@ pub struct Stores {
 }
 
 impl Stores {
-    /// Waits (bounded) until every cache has listed once, so a restart does not mistake "not yet
-    /// listed" for "missing" and fall back to a GET per child.
+    /// Waits (bounded) until every cache has listed once: before that a cache cannot tell a
+    /// missing child from one not listed yet, and a reconcile would fail and back off.
     ///
-    /// Polled, not awaited: `Store::wait_until_ready` wakes only the task that polled it last, and
-    /// at a (re)start every queued reconcile waits here at once, so all but one of them slept until
-    /// the timeout (30 s added to every start with releases present, seen with `make bench`).
+    /// Polled: at a (re)start every queued reconcile waits here at once, and kube's
+    /// `Store::wait_until_ready` (still used for the releases) wakes only the task that polled it
+    /// last, which added 30 s to every start with releases present (seen with `make bench`).
     pub async fn wait_ready(&self) {
-        // Past the limit the reconciler still works: a child missing from a cache is read directly.
+        // Past the limit a reconcile goes on and fails with `CacheNotReady`, to retry with backoff.
         let limit = tokio::time::Instant::now() + Duration::from_secs(30);
         while !self.ready() && tokio::time::Instant::now() < limit {
             tokio::time::sleep(Duration::from_millis(10)).await;
