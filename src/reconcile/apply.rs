@@ -1,5 +1,5 @@
-//! Talks to the API server: reads what exists (cache first), applies what differs, deletes what
-//! the release no longer wants. Decisions come from [`super::diff`]; nothing here builds objects.
+//! Talks to the API server: judges what exists from the caches, applies what differs, deletes
+//! what the release no longer wants. Decisions come from [`super::diff`]; nothing here builds objects.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
