@@ -707,30 +707,24 @@ mod tests {
     /// The owner reference the operator sets is held as the release's name; any other stays.
     #[test]
     fn the_operators_owner_reference_leaves_the_body() {
-        let mut config_map = ConfigMap::default();
-        config_map.metadata.owner_references = Some(vec![release_owner("chat", "r-1")]);
-        let entry = Entry::new(&config_map);
-        assert!(!body_text(&entry).contains("ownerReferences"));
-        let back: ConfigMap = entry
-            .object("lab", "chat-v1")
-            .unwrap_or_else(|e| panic!("object: {e}"));
-        assert_eq!(
-            back.metadata.owner_references,
-            config_map.metadata.owner_references
-        );
-
+        // Each owner reference must come back as it was; only the operator's own leaves the body.
+        let round_trip = |owner: OwnerReference, in_body: bool| {
+            let mut config_map = ConfigMap::default();
+            config_map.metadata.owner_references = Some(vec![owner]);
+            let entry = Entry::new(&config_map);
+            assert_eq!(body_text(&entry).contains("ownerReferences"), in_body);
+            assert_eq!(entry.controller_uid.as_deref(), Some("r-1"));
+            let back: ConfigMap = entry
+                .object("lab", "chat-v1")
+                .unwrap_or_else(|e| panic!("object: {e}"));
+            assert_eq!(
+                back.metadata.owner_references,
+                config_map.metadata.owner_references
+            );
+        };
+        round_trip(release_owner("chat", "r-1"), false);
         let mut other = release_owner("chat", "r-1");
         other.block_owner_deletion = None;
-        config_map.metadata.owner_references = Some(vec![other]);
-        let entry = Entry::new(&config_map);
-        assert!(body_text(&entry).contains("ownerReferences"));
-        assert_eq!(entry.controller_uid.as_deref(), Some("r-1"));
-        let back: ConfigMap = entry
-            .object("lab", "chat-v1")
-            .unwrap_or_else(|e| panic!("object: {e}"));
-        assert_eq!(
-            back.metadata.owner_references,
-            config_map.metadata.owner_references
-        );
+        round_trip(other, true);
     }
 }

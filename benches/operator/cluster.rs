@@ -14,8 +14,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, ServiceAcco
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 /// Label on every namespace and node the bench creates, so leftovers of an aborted run are found.
@@ -266,26 +265,16 @@ fn children_cache<K: Child>(
     store
 }
 
-/// A cache of `K` kept current by a task; `selector` filters by label.
-fn cache<K>(client: &Client, selector: Option<&str>) -> (Store<K>, tokio::task::JoinHandle<()>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+/// The cache of every release, kept current by a task.
+fn release_cache(client: &Client) -> (Store<CanaryRelease>, tokio::task::JoinHandle<()>) {
     let (reader, writer) = reflector::store();
-    let mut config = watcher::Config::default();
-    if let Some(selector) = selector {
-        config = config.labels(selector);
-    }
-    let stream = watcher(Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
-        .reflect(writer);
+    let stream = watcher(
+        Api::<CanaryRelease>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|object| object.managed_fields_mut().clear())
+    .reflect(writer);
     let task = tokio::spawn(stream.for_each(|_| std::future::ready(())));
     (reader, task)
 }
@@ -294,7 +283,7 @@ impl Observer {
     /// Starts the caches and waits (bounded) until each has listed once.
     pub async fn start(client: &Client) -> Observer {
         let mut tasks = Vec::new();
-        let (releases, t) = cache(client, None);
+        let (releases, t) = release_cache(client);
         tasks.push(t);
         let config_maps = children_cache(client, &mut tasks);
         let deployments = children_cache(client, &mut tasks);
