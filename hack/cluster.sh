@@ -24,10 +24,50 @@ pid_of() { cat "$run/pids/$1.pid" 2>/dev/null || true; }
 # A pid file only counts if that pid still runs one of our processes: after a reboot the number may
 # belong to something else, which must never be signalled. Every component has paths under $run/ in
 # its arguments (the trailing slash keeps a sibling run dir such as run-dev/ from matching).
+# No `| grep -q` here: under pipefail a grep that stops reading early can fail the pipeline.
+runs_ours() { # pid
+  local args
+  [ -r "/proc/$1/cmdline" ] || return 1
+  args=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+  [[ $args == *"$run/"* ]]
+}
+
 alive() {
   local pid
   pid=$(pid_of "$1")
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$run/"
+  [ -n "$pid" ] && runs_ours "$pid"
+}
+
+# Components this invocation started, by pid. While `up` runs they are its own children, so a pid
+# cannot be reused before it is reaped: "still running" needs no command-line check, which would
+# race with the fork's exec.
+declare -A child=() retried=()
+
+child_running() { # pid
+  local stat
+  kill -0 "$1" 2>/dev/null || return 1
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  # The state follows the parenthesised command name; Z is an exited, unreaped child.
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
+running() { # component
+  if [ -n "${child[$1]:-}" ]; then child_running "${child[$1]}"; else alive "$1"; fi
+}
+
+# How a child of this invocation ended, for the failure message.
+exit_reason() { # component
+  local pid=${child[$1]:-} rc=0
+  [ -n "$pid" ] || return 0
+  wait "$pid" 2>/dev/null || rc=$?
+  # Reaped: the pid may now be reused, so from here on only the command-line check is safe.
+  unset "child[$1]"
+  if ((rc > 128)); then
+    echo "killed by signal $((rc - 128)) ($(kill -l "$((rc - 128))" 2>/dev/null || echo '?'))"
+  else
+    echo "exit status $rc"
+  fi
 }
 
 kubectl_admin() { "$bin/kubectl" --kubeconfig="$run/kubeconfig" --request-timeout=10s "$@"; }
@@ -48,11 +88,11 @@ stop_all() {
   local i c pid n
   for ((i = ${#components[@]} - 1; i >= 0; i--)); do
     c=${components[i]}
-    alive "$c" || continue
+    running "$c" || continue
     pid=$(pid_of "$c")
     kill "$pid" 2>/dev/null || true
-    for ((n = 0; n < 100; n++)); do alive "$c" || break; sleep 0.1; done
-    if alive "$c"; then
+    for ((n = 0; n < 100; n++)); do running "$c" || break; sleep 0.1; done
+    if running "$c"; then
       say "$c (pid $pid) ignored SIGTERM for 10s; sending SIGKILL"
       kill -9 "$pid" 2>/dev/null || true
     fi
@@ -84,13 +124,25 @@ fail() { # component message
 }
 
 # Polls a command until it succeeds; bounded by a deadline, and gives up early if the component
-# that should make it succeed has died.
+# that should make it succeed has died. A component that dies while starting is started once more:
+# a process killed from outside (seen once in CI, with nothing in its log) is not a broken cluster.
 wait_for() { # component timeout-seconds what command...
-  local c=$1 timeout=$2 what=$3
+  local c=$1 timeout=$2 what=$3 reason
   shift 3
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
-    alive "$c" || fail "$c" "exited while waiting for $what"
+    if ! running "$c"; then
+      reason=$(exit_reason "$c")
+      if [ -z "${retried[$c]:-}" ] && [ -s "$run/cmd/$c" ]; then
+        retried[$c]=1
+        say "$c ${reason:-exited} while waiting for $what; starting it once more"
+        cp "$run/logs/$c.log" "$run/logs/$c.1.log" 2>/dev/null || true
+        eval "start $c $(cat "$run/cmd/$c")"
+        deadline=$((SECONDS + timeout))
+        continue
+      fi
+      fail "$c" "${reason:-exited} while waiting for $what"
+    fi
     ((SECONDS < deadline)) || fail "$c" "timed out after ${timeout}s waiting for $what"
     sleep 0.5
   done
@@ -99,18 +151,15 @@ wait_for() { # component timeout-seconds what command...
 start() { # component command...
   local c=$1
   shift
+  # The command, shell-quoted: for a second start (wait_for) and for a reader of the run dir.
+  mkdir -p "$run/cmd"
+  printf '%q ' "$@" >"$run/cmd/$c"
   # nohup + redirected stdio: the cluster outlives the shell that started it and never holds the
   # caller's stdout open (which would make `make` or CI wait forever).
   # fd 9 is the lock of this script; a long-lived child holding it would block every later up/down.
   nohup "$@" >"$run/logs/$c.log" 2>&1 </dev/null 9>&- &
-  local pid=$! tries=0
-  echo "$pid" >"$run/pids/$c.pid"
-  # Until the forked shell has exec'd the command, its command line is still this script's, and
-  # `alive` would take the component for dead (seen once on a loaded machine). Wait (bounded) for it.
-  while [ -r "/proc/$pid/cmdline" ] && ! tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$run/" &&
-    ((tries++ < 100)); do
-    sleep 0.05
-  done
+  child[$c]=$!
+  echo "$!" >"$run/pids/$c.pid"
 }
 
 free_ports() { # count

@@ -88,16 +88,18 @@ pub async fn converge(
     // DestinationRule) before the route that names them, so a new version is never routed to an
     // undefined subset.
     let mut keep = Keep::default();
+    let mut sightings = Vec::new();
     for planned in config_maps {
         keep.config_maps.push(
-            enact(ctx, release, planned, expect_present)
+            enact(ctx, release, planned, expect_present, &mut sightings)
                 .await?
                 .name_any(),
         );
     }
     let mut current_deployments = Vec::new();
     for planned in deployments {
-        current_deployments.push(enact(ctx, release, planned, expect_present).await?);
+        current_deployments
+            .push(enact(ctx, release, planned, expect_present, &mut sightings).await?);
     }
     keep.deployments = current_deployments
         .iter()
@@ -105,21 +107,40 @@ pub async fn converge(
         .collect();
     for planned in autoscalers {
         keep.autoscalers.push(
-            enact(ctx, release, planned, expect_present)
+            enact(ctx, release, planned, expect_present, &mut sightings)
                 .await?
                 .name_any(),
         );
     }
-    enact(ctx, release, service, expect_present).await?;
-    enact(ctx, release, destination_rule, expect_present).await?;
+    enact(ctx, release, service, expect_present, &mut sightings).await?;
+    enact(
+        ctx,
+        release,
+        destination_rule,
+        expect_present,
+        &mut sightings,
+    )
+    .await?;
     for planned in gateway {
         keep.gateways.push(
-            enact(ctx, release, planned, expect_present)
+            enact(ctx, release, planned, expect_present, &mut sightings)
                 .await?
                 .name_any(),
         );
     }
-    let virtual_service = enact(ctx, release, virtual_service, expect_present).await?;
+    let virtual_service = enact(
+        ctx,
+        release,
+        virtual_service,
+        expect_present,
+        &mut sightings,
+    )
+    .await?;
+    // Once for all writes rather than after each: the order above only needs the server to have
+    // accepted each write, and one wait instead of up to eleven shortens every cold reconcile.
+    if !sightings.is_empty() {
+        await_cache("children", || sightings.iter().all(|seen| seen())).await;
+    }
 
     // Removing what the release no longer wants comes last, once traffic no longer points at it.
     prune::<k8s_openapi::api::core::v1::ConfigMap>(ctx, release, &uid, &keep.config_maps).await?;
@@ -200,12 +221,19 @@ fn foreign<K>(planned: &[Planned<K>]) -> Vec<String> {
         .collect()
 }
 
+/// Tells whether the caches show one write of this reconcile.
+type Sighting<'a> = Box<dyn Fn() -> bool + Send + Sync + 'a>;
+
 /// Applies one child if its verdict asks for it, and returns the object as it now is.
-async fn enact<K: Child>(
-    ctx: &Context,
+///
+/// A write adds to `sightings` the check that the cache shows it; `converge` waits for all of
+/// them at its end (see [`await_cache`] for why).
+async fn enact<'a, K: Child>(
+    ctx: &'a Context,
     release: &CanaryRelease,
     planned: Planned<K>,
     expect_present: bool,
+    sightings: &mut Vec<Sighting<'a>>,
 ) -> Result<K> {
     let Planned {
         desired,
@@ -247,12 +275,11 @@ async fn enact<K: Child>(
     }
     if applied.resource_version() != current_version {
         let store = K::store(&ctx.stores);
-        await_cache(&kind, || {
+        sightings.push(Box::new(move || {
             store.inspect(&namespace, &name, |cached| {
                 cached.is_some_and(|c| Some(&*c.resource_version) != current_version.as_deref())
             })
-        })
-        .await;
+        }));
     }
     Ok(applied)
 }
