@@ -56,17 +56,20 @@ running() { # component
   if [ -n "${child[$1]:-}" ]; then child_running "${child[$1]}"; else alive "$1"; fi
 }
 
-# How a child of this invocation ended, for the failure message.
+# How a child of this invocation ended, in $reason for the failure message. Not called in $(...):
+# the reaping and the unset must happen in this shell.
+reason=
 exit_reason() { # component
   local pid=${child[$1]:-} rc=0
+  reason=exited
   [ -n "$pid" ] || return 0
   wait "$pid" 2>/dev/null || rc=$?
   # Reaped: the pid may now be reused, so from here on only the command-line check is safe.
   unset "child[$1]"
   if ((rc > 128)); then
-    echo "killed by signal $((rc - 128)) ($(kill -l "$((rc - 128))" 2>/dev/null || echo '?'))"
+    reason="killed by signal $((rc - 128)) ($(kill -l "$((rc - 128))" 2>/dev/null || echo '?'))"
   else
-    echo "exit status $rc"
+    reason="exited with status $rc"
   fi
 }
 
@@ -127,21 +130,21 @@ fail() { # component message
 # that should make it succeed has died. A component that dies while starting is started once more:
 # a process killed from outside (seen once in CI, with nothing in its log) is not a broken cluster.
 wait_for() { # component timeout-seconds what command...
-  local c=$1 timeout=$2 what=$3 reason
+  local c=$1 timeout=$2 what=$3
   shift 3
   local deadline=$((SECONDS + timeout))
   until "$@" >/dev/null 2>&1; do
     if ! running "$c"; then
-      reason=$(exit_reason "$c")
+      exit_reason "$c"
       if [ -z "${retried[$c]:-}" ] && [ -s "$run/cmd/$c" ]; then
         retried[$c]=1
-        say "$c ${reason:-exited} while waiting for $what; starting it once more"
+        say "$c $reason while waiting for $what; starting it once more"
         cp "$run/logs/$c.log" "$run/logs/$c.1.log" 2>/dev/null || true
         eval "start $c $(cat "$run/cmd/$c")"
         deadline=$((SECONDS + timeout))
         continue
       fi
-      fail "$c" "${reason:-exited} while waiting for $what"
+      fail "$c" "$reason while waiting for $what"
     fi
     ((SECONDS < deadline)) || fail "$c" "timed out after ${timeout}s waiting for $what"
     sleep 0.5
