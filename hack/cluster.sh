@@ -7,6 +7,8 @@
 #   hack/cluster.sh down     stop the processes this script started (pid files) and remove the state
 #   hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` for eval
 #   hack/cluster.sh status   exit 0 only if every component is running and the apiserver is ready
+#   hack/cluster.sh bare-apiserver PORT /PREFIX
+#                            a second apiserver without any CRD, in the foreground (for tests)
 #
 # State lives in $CANARY_RUN_DIR (default ~/.cache/canary-operator/run), outside the repo: pid files,
 # one log per component, certificates, and the admin kubeconfig at $CANARY_RUN_DIR/kubeconfig.
@@ -302,6 +304,32 @@ apply_crds() { # files...
 
 crds_established() { kubectl_admin wait --for=condition=Established crd --all --timeout=60s >/dev/null; }
 
+# The kube-apiserver's flags, one per line (no flag value holds a newline).
+# --advertise-address is required: with no default route the apiserver cannot pick one itself.
+# The Service range is a /16: every CanaryRelease has a ClusterIP Service, and `make bench`
+# creates 1,000 (a /24 holds 254).
+# The endpoint reconciler refuses a loopback address for the `kubernetes` Service's endpoints,
+# and nothing runs inside this cluster that would need them, so it is switched off.
+apiserver_flags() { # etcd-url port cert-dir
+  local pki=$run/pki
+  printf '%s\n' \
+    --etcd-servers="$1" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$2" \
+    --endpoint-reconciler-type=none \
+    --cert-dir="$3" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
+    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
+    --requestheader-extra-headers-prefix=X-Remote-Extra- \
+    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --authorization-mode=Node,RBAC \
+    --service-cluster-ip-range=10.0.0.0/16 \
+    --profiling=false
+}
+
 cmd_up() {
   local t0=$SECONDS
   mkdir -p "$(dirname "$run")"
@@ -358,27 +386,10 @@ cmd_up() {
     --unsafe-no-fsync --log-level=warn
   wait_for etcd 30 "etcd /health" curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
 
-  # --advertise-address is required: with no default route the apiserver cannot pick one itself.
-  # The Service range is a /16: every CanaryRelease has a ClusterIP Service, and `make bench`
-  # creates 1,000 (a /24 holds 254).
-  # The endpoint reconciler refuses a loopback address for the `kubernetes` Service's endpoints,
-  # and nothing runs inside this cluster that would need them, so it is switched off.
-  start kube-apiserver "$bin/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-    --endpoint-reconciler-type=none \
-    --cert-dir="$run/certs/kube-apiserver" \
-    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-    --client-ca-file="$pki/ca.crt" \
-    --requestheader-client-ca-file="$pki/front-proxy-ca.crt" --requestheader-allowed-names=front-proxy-client \
-    --requestheader-username-headers=X-Remote-User --requestheader-group-headers=X-Remote-Group \
-    --requestheader-extra-headers-prefix=X-Remote-Extra- \
-    --proxy-client-cert-file="$pki/front-proxy-client.crt" --proxy-client-key-file="$pki/front-proxy-client.key" \
-    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-    --authorization-mode=Node,RBAC \
-    --service-cluster-ip-range=10.0.0.0/16 \
-    --profiling=false
+  echo "http://127.0.0.1:$etcd_port" >"$run/etcd-url"
+  local flags
+  mapfile -t flags < <(apiserver_flags "http://127.0.0.1:$etcd_port" "$api_port" "$run/certs/kube-apiserver")
+  start kube-apiserver "$bin/kube-apiserver" "${flags[@]}"
   wait_for kube-apiserver 120 "kube-apiserver /readyz" api_ready
 
   # --use-service-account-credentials gives each controller its own identity, so RBAC is exercised
@@ -475,13 +486,36 @@ cmd_status() {
   return "$ok"
 }
 
+# A second kube-apiserver on the running cluster's etcd and certificates, in the foreground, with
+# its objects under their own etcd prefix: an API server that has never seen our CRDs or Istio's,
+# for tests of what the operator says when they are missing. Same admin kubeconfig, other port.
+cmd_bare_apiserver() { # port etcd-prefix
+  if [ $# -ne 2 ] || ! [[ $1 =~ ^[0-9]+$ ]] || ! [[ $2 =~ ^/[a-z0-9/-]+$ ]]; then
+    echo "usage: $0 bare-apiserver PORT /ETCD-PREFIX" >&2
+    exit 2
+  fi
+  if ! healthy || [ ! -s "$run/etcd-url" ]; then
+    say "no healthy cluster in $run; run \`hack/cluster.sh up\` first"
+    exit 1
+  fi
+  local certs flags
+  certs=$(mktemp -d "$run/certs/bare-apiserver.XXXXXX")
+  mapfile -t flags < <(apiserver_flags "$(cat "$run/etcd-url")" "$1" "$certs")
+  # Compaction is for the whole etcd, not one prefix: left to the cluster's own apiserver.
+  exec "$(bin_dir)/kube-apiserver" "${flags[@]}" --etcd-prefix="$2" --etcd-compaction-interval=0
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
+  bare-apiserver)
+    shift
+    cmd_bare_apiserver "$@"
+    ;;
   *)
-    echo "usage: $0 up|down|env|status" >&2
+    echo "usage: $0 up|down|env|status|bare-apiserver" >&2
     exit 2
     ;;
 esac

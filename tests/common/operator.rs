@@ -9,8 +9,8 @@ use canary_operator::controller::{self, Context, Settings};
 use canary_operator::metrics::Metrics;
 use canary_operator::requests::{RequestCounts, counting_client};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, CustomResourceExt};
 
 use super::{TestNs, wait_for};
 
@@ -41,7 +41,12 @@ impl Operator {
 /// Installs (or updates) the CRD from the code under test, so a cluster started before a CRD
 /// change still tests the current schema.
 pub async fn install_crd(ns: &TestNs) {
-    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
+    install_crd_on(&ns.client).await;
+}
+
+/// [`install_crd`] on the API server of `client`.
+pub async fn install_crd_on(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let applied = crds
         .patch(
             "canaryreleases.canary.dev",
