@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 
 .PHONY: help tools cluster-up cluster-down cluster-env cluster-status fmt lint lint-docker helm-lint \
-	test chart-test bench demo crd release
+	test chart-test bench demo crd release plugin
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-zA-Z0-9_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -57,3 +57,9 @@ crd: ## Regenerate crd/canaryrelease.yaml and the Helm chart's copy from the Rus
 
 release: ## The release binary, built as the Dockerfile builds it (hack/build-release.sh)
 	@hack/build-release.sh
+
+PREFIX ?= $(HOME)/.cargo
+plugin: ## Build kubectl-canary (release profile) and install it into $(PREFIX)/bin, for `kubectl canary`
+	$(CARGO) build --release --locked --bin kubectl-canary
+	install -D -m 0755 "$${CARGO_TARGET_DIR:-target}/release/kubectl-canary" "$(PREFIX)/bin/kubectl-canary"
+	@echo "installed $(PREFIX)/bin/kubectl-canary; kubectl finds it when that directory is on PATH"

@@ -494,8 +494,12 @@ cmd_bare_apiserver() { # port etcd-prefix
     echo "usage: $0 bare-apiserver PORT /ETCD-PREFIX" >&2
     exit 2
   fi
-  if ! healthy || [ ! -s "$run/etcd-url" ]; then
+  if ! healthy; then
     say "no healthy cluster in $run; run \`hack/cluster.sh up\` first"
+    exit 1
+  fi
+  if [ ! -s "$run/etcd-url" ]; then
+    say "the cluster in $run was started by an older cluster.sh (no etcd-url); restart it: make cluster-down cluster-up"
     exit 1
   fi
   local certs flags

@@ -137,7 +137,7 @@ pub async fn converge(
     )
     .await?;
     // Once for all writes rather than after each: the order above only needs the server to have
-    // accepted each write, and one wait instead of up to eleven shortens every cold reconcile.
+    // accepted each write. (A write that fails above skips the wait; the retry's backoff covers it.)
     if !sightings.is_empty() {
         await_cache("children", || sightings.iter().all(|seen| seen())).await;
     }
