@@ -305,6 +305,7 @@ apply_crds() { # files...
 crds_established() { kubectl_admin wait --for=condition=Established crd --all --timeout=60s >/dev/null; }
 
 # The kube-apiserver's flags, one per line (no flag value holds a newline).
+# CANARY_APISERVER_PROFILING=true serves /debug/pprof (for `go tool pprof`) to the admin user.
 # --advertise-address is required: with no default route the apiserver cannot pick one itself.
 # The Service range is a /16: every CanaryRelease has a ClusterIP Service, and `make bench`
 # creates 1,000 (a /24 holds 254).
@@ -327,7 +328,7 @@ apiserver_flags() { # etcd-url port cert-dir
     --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
     --authorization-mode=Node,RBAC \
     --service-cluster-ip-range=10.0.0.0/16 \
-    --profiling=false
+    --profiling="${CANARY_APISERVER_PROFILING:-false}"
 }
 
 cmd_up() {
