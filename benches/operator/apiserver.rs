@@ -161,6 +161,11 @@ impl Delta {
         self.sum(is_write)
     }
 
+    /// Objects of `resource` created, by any client.
+    pub fn creates(&self, resource: &str) -> u64 {
+        self.sum(|s| s.verb == "POST" && s.resource == resource && s.subresource.is_empty())
+    }
+
     /// Every non-zero series, as `{"VERB resource[/subresource]": n}`.
     pub fn to_json(&self) -> Value {
         let mut map = serde_json::Map::new();

@@ -308,10 +308,12 @@ async fn run(settings: Settings) {
     say(format!(
         "plain writer: the children of {n} releases, {CEILING_CONCURRENCY} releases at once"
     ));
+    let plain_api_before = api_snapshot(&client).await;
     let plain_span = CpuSpan::start(ticks);
     let plain =
         cluster::write_children(&client, &lab, &plain_namespaces, n, CEILING_CONCURRENCY).await;
     let plain_cpu = plain_span.finish(&[]);
+    let plain_api = api_snapshot(&client).await.since(&plain_api_before);
     say(format!(
         "plain writer: {} writes ({} failed) in {:.1} s",
         plain.0, plain.1, plain.2
@@ -330,6 +332,7 @@ async fn run(settings: Settings) {
         "seconds": plain.2,
         "writes_per_s": rate(plain),
         "cpu_seconds": plain_cpu.json(),
+        "apiserver": apiserver_json(&plain_api),
     });
 
     // --- 1. Idle: no releases -----------------------------------------------------------------
@@ -723,6 +726,19 @@ async fn run(settings: Settings) {
             "the same children by a plain writer ({CEILING_CONCURRENCY} releases at once; no reads, cache waits or status)"
         ),
         format!("{:.1} s ({:.0} writes/s)", plain.2, rate(plain)),
+        None,
+    );
+    // The control plane's own work in each window (ReplicaSets, pods, endpoints, status): the
+    // longer a window, the more of it falls inside and competes for the same cores.
+    table.row(
+        "apiserver writes by every client in the window: plain writer / operator (pods created)",
+        format!(
+            "{} ({}) / {} ({})",
+            plain_api.all_writes(),
+            plain_api.creates("pods"),
+            cold_api.all_writes(),
+            cold_api.creates("pods")
+        ),
         None,
     );
     table.row(
