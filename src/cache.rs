@@ -163,12 +163,7 @@ pub enum DecodeError {
 impl Entry {
     fn new<K: Compact>(object: &K) -> Entry {
         let meta = object.meta();
-        let controller_uid = meta
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true))
-            .map(|o| o.uid.as_str());
+        let controller_uid = controller_of(meta).map(|o| o.uid.as_str());
         let release = match meta.owner_references.as_deref() {
             Some([only]) if *only == release_owner(&only.name, &only.uid) => Some(&only.name),
             _ => None,
@@ -272,12 +267,7 @@ impl Objects {
             (k, previous)
         } else {
             let previous = self.ours.remove(&k);
-            let controller = object
-                .meta()
-                .owner_references
-                .iter()
-                .flatten()
-                .find(|o| o.controller == Some(true));
+            let controller = controller_of(object.meta());
             self.others
                 .insert(k.clone(), controller.cloned().map(Box::new));
             (k, previous)
@@ -423,6 +413,14 @@ impl<K: Compact> ChildStore<K> {
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
     }
+}
+
+/// The owner reference marked as the object's controller, if any.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
 }
 
 fn is_ours<K: Resource>(object: &K) -> bool {

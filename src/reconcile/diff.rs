@@ -38,15 +38,10 @@ pub fn judge<K: Resource<DynamicType = ()> + Serialize>(
         return Verdict::Create;
     };
     let meta = current.meta();
-    let controller = meta
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true));
     if let Some(foreign) = foreign::<K>(
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name.as_deref().unwrap_or_default(),
-        controller,
+        crate::cache::controller_of(meta),
         owner_uid,
     ) {
         return foreign;
