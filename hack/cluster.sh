@@ -7,11 +7,20 @@
 #   hack/cluster.sh down     stop the processes this script started (pid files) and remove the state
 #   hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` for eval
 #   hack/cluster.sh status   exit 0 only if every component is running and the apiserver is ready
+#   hack/cluster.sh stop COMPONENT [--signal TERM|KILL]
+#                            stop one component and keep all state (TERM waits 10 s, then KILLs)
+#   hack/cluster.sh start COMPONENT
+#                            start a stopped component again, as `up` did, and wait until healthy
+#   hack/cluster.sh restart COMPONENT [--signal TERM|KILL] [--down SECONDS]
+#                            stop, stay down for SECONDS (default 0), start
+#                            COMPONENT: etcd, kube-apiserver, kube-controller-manager,
+#                            kube-scheduler or kwok (or apiserver, controller-manager, scheduler)
 #   hack/cluster.sh bare-apiserver PORT /PREFIX
 #                            a second apiserver without any CRD, in the foreground (for tests)
 #
 # State lives in $CANARY_RUN_DIR (default ~/.cache/canary-operator/run), outside the repo: pid files,
 # one log per component, certificates, and the admin kubeconfig at $CANARY_RUN_DIR/kubeconfig.
+# CANARY_KWOK_NODES (default 3) fake nodes hold CANARY_KWOK_PODS_PER_NODE (default 1000) pods each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -114,8 +123,10 @@ remove_state() {
   rm -rf "$run"
 }
 
-# Startup failed: show why, stop what was started, keep the logs for inspection (the next `up` or
-# `down` removes them).
+# Startup failed: show why, stop what was started (unless only one component was being started:
+# `start`/`restart` leave the rest running), keep the logs for inspection (the next `up` or `down`
+# removes them).
+stop_on_failure=1
 fail() { # component message
   local log=$run/logs/$1.log
   say "$1: $2"
@@ -124,7 +135,7 @@ fail() { # component message
     tail -n 40 "$log" >&2
     echo "----- full log: $log -----" >&2
   fi
-  stop_all
+  if [ "$stop_on_failure" = 1 ]; then stop_all; fi
   exit 1
 }
 
@@ -250,9 +261,11 @@ EOF
   chmod 600 "$1"
 }
 
+# A real kubelet holds 110 pods; a fake node holds as many as asked, and the default total (3,000)
+# fits 1,000 releases of two pods each. 3 nodes of 110 left 70 of 400 pods Pending.
 fake_nodes() {
-  local i
-  for i in 0 1 2; do
+  local i pods=${CANARY_KWOK_PODS_PER_NODE:-1000}
+  for ((i = 0; i < ${CANARY_KWOK_NODES:-3}; i++)); do
     # No NoSchedule taint (unlike kwok's example): workloads created by the operator carry no
     # kwok toleration and must still schedule.
     cat <<EOF
@@ -273,8 +286,8 @@ metadata:
     node-role.kubernetes.io/agent: ""
     topology.kubernetes.io/zone: zone-$i
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "320", memory: 2560Gi, pods: "$pods"}
+  capacity: {cpu: "320", memory: 2560Gi, pods: "$pods"}
   nodeInfo:
     architecture: amd64
     operatingSystem: linux
@@ -370,6 +383,9 @@ cmd_up() {
     exit 1
   fi
   echo "$api_port" >"$run/api-port"
+  mkdir -p "$run/ports"
+  echo "$kcm_port" >"$run/ports/kube-controller-manager"
+  echo "$sched_port" >"$run/ports/kube-scheduler"
   local server=https://127.0.0.1:$api_port pki=$run/pki
   gen_pki
   write_kubeconfig "$run/kubeconfig" admin "$server"
@@ -385,13 +401,12 @@ cmd_up() {
     --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \
     --initial-cluster="canary-dev=http://127.0.0.1:$etcd_peer_port" \
     --unsafe-no-fsync --log-level=warn
-  wait_for etcd 30 "etcd /health" curl -sf --max-time 2 "http://127.0.0.1:$etcd_port/health"
-
   echo "http://127.0.0.1:$etcd_port" >"$run/etcd-url"
+  wait_healthy etcd
   local flags
   mapfile -t flags < <(apiserver_flags "http://127.0.0.1:$etcd_port" "$api_port" "$run/certs/kube-apiserver")
   start kube-apiserver "$bin/kube-apiserver" "${flags[@]}"
-  wait_for kube-apiserver 120 "kube-apiserver /readyz" api_ready
+  wait_healthy kube-apiserver
 
   # --use-service-account-credentials gives each controller its own identity, so RBAC is exercised
   # the same way as in a real cluster.
@@ -425,9 +440,8 @@ cmd_up() {
     fail kube-apiserver "could not create the fake nodes"
   apply_crds "$bin/istio-crds.yaml" || fail kube-apiserver "could not install the CRDs (Istio's and $repo/crd)"
 
-  wait_for kube-controller-manager 60 "kube-controller-manager /healthz" \
-    curl -skf --max-time 2 "https://127.0.0.1:$kcm_port/healthz"
-  wait_for kube-scheduler 60 "kube-scheduler /healthz" curl -skf --max-time 2 "https://127.0.0.1:$sched_port/healthz"
+  wait_healthy kube-controller-manager
+  wait_healthy kube-scheduler
 
   wait_for kwok 60 "kwok to make the fake nodes Ready" \
     kubectl_admin wait --for=condition=Ready node -l type=kwok --timeout=5s
@@ -459,6 +473,92 @@ cmd_down() {
 }
 
 bin_dir() { cat "$run/bin-dir" 2>/dev/null || echo "$cache/bin"; }
+
+# Whether a component answers its health check (kwok has none of its own: it only runs).
+component_healthy() { # component
+  case $1 in
+    etcd) curl -sf --max-time 2 "$(cat "$run/etcd-url")/health" ;;
+    kube-apiserver) api_ready ;;
+    kube-controller-manager | kube-scheduler)
+      curl -skf --max-time 2 "https://127.0.0.1:$(cat "$run/ports/$1")/healthz"
+      ;;
+    kwok) running kwok ;;
+  esac
+}
+
+wait_healthy() { # component
+  local timeout=60
+  [ "$1" = kube-apiserver ] && timeout=120
+  wait_for "$1" "$timeout" "$1 to be healthy" component_healthy "$1"
+}
+
+# The component's canonical name, from the short names people use.
+component_name() { # name
+  case $1 in
+    apiserver) echo kube-apiserver ;;
+    controller-manager) echo kube-controller-manager ;;
+    scheduler) echo kube-scheduler ;;
+    etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok) echo "$1" ;;
+    *) return 1 ;;
+  esac
+}
+
+# One component down and up again with every bit of state kept: for tests of what survives a
+# control-plane restart. Holds the run dir's lock like `up` and `down`.
+cmd_component() { # stop|start|restart COMPONENT [--signal TERM|KILL] [--down SECONDS]
+  local verb=$1 c signal=TERM down=0 pid n
+  if [ $# -lt 2 ] || ! c=$(component_name "$2"); then
+    echo "usage: $0 $verb etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok [--signal TERM|KILL] [--down SECONDS]" >&2
+    exit 2
+  fi
+  shift 2
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --signal) signal=${2:-} && shift 2 ;;
+      --down) down=${2:-} && shift 2 ;;
+      *) echo "$0: unknown option $1" >&2 && exit 2 ;;
+    esac
+  done
+  [[ $signal =~ ^(TERM|KILL)$ ]] || { echo "$0: --signal takes TERM or KILL" >&2 && exit 2; }
+  [[ $down =~ ^[0-9]+$ ]] || { echo "$0: --down takes whole seconds" >&2 && exit 2; }
+  exec 9>"$run.lock"
+  flock -w 120 9 || {
+    say "another cluster.sh holds $run.lock"
+    exit 1
+  }
+  if [ ! -s "$run/cmd/$c" ] || { [ "$c" != etcd ] && [ "$c" != kube-apiserver ] && [ "$c" != kwok ] && [ ! -s "$run/ports/$c" ]; }; then
+    say "no $c started by this script in $run (or by an older one); run \`make cluster-down cluster-up\`"
+    exit 1
+  fi
+  bin=$(bin_dir)
+  if [ "$verb" != start ]; then
+    if alive "$c"; then
+      pid=$(pid_of "$c")
+      kill -"$signal" "$pid" 2>/dev/null || true
+      for ((n = 0; n < 100; n++)); do alive "$c" || break; sleep 0.1; done
+      if alive "$c"; then
+        say "$c (pid $pid) ignored SIGTERM for 10s; sending SIGKILL"
+        kill -9 "$pid" 2>/dev/null || true
+        for ((n = 0; n < 50; n++)); do alive "$c" || break; sleep 0.1; done
+      fi
+      say "$c stopped (SIG$signal)"
+    else
+      say "$c was not running"
+    fi
+  fi
+  [ "$verb" = stop ] && return 0
+  stop_on_failure=0
+  if [ "$verb" = restart ] && ((down > 0)); then sleep "$down"; fi
+  if alive "$c"; then
+    say "$c is already running"
+  else
+    # The log of the earlier run is kept beside the new one.
+    [ -f "$run/logs/$c.log" ] && mv "$run/logs/$c.log" "$run/logs/$c.$(date +%s).log"
+    eval "start $c $(cat "$run/cmd/$c")"
+  fi
+  wait_healthy "$c"
+  say "$c started and healthy"
+}
 
 cmd_env() {
   [ -s "$run/kubeconfig" ] || say "warning: no cluster in $run yet; run \`make cluster-up\`"
@@ -515,12 +615,13 @@ case "${1:-}" in
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
+  stop | start | restart) cmd_component "$@" ;;
   bare-apiserver)
     shift
     cmd_bare_apiserver "$@"
     ;;
   *)
-    echo "usage: $0 up|down|env|status|bare-apiserver" >&2
+    echo "usage: $0 up|down|env|status|stop|start|restart|bare-apiserver" >&2
     exit 2
     ;;
 esac

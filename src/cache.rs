@@ -361,6 +361,11 @@ impl<K: Compact> ChildStore<K> {
         self.read(|state| state.listed)
     }
 
+    /// Whether the cache has listed and is not listing again.
+    pub fn current(&self) -> bool {
+        self.read(|state| state.listed && state.listing.is_none())
+    }
+
     pub fn len(&self) -> usize {
         self.read(|state| state.objects.ours.len())
     }

@@ -25,6 +25,7 @@ use crate::api::CanaryRelease;
 use crate::api::istio::{DestinationRule, Gateway, VirtualService};
 use crate::cache::{ChildStore, Compact};
 use crate::metrics::Metrics;
+use crate::readiness::{Readiness, WatchBackoff};
 use crate::{Error, reconcile};
 
 /// What the operator watches and how it names things.
@@ -78,15 +79,17 @@ impl Stores {
         }
     }
 
-    /// True once every cache has listed.
-    fn ready(&self) -> bool {
-        self.config_maps.listed()
-            && self.deployments.listed()
-            && self.autoscalers.listed()
-            && self.services.listed()
-            && self.destination_rules.listed()
-            && self.gateways.listed()
-            && self.virtual_services.listed()
+    /// True once every cache has listed and none is listing again. During a list again (after a
+    /// watch fell too far behind, as after an apiserver restart) a cache still holds its older
+    /// copies, which may miss a deletion made meanwhile; a reconcile waits for the new list.
+    pub fn ready(&self) -> bool {
+        self.config_maps.current()
+            && self.deployments.current()
+            && self.autoscalers.current()
+            && self.services.current()
+            && self.destination_rules.current()
+            && self.gateways.current()
+            && self.virtual_services.current()
     }
 }
 
@@ -155,9 +158,12 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Arc<Metrics>,
     /// Consecutive failures per release, for the backoff. An entry lives until the release next
-    /// reconciles successfully, so one deleted while failing leaves a few bytes behind.
-    failures: Mutex<HashMap<ObjectRef<CanaryRelease>, u32>>,
+    /// reconciles successfully (or the watches recover from an outage), so one deleted while
+    /// failing leaves a few bytes behind.
+    failures: Failures,
 }
+
+type Failures = Arc<Mutex<HashMap<ObjectRef<CanaryRelease>, u32>>>;
 
 impl Context {
     pub fn api<K: Child>(&self, namespace: &str) -> Api<K> {
@@ -202,35 +208,120 @@ fn error_policy(release: Arc<CanaryRelease>, error: &Error, ctx: Arc<Context>) -
     Action::requeue(delay)
 }
 
+/// How to install the CanaryRelease CRD, for messages at start and when it goes missing.
+pub const CRD_INSTALL_HINT: &str = "install it with `kubectl apply --server-side -f crd/canaryrelease.yaml` (or `canary-operator crd | kubectl apply --server-side -f -`)";
+
+/// How to install Istio's CRDs.
+pub const ISTIO_INSTALL_HINT: &str = "install Istio, or its CRDs, first";
+
 /// Why the operator cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(
-        "the CanaryRelease CRD (canaryreleases.canary.dev) is not installed: install it with `kubectl apply --server-side -f crd/canaryrelease.yaml` (or `canary-operator crd | kubectl apply --server-side -f -`)"
+        "the CanaryRelease CRD (canaryreleases.canary.dev) is not installed: {CRD_INSTALL_HINT}"
     )]
     CrdMissing,
     #[error(
-        "Istio's networking CRDs (virtualservices/destinationrules/gateways.networking.istio.io, v1) are not installed: install Istio, or its CRDs, first"
+        "Istio's networking CRDs (virtualservices/destinationrules/gateways.networking.istio.io, v1) are not installed: {ISTIO_INSTALL_HINT}"
     )]
     IstioMissing,
+    #[error(
+        "not allowed to {verb} {resource} in {scope}: grant `{verb}` and `watch` on {resource} to the operator's identity (the Helm chart's ClusterRole does), or run it only for namespaces it may read: `--namespace a,b` (the chart's `--set watchNamespaces={{a,b}}`). The apiserver said: {message}"
+    )]
+    Forbidden {
+        verb: &'static str,
+        resource: String,
+        scope: String,
+        message: String,
+    },
     #[error("cannot reach the Kubernetes API: {0}")]
     Api(#[from] kube::Error),
 }
 
-/// Checks that the APIs the operator needs are served, so a missing CRD is one clear message at
-/// start instead of a stream of watch errors.
+/// Checks that the APIs the operator needs are served and that it may read them, so a missing
+/// CRD or a missing grant is one clear message at start instead of a stream of watch errors.
 pub async fn check_apis(client: &Client, namespace: Option<&str>) -> Result<(), StartError> {
+    check_api::<CanaryRelease>(client, namespace, StartError::CrdMissing).await?;
+    check_api::<VirtualService>(client, namespace, StartError::IstioMissing).await
+}
+
+async fn check_api<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    missing: StartError,
+) -> Result<(), StartError>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
     let probe = ListParams::default().limit(1);
-    let releases: Api<CanaryRelease> = scoped(client, namespace);
-    match releases.list_metadata(&probe).await {
-        Err(kube::Error::Api(s)) if s.code == 404 => return Err(StartError::CrdMissing),
-        other => other.map(|_| ())?,
+    match scoped::<K>(client, namespace).list_metadata(&probe).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Err(missing),
+        Err(kube::Error::Api(s)) if s.code == 403 => Err(StartError::Forbidden {
+            verb: "list",
+            resource: resource_name::<K>(),
+            scope: scope_name(namespace),
+            message: s.message,
+        }),
+        Err(error) => Err(StartError::Api(error)),
     }
-    let routes: Api<VirtualService> = scoped(client, namespace);
-    match routes.list_metadata(&probe).await {
-        Err(kube::Error::Api(s)) if s.code == 404 => Err(StartError::IstioMissing),
-        other => other.map(|_| ()).map_err(StartError::from),
+}
+
+/// `plural.group`, as RBAC rules and `kubectl get` name a resource (`deployments.apps`).
+fn resource_name<K: Resource<DynamicType = ()>>() -> String {
+    let group = K::group(&());
+    if group.is_empty() {
+        K::plural(&()).into_owned()
+    } else {
+        format!("{}.{group}", K::plural(&()))
     }
+}
+
+fn scope_name(namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("namespace {ns}"),
+        None => "all namespaces".to_owned(),
+    }
+}
+
+/// Registers the watch of `K` with `readiness` and returns its path, the key of its state.
+fn register_watch<K: Resource<DynamicType = ()>>(
+    readiness: &Readiness,
+    namespace: Option<&str>,
+    install_hint: Option<&str>,
+) -> String {
+    let path = K::url_path(&(), namespace);
+    let what = format!("{} in {}", resource_name::<K>(), scope_name(namespace));
+    readiness.register(path.clone(), what, install_hint.map(str::to_owned));
+    path
+}
+
+/// A watch stream with its own short backoff, whose errors go to `readiness` (logged there) and
+/// stop here. kube's `Controller` pauses all its trigger streams at once after any error they
+/// yield (0.8 s doubling to 30 s, reset only after 120 s without one): after an apiserver restart
+/// every watch's late errors kept all of them asleep, and unread, for minutes. Each watch retries
+/// on its own instead.
+fn watch_stream<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    readiness: Arc<Readiness>,
+    path: String,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    watcher(api, config)
+        .backoff(WatchBackoff::default())
+        .filter_map(move |item| {
+            match &item {
+                Ok(_) => readiness.succeeded(&path),
+                Err(error) => readiness.failed(&path, error),
+            }
+            std::future::ready(item.ok().map(Ok))
+        })
 }
 
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -261,6 +352,7 @@ const LIST_PAGE_SIZE: u32 = 25;
 pub fn child_cache<K: Child>(
     client: &Client,
     namespace: Option<&str>,
+    readiness: &Arc<Readiness>,
 ) -> (
     ChildStore<K>,
     impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
@@ -269,9 +361,15 @@ pub fn child_cache<K: Child>(
     let writer = store.clone();
     // Every object of the kind, not only ours: see `ChildStore`.
     let config = watcher::Config::default().page_size(LIST_PAGE_SIZE);
-    let stream = watcher(scoped::<K>(client, namespace), config)
-        .default_backoff()
-        .try_filter_map(move |event| std::future::ready(Ok(writer.apply(event))));
+    let istio = K::group(&()) == VirtualService::group(&());
+    let path = register_watch::<K>(readiness, namespace, istio.then_some(ISTIO_INSTALL_HINT));
+    let stream = watch_stream(
+        scoped::<K>(client, namespace),
+        config,
+        readiness.clone(),
+        path,
+    )
+    .try_filter_map(move |event| std::future::ready(Ok(writer.apply(event))));
     (store, stream)
 }
 
@@ -281,24 +379,28 @@ pub fn controller(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> (Arc<Context>, impl Future<Output = ()> + Send + 'static) {
     let ns = settings.namespace.clone();
     let ns = ns.as_deref();
-    let (config_maps, cm_stream) = child_cache::<ConfigMap>(&client, ns);
-    let (deployments, deploy_stream) = child_cache::<Deployment>(&client, ns);
-    let (autoscalers, hpa_stream) = child_cache::<HorizontalPodAutoscaler>(&client, ns);
-    let (services, svc_stream) = child_cache::<Service>(&client, ns);
-    let (destination_rules, dr_stream) = child_cache::<DestinationRule>(&client, ns);
-    let (gateways, gw_stream) = child_cache::<Gateway>(&client, ns);
-    let (virtual_services, vs_stream) = child_cache::<VirtualService>(&client, ns);
+    let r = &readiness;
+    let (config_maps, cm_stream) = child_cache::<ConfigMap>(&client, ns, r);
+    let (deployments, deploy_stream) = child_cache::<Deployment>(&client, ns, r);
+    let (autoscalers, hpa_stream) = child_cache::<HorizontalPodAutoscaler>(&client, ns, r);
+    let (services, svc_stream) = child_cache::<Service>(&client, ns, r);
+    let (destination_rules, dr_stream) = child_cache::<DestinationRule>(&client, ns, r);
+    let (gateways, gw_stream) = child_cache::<Gateway>(&client, ns, r);
+    let (virtual_services, vs_stream) = child_cache::<VirtualService>(&client, ns, r);
 
     let (releases, release_writer) = reflector::store();
-    let release_stream = watcher(
+    let release_path = register_watch::<CanaryRelease>(r, ns, Some(CRD_INSTALL_HINT));
+    let release_stream = watch_stream(
         scoped::<CanaryRelease>(&client, ns),
         watcher::Config::default().page_size(LIST_PAGE_SIZE),
+        readiness.clone(),
+        release_path,
     )
-    .default_backoff()
     .modify(|release| {
         // Neither is ever read; `kubectl apply` leaves a copy of the whole spec in the annotation.
         release.managed_fields_mut().clear();
@@ -310,6 +412,17 @@ pub fn controller(
     .applied_objects();
 
     metrics.watch_releases(releases.clone());
+    let failures = Failures::default();
+    // Once every watch works again after an outage, every release is looked at again (from the
+    // caches: no request when all is in place), and retries waiting out a backoff built up during
+    // the outage run at once.
+    let streaks = failures.clone();
+    let recoveries = readiness.recoveries().map(move |()| {
+        tracing::info!("every watch works again; reconciling every release");
+        if let Ok(mut streaks) = streaks.lock() {
+            streaks.clear();
+        }
+    });
     let ctx = Arc::new(Context {
         releases: releases.clone(),
         client,
@@ -324,7 +437,7 @@ pub fn controller(
         },
         settings,
         metrics,
-        failures: Mutex::new(HashMap::new()),
+        failures,
     });
     let running = Controller::for_stream(release_stream, releases)
         .owns_stream(cm_stream)
@@ -334,6 +447,7 @@ pub fn controller(
         .owns_stream(dr_stream)
         .owns_stream(gw_stream)
         .owns_stream(vs_stream)
+        .reconcile_all_on(recoveries)
         .with_config(ControllerConfig::default().concurrency(CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx.clone())

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod metrics;
 pub mod operator;
 pub mod plugin;
+pub mod readiness;
 pub mod reconcile;
 pub mod requests;
 

@@ -118,7 +118,16 @@ fn print_crd() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube's client logs each failed request (at error, dropped connections at warn): during an
+    // apiserver restart, several lines a second that say nothing the operator does not say once
+    // itself (a broken watch in `readiness`, a failed reconcile in `controller`). Kept unless the
+    // filter names kube_client.
+    let directives = if cli.log.contains("kube_client") {
+        cli.log.clone()
+    } else {
+        format!("{},kube_client::client=off", cli.log)
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -18,7 +18,8 @@ use tokio::sync::watch;
 
 use crate::controller::{self, Settings, StartError};
 use crate::metrics::Metrics;
-use crate::requests::{RequestCounts, counting_client};
+use crate::readiness::{ObserveLists, Readiness};
+use crate::requests::{CountRequests, RequestCounts, counting_client};
 
 /// How the process runs.
 #[derive(Clone, Debug)]
@@ -61,8 +62,8 @@ pub enum RunError {
 #[derive(Clone)]
 struct Health {
     metrics: Arc<Metrics>,
-    /// True when caches are synced, or while standing by for the Lease.
-    ready: Arc<AtomicBool>,
+    /// Ready when the caches are synced and every watch works, or while standing by for the Lease.
+    readiness: Arc<Readiness>,
 }
 
 /// Runs until `shutdown` resolves (or leadership is lost).
@@ -77,7 +78,12 @@ pub async fn run(
         ("controller", controller_requests.clone()),
         ("leader-election", lease_requests.clone()),
     ]));
-    let client = counting_client(config.clone(), controller_requests).map_err(RunError::Client)?;
+    let readiness = Arc::new(Readiness::default());
+    let client = kube::client::ClientBuilder::try_from(config.clone())
+        .map_err(RunError::Client)?
+        .with_layer(&CountRequests(controller_requests))
+        .with_layer(&ObserveLists(readiness.clone()))
+        .build();
     if options.namespaces.is_empty() {
         controller::check_apis(&client, None).await?;
     }
@@ -87,7 +93,7 @@ pub async fn run(
 
     let health = Health {
         metrics: metrics.clone(),
-        ready: Arc::new(AtomicBool::new(false)),
+        readiness,
     };
     let listener = tokio::net::TcpListener::bind(options.http_address)
         .await
@@ -121,7 +127,7 @@ pub async fn run(
         .await?;
     let (mut leading, lease_task) = manager.watch().await;
     // A standby is healthy and ready: it serves nothing until it leads.
-    health.ready.store(true, Ordering::Relaxed);
+    health.readiness.set_started(true);
     tracing::info!(lease = %election.lease_name, namespace = %election.lease_namespace, "waiting to lead");
     let outcome = tokio::select! {
         became = leading.wait_for(|leader| *leader) => match became {
@@ -200,23 +206,23 @@ async fn run_controllers(
             client.clone(),
             settings,
             health.metrics.clone(),
+            health.readiness.clone(),
             wait_true(stopped.clone()),
         );
         contexts.push(ctx);
         running.push(future);
     }
-    health.ready.store(false, Ordering::Relaxed);
-    let ready = health.ready.clone();
+    health.readiness.set_started(false);
+    let readiness = health.readiness.clone();
     tokio::spawn(async move {
+        // Polled, not awaited: a store wakes only the last task that waited on it, and the
+        // controller waits on the release store too (see `Stores::wait_ready`).
         for ctx in &contexts {
-            ctx.stores.wait_ready().await;
-            // Polled, not awaited: a store wakes only the last task that waited on it, and the
-            // controller waits on this one too (see `Stores::wait_ready`).
-            while ctx.releases.wait_until_ready().now_or_never().is_none() {
+            while !ctx.stores.ready() || ctx.releases.wait_until_ready().now_or_never().is_none() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        ready.store(true, Ordering::Relaxed);
+        readiness.set_started(true);
         tracing::info!("caches synced; ready");
     });
     futures::future::join_all(running).await;
@@ -237,10 +243,9 @@ async fn serve(listener: tokio::net::TcpListener, health: Health, stopped: watch
 }
 
 async fn readyz(State(health): State<Health>) -> impl IntoResponse {
-    if health.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+    match health.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+        Err(problems) => (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n")),
     }
 }
 

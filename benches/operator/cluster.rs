@@ -260,7 +260,8 @@ fn children_cache<K: Child>(
     client: &Client,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> ChildStore<K> {
-    let (store, stream) = child_cache::<K>(client, None);
+    let readiness = std::sync::Arc::new(canary_operator::readiness::Readiness::default());
+    let (store, stream) = child_cache::<K>(client, None, &readiness);
     tasks.push(tokio::spawn(stream.for_each(|_| std::future::ready(()))));
     store
 }

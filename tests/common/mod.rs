@@ -3,13 +3,16 @@
 // Every test crate includes this module but none uses all of it.
 #![allow(dead_code)]
 
+pub mod lab;
 pub mod operator;
+pub mod process;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Client;
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
@@ -171,5 +174,70 @@ impl Drop for TestNs {
             Ok(Err(e)) => eprintln!("warning: {e}"),
             Err(_) => eprintln!("warning: namespace cleanup thread panicked"),
         }
+    }
+}
+
+/// A kubeconfig for the cluster the tests use, authenticating with `token` only.
+// Test set-up: a failed expectation is the test's failure.
+#[allow(clippy::expect_used)]
+pub fn token_kubeconfig(token: &str, namespace: &str) -> String {
+    let path = std::env::var("KUBECONFIG").expect("KUBECONFIG is set by `make cluster-env`");
+    let path = std::env::split_paths(&path)
+        .next()
+        .expect("a KUBECONFIG path");
+    let admin: serde_json::Value = serde_norway::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read KUBECONFIG: {e}")),
+    )
+    .expect("parse KUBECONFIG");
+    let context_name = admin["current-context"].as_str().expect("current-context");
+    let context = admin["contexts"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == context_name))
+        .expect("the current context");
+    let cluster_name = &context["context"]["cluster"];
+    let cluster = admin["clusters"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| &c["name"] == cluster_name))
+        .expect("the current cluster");
+    // Only the server and its CA are taken over; no client certificate, so the token is the
+    // only identity the operator has.
+    let mut server = serde_json::Map::new();
+    for key in [
+        "server",
+        "certificate-authority",
+        "certificate-authority-data",
+        "tls-server-name",
+    ] {
+        if let Some(value) = cluster["cluster"].get(key) {
+            server.insert(key.to_owned(), value.clone());
+        }
+    }
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": server}],
+        "users": [{"name": "operator", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator", "namespace": namespace}}],
+        "current-context": "operator",
+    });
+    serde_norway::to_string(&config).expect("kubeconfig YAML")
+}
+
+/// A token (valid for an hour) of the ServiceAccount `name` in the test's namespace, for running
+/// the operator as that identity.
+pub async fn service_account_token(ns: &TestNs, name: &str) -> String {
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let created = Api::<ServiceAccount>::namespaced(ns.client.clone(), &ns.name)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await;
+    match created.map(|r| r.status.map(|s| s.token)) {
+        Ok(Some(Some(token))) => token,
+        other => panic!("no token for ServiceAccount {name}: {other:?}"),
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use canary_operator::api::CanaryRelease;
 use canary_operator::controller::{self, Context, Settings};
 use canary_operator::metrics::Metrics;
+use canary_operator::readiness::Readiness;
 use canary_operator::requests::{RequestCounts, counting_client};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
@@ -90,7 +91,9 @@ pub async fn start_operator(ns: &TestNs) -> Operator {
         ..Settings::default()
     };
     let metrics = Arc::new(Metrics::default());
-    let (ctx, running) = controller::controller(client, settings, metrics, std::future::pending());
+    let readiness = Arc::new(Readiness::default());
+    let (ctx, running) =
+        controller::controller(client, settings, metrics, readiness, std::future::pending());
     Operator {
         ctx,
         counts,

@@ -1,0 +1,266 @@
+//! The operator as a process while the control plane fails under it, on the local control plane:
+//! kube-apiserver stopped with SIGTERM and with SIGKILL, and etcd stopped, each for 20 s and then
+//! started again with the same command line (`hack/cluster.sh stop|start`); and the CRD deleted
+//! and installed again while the operator runs.
+//!
+//! What must hold: the process keeps running; `/readyz` says 503 while its watches are broken; a
+//! weight edit made as soon as the control plane is ready again reaches the VirtualService within
+//! 10 s; and once things settle, 30 s pass without a single write.
+//!
+//! These tests stop components of the shared test cluster (and the CRD that every namespace uses),
+//! so they run one at a time, and each leaves the cluster healthy.
+// A failed expectation is how a test reports failure.
+#![allow(clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::operator::install_crd_on;
+use common::process::Process;
+use common::{TestNs, lab, setup, wait_for};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams};
+
+/// One test at a time: each takes the control plane (or the CRD) away from all of them.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const RELEASES: [&str; 3] = ["alpha", "beta", "gamma"];
+const OUTAGE: Duration = Duration::from_secs(20);
+const WAIT: Duration = Duration::from_secs(60);
+/// The longest an edit made at readiness may take to reach the VirtualService.
+const EDIT_LIMIT: Duration = Duration::from_secs(10);
+/// Quiet time in which the operator must not write.
+const QUIET: Duration = Duration::from_secs(30);
+const CRD: &str = "canaryreleases.canary.dev";
+
+/// Runs `hack/cluster.sh` with `args` against the cluster the tests use ($CANARY_RUN_DIR).
+async fn cluster(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/cluster.sh");
+    let output = tokio::process::Command::new(script)
+        .args(args)
+        .output()
+        .await
+        .expect("run hack/cluster.sh");
+    assert!(
+        output.status.success(),
+        "hack/cluster.sh {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Whether every component runs and the apiserver says it is ready.
+async fn cluster_healthy() -> bool {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hack/cluster.sh");
+    tokio::process::Command::new(script)
+        .arg("status")
+        .output()
+        .await
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The lab's release three times over, and the operator for them, settled.
+async fn steady(ns: &TestNs) -> Process {
+    lab::create_secret(ns).await;
+    for name in RELEASES {
+        lab::apply(ns, name).await;
+    }
+    let operator = Process::start(ns, &[]);
+    for name in RELEASES {
+        lab::wait_canary_weight(ns, name, 25, WAIT).await;
+    }
+    wait_for("/readyz to answer 200", WAIT, async || {
+        (operator.readyz() == 200).then_some(())
+    })
+    .await;
+    settle(&operator).await;
+    operator
+}
+
+/// Waits until the operator's write count has not moved for 5 s (bounded), and returns it.
+async fn settle(operator: &Process) -> f64 {
+    let deadline = Instant::now() + WAIT;
+    let mut last = operator.writes().expect("write count");
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = operator.writes().expect("write count");
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_secs(5) {
+            return now;
+        }
+    }
+    panic!("the operator kept writing for {WAIT:?}");
+}
+
+/// Asserts that the operator sends no write in [`QUIET`].
+async fn assert_quiet(operator: &Process, what: &str) {
+    let before = settle(operator).await;
+    tokio::time::sleep(QUIET).await;
+    let after = operator.writes().expect("write count");
+    assert_eq!(
+        after - before,
+        0.0,
+        "{what}: writes in the {QUIET:?} after settling"
+    );
+}
+
+/// The edit a user makes once the control plane is back: retried while the apiserver still
+/// refuses it (it may, for a moment, after etcd returns), and timed until the VirtualService
+/// carries it.
+async fn edit_and_time(ns: &TestNs, name: &str, weight: i32) -> Duration {
+    let start = Instant::now();
+    wait_for("the weight edit to be accepted", EDIT_LIMIT, async || {
+        lab::set_weight(ns, name, weight).await.ok()
+    })
+    .await;
+    wait_for(
+        &format!("VirtualService {name} at {weight}%"),
+        WAIT,
+        async || (lab::canary_weight(ns, name).await? == weight).then_some(()),
+    )
+    .await;
+    start.elapsed()
+}
+
+/// Stops `component` with `signal` for [`OUTAGE`], starts it again, and checks what the
+/// operator did meanwhile and after.
+async fn outage(test: &str, component: &str, signal: &str, must_turn_unready: bool) {
+    let _serial = SERIAL.lock().await;
+    let Some(ns) = setup(test).await else {
+        return;
+    };
+    let mut operator = steady(&ns).await;
+
+    cluster(&["stop", component, "--signal", signal]).await;
+    let down = Instant::now();
+    let mut unready_after = None;
+    while down.elapsed() < OUTAGE {
+        if unready_after.is_none() && operator.readyz() == 503 {
+            unready_after = Some(down.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(operator.running(), "the operator exited during the outage");
+    cluster(&["start", component]).await;
+    wait_for("the control plane to be ready again", WAIT, async || {
+        cluster_healthy().await.then_some(())
+    })
+    .await;
+
+    let took = edit_and_time(&ns, RELEASES[0], 60).await;
+    eprintln!(
+        "{test}: /readyz 503 after {unready_after:?} of the outage; edit at readiness reached the VirtualService in {} ms",
+        took.as_millis()
+    );
+    if must_turn_unready {
+        assert!(
+            unready_after.is_some(),
+            "/readyz stayed 200 while the {component} was down"
+        );
+    }
+    assert!(
+        took <= EDIT_LIMIT,
+        "the edit took {took:?} to reach the VirtualService (limit {EDIT_LIMIT:?})"
+    );
+    wait_for("/readyz to answer 200 again", WAIT, async || {
+        (operator.readyz() == 200).then_some(())
+    })
+    .await;
+    for name in &RELEASES[1..] {
+        assert_eq!(lab::canary_weight(&ns, name).await, Some(25), "{name}");
+    }
+    assert_quiet(&operator, test).await;
+    assert!(operator.running());
+}
+
+#[tokio::test]
+async fn survives_an_apiserver_stopped_with_sigterm() {
+    outage("recovery-apiserver-term", "kube-apiserver", "TERM", true).await;
+}
+
+#[tokio::test]
+async fn survives_an_apiserver_killed() {
+    outage("recovery-apiserver-kill", "kube-apiserver", "KILL", true).await;
+}
+
+/// The apiserver keeps serving its watch cache while etcd is down, so the operator's watches may
+/// stay open: `/readyz` is not required to turn 503 here, only to be right afterwards.
+#[tokio::test]
+async fn survives_an_etcd_restart() {
+    outage("recovery-etcd", "etcd", "TERM", false).await;
+}
+
+/// The documented choice (README, "Recovery"): stay up, say not ready and why, and carry on by
+/// itself as soon as the CRD is back.
+#[tokio::test]
+async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {
+    let _serial = SERIAL.lock().await;
+    let Some(ns) = setup("recovery-crd").await else {
+        return;
+    };
+    lab::create_secret(&ns).await;
+    lab::apply(&ns, RELEASES[0]).await;
+    let mut operator = Process::start(&ns, &[]);
+    lab::wait_canary_weight(&ns, RELEASES[0], 25, WAIT).await;
+    wait_for("/readyz to answer 200", WAIT, async || {
+        (operator.readyz() == 200).then_some(())
+    })
+    .await;
+
+    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
+    let deleted = Instant::now();
+    crds.delete(CRD, &DeleteParams::default())
+        .await
+        .expect("delete the CRD");
+    let (logged_at, line) = wait_for("a log line naming the CRD", WAIT, async || {
+        operator.logged(deleted, &[CRD, "not served"])
+    })
+    .await;
+    let noticed = logged_at.duration_since(deleted);
+    assert!(
+        noticed <= Duration::from_secs(5),
+        "the deleted CRD was logged after {noticed:?}: {line}"
+    );
+    assert!(line.contains("kubectl apply"), "with the fix: {line}");
+    let (status, body) = wait_for("/readyz to answer 503", WAIT, async || {
+        operator.get("/readyz").filter(|(status, _)| *status == 503)
+    })
+    .await;
+    assert!(body.contains(CRD), "{status}: {body}");
+    wait_for("the CRD to be gone", WAIT, async || {
+        crds.get_opt(CRD).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(operator.running(), "the operator stays up without its CRD");
+    assert_eq!(operator.readyz(), 503, "and says it is not ready");
+
+    install_crd_on(&ns.client).await;
+    let back = Instant::now();
+    // The apiserver may need a moment after Established before it serves the new resource.
+    wait_for(
+        "the release to be accepted",
+        Duration::from_secs(5),
+        async || lab::try_apply(&ns, RELEASES[1]).await.ok(),
+    )
+    .await;
+    lab::wait_canary_weight(&ns, RELEASES[1], 25, WAIT).await;
+    let took = back.elapsed();
+    eprintln!(
+        "CRD deletion logged after {} ms; a new release reconciled {} ms after the CRD was back",
+        noticed.as_millis(),
+        took.as_millis()
+    );
+    assert!(
+        took <= Duration::from_secs(5),
+        "a new release took {took:?} after the CRD came back"
+    );
+    wait_for("/readyz to answer 200 again", WAIT, async || {
+        (operator.readyz() == 200).then_some(())
+    })
+    .await;
+    assert!(operator.running());
+}
