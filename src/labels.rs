@@ -33,6 +33,19 @@ pub fn common(release: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// Labels that select the release's pods and no one else's: the Service's selector and, with the
+/// version, each DestinationRule subset. `app` alone (the lab's selector) also matches another
+/// application of the same name in the namespace, whose pods would then receive the release's
+/// traffic; `managed-by: canary-operator` is a value only this operator writes, and `instance`
+/// tells its releases apart. Both are on every pod the operator has ever created, so a Service
+/// switched to this selector keeps its endpoints without rolling a pod.
+pub fn release_selector(release: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (INSTANCE.to_owned(), release.to_owned()),
+        (MANAGED_BY.to_owned(), MANAGED_BY_VALUE.to_owned()),
+    ])
+}
+
 /// Labels of one version's objects and pods.
 pub fn version(release: &str, version: &str, component: &str) -> BTreeMap<String, String> {
     let mut labels = common(release);

@@ -94,6 +94,13 @@ pub struct CanaryReleaseSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
 
+    /// Keys of `config` (shared or a version's) that are known not to be credentials. The operator
+    /// refuses settings whose name or value looks like a credential (an API key, a bearer token, a
+    /// password in a URL, a long random string); list a key here only when such a refusal is wrong.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub not_secret: Vec<String>,
+
     /// Secret whose keys become environment variables of both versions (for example AZURE_API_KEY).
     /// The operator only references it; its values are never read or copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod credentials;
 pub mod diff;
 pub mod status;
 pub mod validate;

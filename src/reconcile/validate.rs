@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
+use super::credentials;
 use crate::api::{AutoscalingSpec, CanaryRelease, VersionSpec};
 
 /// Which of the two versions a value belongs to.
@@ -125,10 +126,6 @@ impl fmt::Display for Problems {
 /// Default HTTP port of a Gateway the operator creates.
 const DEFAULT_GATEWAY_PORT: i32 = 80;
 
-/// Words that mark a setting as a credential. The lab put the API key in a ConfigMap; the operator
-/// refuses to, because ConfigMaps are readable by far more subjects than Secrets.
-const SECRET_WORDS: [&str; 6] = ["KEY", "SECRET", "PASSWORD", "TOKEN", "CREDENTIAL", "PASSWD"];
-
 pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validated, Problems> {
     let mut problems = Vec::new();
     let mut problem = |field: &str, message: String| {
@@ -155,20 +152,32 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
             format!("{:?} contains whitespace", spec.image),
         );
     }
-    check_config("spec.config", &spec.config, &spec.model_env, &mut problem);
+    let rules = ConfigRules {
+        model_env: &spec.model_env,
+        not_secret: &spec.not_secret,
+    };
+    rules.check("spec.config", &spec.config, &mut problem);
     for (field, version) in [("spec.stable", &spec.stable), ("spec.canary", &spec.canary)] {
-        check_config(
-            &format!("{field}.config"),
-            &version.config,
-            &spec.model_env,
-            &mut problem,
-        );
+        rules.check(&format!("{field}.config"), &version.config, &mut problem);
         if let Some(image) = &version.image
             && image.chars().any(char::is_whitespace)
         {
             problem(
                 &format!("{field}.image"),
                 format!("{image:?} contains whitespace"),
+            );
+        }
+    }
+    for (i, key) in spec.not_secret.iter().enumerate() {
+        let known = spec.config.contains_key(key)
+            || spec.stable.config.contains_key(key)
+            || spec.canary.config.contains_key(key);
+        if !known {
+            problem(
+                &format!("spec.notSecret[{i}]"),
+                format!(
+                    "{key:?} is not a key of spec.config or of a version's config; remove it or fix its spelling"
+                ),
             );
         }
     }
@@ -255,35 +264,54 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
     })
 }
 
-fn check_config(
-    field: &str,
-    config: &BTreeMap<String, String>,
-    model_env: &str,
-    problem: &mut impl FnMut(&str, String),
-) {
-    for key in config.keys() {
-        let at = format!("{field}.{key}");
-        if !is_env_var_name(key) {
-            problem(
-                &at,
-                format!(
-                    "{key:?} is not a valid environment variable name (letters, digits, '_', '-', '.'; not starting with a digit)"
-                ),
-            );
-        } else if key == model_env {
-            problem(
-                &at,
-                format!(
-                    "{key} is set from stable.model and canary.model (spec.modelEnv); remove it from config"
-                ),
-            );
-        } else if looks_secret(key) {
-            problem(
-                &at,
-                format!(
-                    "{key} looks like a credential; ConfigMaps are not for secrets: put it in a Secret and name it in spec.secretRef"
-                ),
-            );
+/// What the settings of `config` are checked against.
+struct ConfigRules<'a> {
+    model_env: &'a str,
+    not_secret: &'a [String],
+}
+
+impl ConfigRules<'_> {
+    fn check(
+        &self,
+        field: &str,
+        config: &BTreeMap<String, String>,
+        problem: &mut impl FnMut(&str, String),
+    ) {
+        for (key, value) in config {
+            let at = format!("{field}.{key}");
+            let vouched = self.not_secret.iter().any(|k| k == key);
+            if !is_env_var_name(key) {
+                problem(
+                    &at,
+                    format!(
+                        "{key:?} is not a valid environment variable name (letters, digits, '_', '-', '.'; not starting with a digit)"
+                    ),
+                );
+            } else if key == self.model_env {
+                problem(
+                    &at,
+                    format!(
+                        "{key} is set from stable.model and canary.model (spec.modelEnv); remove it from config"
+                    ),
+                );
+            } else if vouched {
+                continue;
+            } else if credentials::name_looks_secret(key) {
+                problem(
+                    &at,
+                    format!(
+                        "{key} looks like a credential by its name; ConfigMaps are not for secrets: put it in a Secret and name it in spec.secretRef (or, if it is not a secret, list {key} in spec.notSecret)"
+                    ),
+                );
+            } else if let Some(what) = credentials::value_looks_secret(value) {
+                // The value itself is never repeated: this message goes to status and Events.
+                problem(
+                    &at,
+                    format!(
+                        "the value of {key} looks like a credential ({what}); ConfigMaps are not for secrets: put it in a Secret and name it in spec.secretRef (or, if it is not a secret, list {key} in spec.notSecret)"
+                    ),
+                );
+            }
         }
     }
 }
@@ -293,14 +321,6 @@ fn owner_reference(release: &CanaryRelease) -> Option<OwnerReference> {
     // Foreground deletion of the release waits for its children; the children must not block it.
     owner.block_owner_deletion = Some(true);
     Some(owner)
-}
-
-fn looks_secret(key: &str) -> bool {
-    let upper = key.to_ascii_uppercase();
-    upper
-        .split(['_', '-', '.'])
-        .any(|word| SECRET_WORDS.contains(&word))
-        || upper.ends_with("APIKEY")
 }
 
 pub fn is_dns1035_label(s: &str) -> bool {
@@ -518,20 +538,43 @@ mod tests {
         }
     }
 
+    /// The example: harmless-looking names with credentials in them, and the way out.
     #[test]
-    fn harmless_names_are_not_taken_for_secrets() {
-        for key in ["MAX_TOKENS", "KEYCLOAK_URL", "AZURE_API_URL", "TOKENIZER"] {
-            assert!(!looks_secret(key), "{key}");
-        }
-        for key in [
-            "AZURE_API_KEY",
-            "OPENAI_APIKEY",
-            "client-secret",
-            "api.token",
-            "PASSWORD",
-        ] {
-            assert!(looks_secret(key), "{key}");
-        }
+    fn credentials_by_value_and_the_not_secret_list() {
+        let problems = problems_of(|r| {
+            r.spec
+                .config
+                .insert("AUTH_HEADER".into(), "Bearer sk-proj-abc123".into());
+            r.spec.config.insert("OPENAI_APIKEY2".into(), "sk-2".into());
+        });
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["spec.config.AUTH_HEADER", "spec.config.OPENAI_APIKEY2"],
+            "{problems:?}"
+        );
+        assert!(
+            problems[0].message.contains("Authorization header")
+                && problems[0].message.contains("spec.notSecret"),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().all(|p| !p.message.contains("sk-")),
+            "a value is never repeated: {problems:?}"
+        );
+
+        let vouched = problems_of(|r| {
+            r.spec.canary.config.insert(
+                "CACHE_NAMESPACE".into(),
+                "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6".into(),
+            );
+            r.spec.not_secret = vec!["CACHE_NAMESPACE".into()];
+        });
+        assert_eq!(vouched, [], "a vouched-for key passes");
+
+        let typo = problems_of(|r| r.spec.not_secret = vec!["NO_SUCH_KEY".into()]);
+        assert_eq!(typo.len(), 1, "{typo:?}");
+        assert_eq!(typo[0].field, "spec.notSecret[0]");
     }
 
     #[test]

@@ -1,11 +1,10 @@
-use std::collections::BTreeMap;
-
 use super::metadata;
 use crate::api::istio::{DestinationRule, DestinationRuleSpec, Subset};
 use crate::labels;
 use crate::reconcile::validate::Validated;
 
-/// Names each version as a subset of the Service by its `version` label.
+/// Names each version as a subset of the Service by its `version` label, together with the labels
+/// that make a pod the release's own ([`labels::release_selector`]).
 pub fn destination_rule(v: &Validated) -> DestinationRule {
     let mut rule = DestinationRule::new(
         &v.name,
@@ -16,7 +15,11 @@ pub fn destination_rule(v: &Validated) -> DestinationRule {
                 .iter()
                 .map(|version| Subset {
                     name: version.name.clone(),
-                    labels: BTreeMap::from([(labels::VERSION.to_owned(), version.name.clone())]),
+                    labels: {
+                        let mut selector = labels::release_selector(&v.name);
+                        selector.insert(labels::VERSION.to_owned(), version.name.clone());
+                        selector
+                    },
                 })
                 .collect(),
         },
@@ -41,8 +44,16 @@ mod tests {
             "spec": {
                 "host": "azureopenaichat.azureopenai.svc.cluster.local",
                 "subsets": [
-                    {"name": "v1", "labels": {"version": "v1"}},
-                    {"name": "v2", "labels": {"version": "v2"}},
+                    {"name": "v1", "labels": {
+                        "app.kubernetes.io/instance": "azureopenaichat",
+                        "app.kubernetes.io/managed-by": "canary-operator",
+                        "version": "v1",
+                    }},
+                    {"name": "v2", "labels": {
+                        "app.kubernetes.io/instance": "azureopenaichat",
+                        "app.kubernetes.io/managed-by": "canary-operator",
+                        "version": "v2",
+                    }},
                 ],
             },
         });

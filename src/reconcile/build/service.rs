@@ -1,5 +1,3 @@
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -7,14 +5,15 @@ use super::metadata;
 use crate::labels;
 use crate::reconcile::validate::Validated;
 
-/// One ClusterIP Service over both versions; Istio splits its traffic by subset. The port is named
-/// `http` so Istio treats the traffic as HTTP without protocol sniffing.
+/// One ClusterIP Service over both versions' pods, and only theirs ([`labels::release_selector`]);
+/// Istio splits its traffic by subset. The port is named `http` so Istio treats the traffic as
+/// HTTP without protocol sniffing.
 pub fn service(v: &Validated) -> Service {
     Service {
         metadata: metadata(v, &v.name, labels::common(&v.name)),
         spec: Some(ServiceSpec {
             type_: Some("ClusterIP".to_owned()),
-            selector: Some(BTreeMap::from([(labels::APP.to_owned(), v.name.clone())])),
+            selector: Some(labels::release_selector(&v.name)),
             ports: Some(vec![ServicePort {
                 name: Some("http".to_owned()),
                 port: v.port,
@@ -43,7 +42,10 @@ mod tests {
             "metadata": shared_metadata(),
             "spec": {
                 "type": "ClusterIP",
-                "selector": {"app": "azureopenaichat"},
+                "selector": {
+                    "app.kubernetes.io/instance": "azureopenaichat",
+                    "app.kubernetes.io/managed-by": "canary-operator",
+                },
                 "ports": [{"name": "http", "port": 5000, "targetPort": 5000, "protocol": "TCP"}],
             },
         });
