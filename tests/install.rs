@@ -19,7 +19,6 @@ use canary_operator::api::istio::{DestinationRule, Gateway, VirtualService};
 use common::operator::install_crd;
 use common::{TestNs, setup, skip, wait_for};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -967,49 +966,6 @@ fn operator_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_canary-operator")))
 }
 
-/// A kubeconfig for the cluster the tests use, authenticating with `token` only.
-fn token_kubeconfig(token: &str, namespace: &str) -> String {
-    let path = std::env::var("KUBECONFIG").expect("KUBECONFIG is set by `make cluster-env`");
-    let path = std::env::split_paths(&path)
-        .next()
-        .expect("a KUBECONFIG path");
-    let admin: Value =
-        serde_norway::from_str(&std::fs::read_to_string(&path).expect("read KUBECONFIG"))
-            .expect("parse KUBECONFIG");
-    let context_name = admin["current-context"].as_str().expect("current-context");
-    let context = admin["contexts"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == context_name))
-        .expect("the current context");
-    let cluster_name = &context["context"]["cluster"];
-    let cluster = admin["clusters"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| &c["name"] == cluster_name))
-        .expect("the current cluster");
-    // Only the server and its CA are taken over; no client certificate, so the token is the
-    // only identity the operator has.
-    let mut server = serde_json::Map::new();
-    for key in [
-        "server",
-        "certificate-authority",
-        "certificate-authority-data",
-        "tls-server-name",
-    ] {
-        if let Some(value) = cluster["cluster"].get(key) {
-            server.insert(key.to_owned(), value.clone());
-        }
-    }
-    let config = json!({
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "test", "cluster": server}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": "test", "user": "operator", "namespace": namespace}}],
-        "current-context": "operator",
-    });
-    serde_norway::to_string(&config).expect("kubeconfig YAML")
-}
-
 /// The operator running as a child process; killed if the test ends early.
 struct OperatorProcess {
     child: tokio::process::Child,
@@ -1500,28 +1456,12 @@ async fn the_charts_service_account_runs_the_scenario_and_uses_every_grant() {
 
     let pod = wait_pod_running(&ops, &release).await;
     let pod_name = pod.name_any();
-    let token = Api::<ServiceAccount>::namespaced(ops.client.clone(), &ops.name)
-        .create_token_request(
-            &fullname,
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("TokenRequest for the chart's ServiceAccount")
-        .status
-        .expect("token status")
-        .token
-        .expect("a token");
+    let token = common::service_account_token(&ops, &fullname).await;
     let dir = std::env::temp_dir().join(format!("canary-operator-{}", ops.name));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, token_kubeconfig(&token, &apps.name)).expect("write kubeconfig");
+    std::fs::write(&kubeconfig, common::token_kubeconfig(&token, &apps.name))
+        .expect("write kubeconfig");
 
     let deployment = Api::<Deployment>::namespaced(ops.client.clone(), &ops.name)
         .get(&fullname)

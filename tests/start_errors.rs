@@ -1,6 +1,8 @@
-//! What the operator says when an API it needs is not served. The test cluster always has every
-//! CRD, so a second kube-apiserver is started on its etcd under an etcd prefix of its own
-//! (`hack/cluster.sh bare-apiserver`): a real API server that has never seen a CRD.
+//! What the operator says when it cannot start: an API it needs is not served, or RBAC does not
+//! let it read one. The test cluster always has every CRD, so for the first a second
+//! kube-apiserver is started on its etcd under an etcd prefix of its own (`hack/cluster.sh
+//! bare-apiserver`): a real API server that has never seen a CRD. For the second, the operator
+//! runs with the token of a ServiceAccount that may read one namespace only.
 // A failed expectation is how a test reports failure.
 #![allow(clippy::expect_used)]
 
@@ -14,9 +16,10 @@ use std::time::{Duration, Instant};
 use common::operator::install_crd_on;
 use common::{setup, skip, wait_for};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use serde_json::json;
 
 /// The same prefix every run, so a reused development cluster's etcd does not collect one copy of
 /// the bare apiserver's bootstrap objects per run.
@@ -102,30 +105,8 @@ impl BareApiserver {
         bare
     }
 
-    /// Runs the operator binary against this apiserver until it exits (bounded): exit code and
-    /// stderr.
     fn run_operator(&self) -> (Option<i32>, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_canary-operator"))
-            .args(["--http-address", "127.0.0.1:0"])
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start canary-operator");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().expect("poll canary-operator").is_none() {
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let output = child.wait_with_output().expect("canary-operator output");
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        run_operator(&self.kubeconfig, &[])
     }
 
     async fn delete_our_crd(&self) {
@@ -145,15 +126,42 @@ impl BareApiserver {
     }
 }
 
+/// Runs the operator binary with `kubeconfig` and `args` until it exits (bounded): exit code and
+/// stderr.
+fn run_operator(kubeconfig: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_canary-operator"))
+        .args(["--http-address", "127.0.0.1:0"])
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start canary-operator");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("poll canary-operator").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().expect("canary-operator output");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
 #[tokio::test]
 async fn the_operator_names_a_missing_crd_and_how_to_install_it() {
     // Only for the skip-or-fail rule when there is no cluster; the namespace is not used.
-    let Some(_ns) = setup("missing_crds").await else {
+    let Some(_ns) = setup("start_errors").await else {
         return;
     };
     let Some(cluster_kubeconfig) = std::env::var_os("KUBECONFIG").map(PathBuf::from) else {
         skip(
-            "missing_crds",
+            "start_errors",
             "KUBECONFIG is not set, so the cluster's run dir is unknown",
             "eval $(make -s cluster-env)",
         );
@@ -191,4 +199,62 @@ async fn the_operator_names_a_missing_crd_and_how_to_install_it() {
 
     // Leave the prefix as this test found it.
     bare.delete_our_crd().await;
+}
+
+/// Started for all namespaces with a grant for one: the operator says which verb on which resource
+/// in which scope it lacks, and the two ways out, instead of "cannot reach the Kubernetes API".
+#[tokio::test]
+async fn a_missing_grant_is_named_with_the_way_to_fix_it() {
+    let Some(ns) = setup("start-forbidden").await else {
+        return;
+    };
+    let name = "operator-one-namespace";
+    let objects = [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name}}),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": name},
+            "rules": [{"apiGroups": ["canary.dev"], "resources": ["canaryreleases"], "verbs": ["list", "watch"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns.name}],
+        }),
+    ];
+    for object in objects {
+        let object: DynamicObject = serde_json::from_value(object).expect("object");
+        let types = object.types.clone().expect("types");
+        let resource = ApiResource::from_gvk(&GroupVersionKind::try_from(&types).expect("gvk"));
+        Api::<DynamicObject>::namespaced_with(ns.client.clone(), &ns.name, &resource)
+            .create(&PostParams::default(), &object)
+            .await
+            .expect("create RBAC");
+    }
+    let token = common::service_account_token(&ns, name).await;
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", ns.name));
+    std::fs::write(&kubeconfig, common::token_kubeconfig(&token, &ns.name)).expect("kubeconfig");
+
+    let (code, stderr) = run_operator(&kubeconfig, &[]);
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    for fragment in [
+        "not allowed to list canaryreleases.canary.dev in all namespaces",
+        "--namespace",
+        "watchNamespaces",
+    ] {
+        assert!(
+            stderr.contains(fragment),
+            "{fragment:?} missing; stderr:\n{stderr}"
+        );
+    }
+    assert!(!stderr.contains("cannot reach"), "stderr:\n{stderr}");
+
+    // Scoped to its namespace, it can read releases but not Istio's routes: the next grant missing.
+    let (code, stderr) = run_operator(&kubeconfig, &["--namespace", &ns.name]);
+    assert_eq!(code, Some(2), "stderr:\n{stderr}");
+    let expected = format!(
+        "not allowed to list virtualservices.networking.istio.io in namespace {}",
+        ns.name
+    );
+    assert!(stderr.contains(&expected), "stderr:\n{stderr}");
+    let _ = std::fs::remove_file(&kubeconfig);
 }
