@@ -5,11 +5,14 @@ SHELL := bash
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help tools cluster-up cluster-down cluster-env cluster-status fmt lint lint-docker helm-lint \
+.PHONY: help deps tools cluster-up cluster-down cluster-env cluster-status fmt lint lint-docker helm-lint \
 	test chart-test bench demo crd release plugin
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-zA-Z0-9_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps: ## Install what the toolchains lack (Debian packages such as nginx, rustfmt, clippy, pip)
+	@hack/install-deps.sh
 
 tools: ## Build (first time) or reuse the pinned etcd, Kubernetes, kwok and helm binaries
 	@hack/build-tools.sh
@@ -39,7 +42,7 @@ lint-docker: ## Lint the Dockerfile with hadolint (installed under ~/.cache/cana
 helm-lint: ## helm lint --strict the chart (tests/install.rs does it too, with other values)
 	@PATH="$$(hack/build-tools.sh | tail -n 1):$$PATH" helm lint --strict charts/canary-operator
 
-test: lint ## Lint, then run all tests against the local cluster (started and stopped here if none runs)
+test: deps lint ## Lint, then run all tests against the local cluster (started and stopped here if none runs)
 	@hack/test.sh
 
 chart-test: ## Only the Helm chart's tests (tests/install.rs and the CRD checks), on the local cluster

@@ -4,6 +4,7 @@
 # (default --all-targets) narrows the test targets, e.g. "--test install" for `make chart-test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+hack/install-deps.sh
 
 # shellcheck source=hack/use-cluster.sh
 . hack/use-cluster.sh
