@@ -483,9 +483,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::build::{Children, build};
+    use crate::reconcile::build::Children;
     use crate::reconcile::diff::contains;
-    use crate::reconcile::testing::examples;
+    use crate::reconcile::testing::{built, examples};
 
     fn survives<K: Compact + Clone>(built: &K) {
         let store = ChildStore::<K>::default();
@@ -524,7 +524,7 @@ mod tests {
                 destination_rule,
                 gateway,
                 virtual_service,
-            } = build(&validated);
+            } = built(&validated);
             eprintln!("{file}");
             config_maps.iter().for_each(survives);
             deployments.iter().for_each(survives);

@@ -16,7 +16,8 @@ use kube::runtime::events::Reporter;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
-use crate::controller::{self, Settings, StartError};
+use crate::context::Settings;
+use crate::controller::{self, StartError};
 use crate::metrics::Metrics;
 use crate::readiness::{ObserveLists, Readiness};
 use crate::requests::{CountRequests, RequestCounts, counting_client};

@@ -1170,14 +1170,7 @@ async fn wait_weights(ns: &TestNs, name: &str, expected: &[(&str, i32)]) {
         WAIT,
         async || {
             let vs = routes.get(name).await.ok()?;
-            let weights: Vec<(String, i32)> = vs
-                .spec
-                .http
-                .iter()
-                .flat_map(|h| &h.route)
-                .map(|r| (r.destination.subset.clone().unwrap_or_default(), r.weight))
-                .collect();
-            (weights == expected).then_some(())
+            (vs.weights() == expected).then_some(())
         },
     )
     .await;

@@ -132,15 +132,6 @@ async fn wait_ready(ns: &TestNs, name: &str) -> CanaryRelease {
     wait_condition(ns, name, "Ready", "True", "Available").await
 }
 
-fn weights(vs: &VirtualService) -> Vec<(String, i32)> {
-    vs.spec
-        .http
-        .iter()
-        .flat_map(|h| &h.route)
-        .map(|r| (r.destination.subset.clone().unwrap_or_default(), r.weight))
-        .collect()
-}
-
 async fn wait_weights(ns: &TestNs, name: &str, expected: &[(&str, i32)]) -> VirtualService {
     let services = api::<VirtualService>(ns);
     let expected: Vec<(String, i32)> = expected
@@ -152,7 +143,7 @@ async fn wait_weights(ns: &TestNs, name: &str, expected: &[(&str, i32)]) -> Virt
         WAIT,
         async || {
             let vs = services.get(name).await.ok()?;
-            (weights(&vs) == expected).then_some(vs)
+            (vs.weights() == expected).then_some(vs)
         },
     )
     .await
@@ -357,7 +348,7 @@ async fn lab_example_creates_every_object_of_the_lab() {
     assert!(controlled_by(&vs, &release));
     assert_eq!(vs.spec.gateways, ["azureopenaichat"]);
     assert_eq!(vs.spec.hosts, ["*"]);
-    assert_eq!(weights(&vs), [("v1".to_owned(), 75), ("v2".to_owned(), 25)]);
+    assert_eq!(vs.weights(), [("v1".to_owned(), 75), ("v2".to_owned(), 25)]);
     assert!(
         vs.spec.http[0]
             .route

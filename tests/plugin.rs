@@ -307,15 +307,6 @@ fn row<'a>(text: &'a str, first: &str) -> Vec<&'a str> {
         .unwrap_or_else(|| panic!("no row {first:?} in\n{text}"))
 }
 
-fn split(vs: &VirtualService) -> Vec<(String, i32)> {
-    vs.spec
-        .http
-        .iter()
-        .flat_map(|h| &h.route)
-        .map(|r| (r.destination.subset.clone().unwrap_or_default(), r.weight))
-        .collect()
-}
-
 #[tokio::test]
 async fn status_and_set_weight_with_the_operator_running() {
     let Some(ns) = setup("plugin status set-weight").await else {
@@ -384,7 +375,7 @@ async fn status_and_set_weight_with_the_operator_running() {
     );
     let services: Api<VirtualService> = Api::namespaced(ns.client.clone(), n);
     let vs = services.get(&name).await.expect("VirtualService");
-    assert_eq!(split(&vs), [("v1".to_owned(), 50), ("v2".to_owned(), 50)]);
+    assert_eq!(vs.weights(), [("v1".to_owned(), 50), ("v2".to_owned(), 50)]);
     let releases: Api<CanaryRelease> = Api::namespaced(ns.client.clone(), n);
     let release = releases.get(&name).await.expect("release");
     assert_eq!(release.spec.weight, 50);
@@ -410,7 +401,7 @@ async fn status_and_set_weight_with_the_operator_running() {
     );
     wait_for("VirtualService at 0/100", WAIT, async || {
         let vs = services.get(&name).await.ok()?;
-        (split(&vs) == [("v1".to_owned(), 0), ("v2".to_owned(), 100)]).then_some(())
+        (vs.weights() == [("v1".to_owned(), 0), ("v2".to_owned(), 100)]).then_some(())
     })
     .await;
 

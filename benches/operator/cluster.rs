@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
 use canary_operator::cache::ChildStore;
-use canary_operator::controller::{Child, Stores, child_cache};
+use canary_operator::context::{Child, Stores};
+use canary_operator::controller::child_cache;
+use canary_operator::reconcile::decide::{self, Decision, Observation};
+use canary_operator::reconcile::validate::Validated;
 use canary_operator::reconcile::{build, validate};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, ServiceAccount};
@@ -221,7 +224,7 @@ impl Expected {
             destination_rule,
             gateway,
             virtual_service,
-        } = build::build(&validated);
+        } = build::build(&validated, &decided(&validated));
         Some(Expected {
             config_maps: config_maps.iter().map(ObjectRef::from).collect(),
             deployments: deployments.iter().map(ObjectRef::from).collect(),
@@ -442,7 +445,7 @@ pub async fn write_children(
                     destination_rule,
                     gateway,
                     virtual_service,
-                } = build::build(&validated);
+                } = build::build(&validated, &decided(&validated));
                 let written = [
                     apply_all(client, config_maps).await,
                     apply_all(client, deployments).await,
@@ -498,4 +501,9 @@ pub async fn delete_namespace(client: &Client, name: &str, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     eprintln!("bench: warning: namespace {name} still terminating after {timeout:?}");
+}
+
+/// The split the operator would apply for `validated`: its spec's.
+fn decided(validated: &Validated) -> Decision {
+    decide::decide(&validated.strategy, &Observation::default())
 }

@@ -62,14 +62,7 @@ async fn until<K>(
 /// The canary weight the VirtualService routes, if its route carries `stable` and `canary`
 /// subsets that add up to 100.
 fn canary_weight(vs: &VirtualService, stable: &str, canary: &str) -> Option<i32> {
-    let route = &vs.spec.http.first()?.route;
-    let weight = |subset: &str| {
-        route
-            .iter()
-            .find(|r| r.destination.subset.as_deref() == Some(subset))
-            .map(|r| r.weight)
-    };
-    let (s, c) = (weight(stable)?, weight(canary)?);
+    let (s, c) = (vs.weight_of(stable)?, vs.weight_of(canary)?);
     (s + c == 100).then_some(c)
 }
 

@@ -29,6 +29,30 @@ pub struct VirtualServiceSpec {
     pub http: Vec<HttpRoute>,
 }
 
+impl VirtualService {
+    /// The split this VirtualService carries: each subset its routes name, with its weight, in
+    /// route order. The one place where weights are read back from Istio's objects: status,
+    /// `kubectl canary`, the bench and the tests all read the split through it.
+    pub fn weights(&self) -> Vec<(String, i32)> {
+        self.spec
+            .http
+            .iter()
+            .flat_map(|route| &route.route)
+            .map(|r| (r.destination.subset.clone().unwrap_or_default(), r.weight))
+            .collect()
+    }
+
+    /// The weight routed to `subset`, if a route names it.
+    pub fn weight_of(&self, subset: &str) -> Option<i32> {
+        self.spec
+            .http
+            .iter()
+            .flat_map(|route| &route.route)
+            .find(|r| r.destination.subset.as_deref() == Some(subset))
+            .map(|r| r.weight)
+    }
+}
+
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
 pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]

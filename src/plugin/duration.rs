@@ -1,60 +1,24 @@
-//! Durations on the command line, written the way kubectl's flags take them (`30s`, `2m`,
-//! `1m30s`, `500ms`), so `--timeout` reads the same in `kubectl wait` and `kubectl canary`.
+//! Durations on the command line, parsed by `kube::core::Duration` the way kubectl parses its
+//! flags (Go's `time.ParseDuration`: `30s`, `2m`, `1m30s`, `500ms`), so `--timeout` reads the
+//! same in `kubectl wait` and `kubectl canary`, and a bare `45` is refused as kubectl refuses it.
 
 use std::time::Duration;
 
-/// Parses `90s`, `2m`, `1h30m`, `250ms` or a bare number of seconds. Zero is refused: every wait
-/// this plugin does must end, and a zero timeout would end before it starts.
+/// Parses a positive duration. Zero and negative durations are refused: every wait this plugin
+/// does must end, and a zero timeout would end before it starts.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration".into());
     }
-    let total = if text.chars().all(|c| c.is_ascii_digit()) {
-        seconds(text)?
-    } else {
-        let mut total = Duration::ZERO;
-        let mut rest = text;
-        while !rest.is_empty() {
-            let digits = rest
-                .find(|c: char| !c.is_ascii_digit() && c != '.')
-                .unwrap_or(rest.len());
-            let (number, tail) = rest.split_at(digits);
-            let unit_len = tail
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(tail.len());
-            let (unit, tail) = tail.split_at(unit_len);
-            let value: f64 = number
-                .parse()
-                .map_err(|_| format!("{text:?} is not a duration (like 30s, 2m, 1m30s)"))?;
-            let scale = match unit {
-                "ms" => 0.001,
-                "s" => 1.0,
-                "m" => 60.0,
-                "h" => 3600.0,
-                "" => return Err(format!("{text:?}: {number} needs a unit (ms, s, m or h)")),
-                other => {
-                    return Err(format!(
-                        "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
-                    ));
-                }
-            };
-            total += Duration::try_from_secs_f64(value * scale)
-                .map_err(|_| format!("{text:?} is out of range"))?;
-            rest = tail;
-        }
-        total
-    };
-    if total.is_zero() {
+    let parsed: kube::core::Duration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 30s, 2m or 1m30s: {e}"))?;
+    let duration = Duration::from(parsed);
+    if parsed.is_negative() || duration.is_zero() {
         return Err(format!("{text:?}: the duration must be longer than zero"));
     }
-    Ok(total)
-}
-
-fn seconds(text: &str) -> Result<Duration, String> {
-    text.parse::<u64>()
-        .map(Duration::from_secs)
-        .map_err(|_| format!("{text:?} is out of range"))
+    Ok(duration)
 }
 
 /// Writes a duration compactly (`1.2s`, `45s`, `2m05s`) for progress and result lines.
@@ -82,7 +46,7 @@ mod tests {
             ("1h", Duration::from_secs(3600)),
             ("250ms", Duration::from_millis(250)),
             ("1.5s", Duration::from_millis(1500)),
-            ("45", Duration::from_secs(45)),
+            ("1h2m3.5s", Duration::from_millis(3_723_500)),
         ];
         for (text, expected) in cases {
             assert_eq!(parse(text), Ok(expected), "{text}");
@@ -95,8 +59,10 @@ mod tests {
             ("", "empty"),
             ("0s", "longer than zero"),
             ("0", "longer than zero"),
-            ("10x", "unknown unit"),
-            ("1m30", "needs a unit"),
+            ("-5s", "longer than zero"),
+            ("45", "missing a unit"),
+            ("10x", "invalid unit"),
+            ("1m30", "missing a unit"),
             ("s", "not a duration"),
             ("abc", "not a duration"),
         ];

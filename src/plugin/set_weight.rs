@@ -161,18 +161,9 @@ async fn wait_applied(
 
 /// The weights a VirtualService gives the release's stable and canary subsets.
 pub fn split_of(service: &VirtualService, release: &CanaryRelease) -> (Option<i32>, Option<i32>) {
-    let weight = |subset: &str| {
-        service
-            .spec
-            .http
-            .iter()
-            .flat_map(|route| &route.route)
-            .find(|r| r.destination.subset.as_deref() == Some(subset))
-            .map(|r| r.weight)
-    };
     (
-        weight(&release.spec.stable.name),
-        weight(&release.spec.canary.name),
+        service.weight_of(&release.spec.stable.name),
+        service.weight_of(&release.spec.canary.name),
     )
 }
 

@@ -1,18 +1,18 @@
 //! Talks to the API server: judges what exists from the caches, applies what differs, deletes
-//! what the release no longer wants. Decisions come from [`super::diff`]; nothing here builds objects.
+//! what the release no longer wants, and returns the children as they now are (the desired set,
+//! observed), which the status step reads. Decisions come from [`super::diff`]; nothing here
+//! builds objects.
 
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::PartialObjectMetaExt;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::build::Children;
 use super::diff::{self, Verdict};
 use crate::api::CanaryRelease;
-use crate::api::istio::VirtualService;
-use crate::controller::{Child, Context, await_cache};
+use crate::context::{Child, Context, await_cache, publish};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// One child: what we want, what is there, and what to do about it.
@@ -26,14 +26,8 @@ struct Planned<K> {
 pub enum Converged {
     /// Objects with our names belong to someone else; nothing was written. One message per object.
     Conflict(Vec<String>),
-    /// Every child is in place.
-    Done(Box<Report>),
-}
-
-/// The children as they are after a successful converge.
-pub struct Report {
-    pub deployments: Vec<Deployment>,
-    pub virtual_service: VirtualService,
+    /// Every child is in place: here as the apiserver (or the cache) last showed it.
+    Done(Box<Children>),
 }
 
 /// Makes the cluster hold `children`.
@@ -62,13 +56,13 @@ pub async fn converge(
         gateway,
         virtual_service,
     } = children;
-    let config_maps = observe_all(ctx, config_maps, &uid).await?;
-    let deployments = observe_all(ctx, deployments, &uid).await?;
-    let autoscalers = observe_all(ctx, autoscalers, &uid).await?;
-    let service = observe(ctx, service, &uid).await?;
-    let destination_rule = observe(ctx, destination_rule, &uid).await?;
-    let gateway = observe_all(ctx, gateway.into_iter().collect(), &uid).await?;
-    let virtual_service = observe(ctx, virtual_service, &uid).await?;
+    let config_maps = plan_all(ctx, config_maps, &uid).await?;
+    let deployments = plan_all(ctx, deployments, &uid).await?;
+    let autoscalers = plan_all(ctx, autoscalers, &uid).await?;
+    let service = plan(ctx, service, &uid).await?;
+    let destination_rule = plan(ctx, destination_rule, &uid).await?;
+    let gateway = plan_all(ctx, gateway.into_iter().collect(), &uid).await?;
+    let virtual_service = plan(ctx, virtual_service, &uid).await?;
 
     let conflicts: Vec<String> = [
         foreign(&config_maps),
@@ -87,101 +81,46 @@ pub async fn converge(
     // Order matters for traffic: configuration before the pods that read it, and subsets (the
     // DestinationRule) before the route that names them, so a new version is never routed to an
     // undefined subset.
-    let mut keep = Keep::default();
-    let mut sightings = Vec::new();
-    for planned in config_maps {
-        keep.config_maps.push(
-            enact(ctx, release, planned, expect_present, &mut sightings)
-                .await?
-                .name_any(),
-        );
-    }
-    let mut current_deployments = Vec::new();
-    for planned in deployments {
-        current_deployments
-            .push(enact(ctx, release, planned, expect_present, &mut sightings).await?);
-    }
-    keep.deployments = current_deployments
-        .iter()
-        .map(ResourceExt::name_any)
-        .collect();
-    for planned in autoscalers {
-        keep.autoscalers.push(
-            enact(ctx, release, planned, expect_present, &mut sightings)
-                .await?
-                .name_any(),
-        );
-    }
-    enact(ctx, release, service, expect_present, &mut sightings).await?;
-    enact(
-        ctx,
-        release,
-        destination_rule,
-        expect_present,
-        &mut sightings,
-    )
-    .await?;
-    for planned in gateway {
-        keep.gateways.push(
-            enact(ctx, release, planned, expect_present, &mut sightings)
-                .await?
-                .name_any(),
-        );
-    }
-    let virtual_service = enact(
-        ctx,
-        release,
-        virtual_service,
-        expect_present,
-        &mut sightings,
-    )
-    .await?;
+    let mut seen = Vec::new();
+    let config_maps = enact_all(ctx, release, config_maps, expect_present, &mut seen).await?;
+    let deployments = enact_all(ctx, release, deployments, expect_present, &mut seen).await?;
+    let autoscalers = enact_all(ctx, release, autoscalers, expect_present, &mut seen).await?;
+    let service = enact(ctx, release, service, expect_present, &mut seen).await?;
+    let destination_rule = enact(ctx, release, destination_rule, expect_present, &mut seen).await?;
+    let gateway = enact_all(ctx, release, gateway, expect_present, &mut seen).await?;
+    let virtual_service = enact(ctx, release, virtual_service, expect_present, &mut seen).await?;
     // Once for all writes rather than after each: the order above only needs the server to have
     // accepted each write. (A write that fails above skips the wait; the retry's backoff covers it.)
-    if !sightings.is_empty() {
-        await_cache("children", || sightings.iter().all(|seen| seen())).await;
+    if !seen.is_empty() {
+        await_cache("children", || seen.iter().all(|sighting| sighting())).await;
     }
 
     // Removing what the release no longer wants comes last, once traffic no longer points at it.
-    prune::<k8s_openapi::api::core::v1::ConfigMap>(ctx, release, &uid, &keep.config_maps).await?;
-    prune::<Deployment>(ctx, release, &uid, &keep.deployments).await?;
-    prune::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(
-        ctx,
-        release,
-        &uid,
-        &keep.autoscalers,
-    )
-    .await?;
-    prune::<crate::api::istio::Gateway>(ctx, release, &uid, &keep.gateways).await?;
+    prune(ctx, release, &uid, &config_maps).await?;
+    prune(ctx, release, &uid, &deployments).await?;
+    prune(ctx, release, &uid, &autoscalers).await?;
+    prune(ctx, release, &uid, &gateway).await?;
 
-    Ok(Converged::Done(Box::new(Report {
-        deployments: current_deployments,
+    Ok(Converged::Done(Box::new(Children {
+        config_maps,
+        deployments,
+        autoscalers,
+        service,
+        destination_rule,
+        gateway: gateway.into_iter().next(),
         virtual_service,
     })))
 }
 
-/// Names of the children that kinds with a variable set of objects should keep.
-#[derive(Default)]
-struct Keep {
-    config_maps: Vec<String>,
-    deployments: Vec<String>,
-    autoscalers: Vec<String>,
-    gateways: Vec<String>,
-}
-
-async fn observe_all<K: Child>(
-    ctx: &Context,
-    desired: Vec<K>,
-    uid: &str,
-) -> Result<Vec<Planned<K>>> {
+async fn plan_all<K: Child>(ctx: &Context, desired: Vec<K>, uid: &str) -> Result<Vec<Planned<K>>> {
     let mut planned = Vec::with_capacity(desired.len());
     for object in desired {
-        planned.push(observe(ctx, object, uid).await?);
+        planned.push(plan(ctx, object, uid).await?);
     }
     Ok(planned)
 }
 
-async fn observe<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
+async fn plan<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let store = K::store(&ctx.stores);
@@ -223,6 +162,21 @@ fn foreign<K>(planned: &[Planned<K>]) -> Vec<String> {
 
 /// Tells whether the caches show one write of this reconcile.
 type Sighting<'a> = Box<dyn Fn() -> bool + Send + Sync + 'a>;
+
+/// [`enact`] for each child of one kind, in order.
+async fn enact_all<'a, K: Child>(
+    ctx: &'a Context,
+    release: &CanaryRelease,
+    planned: Vec<Planned<K>>,
+    expect_present: bool,
+    sightings: &mut Vec<Sighting<'a>>,
+) -> Result<Vec<K>> {
+    let mut applied = Vec::with_capacity(planned.len());
+    for p in planned {
+        applied.push(enact(ctx, release, p, expect_present, sightings).await?);
+    }
+    Ok(applied)
+}
 
 /// Applies one child if its verdict asks for it, and returns the object as it now is.
 ///
@@ -285,15 +239,17 @@ async fn enact<'a, K: Child>(
 }
 
 /// Deletes children of kind `K` that this release controls but no longer wants (an HPA after
-/// autoscaling was turned off, the objects of a renamed version, a Gateway no longer created).
+/// autoscaling was turned off, the objects of a renamed version, a Gateway no longer created):
+/// every one not among `keep`, the children of that kind just applied.
 async fn prune<K: Child>(
     ctx: &Context,
     release: &CanaryRelease,
     uid: &str,
-    keep: &[String],
+    keep: &[K],
 ) -> Result<()> {
     let namespace = release.namespace().unwrap_or_default();
     let store = K::store(&ctx.stores);
+    let keep: Vec<String> = keep.iter().map(ResourceExt::name_any).collect();
     let stale = store
         .controlled_by(&namespace, uid)
         .into_iter()
@@ -340,31 +296,4 @@ async fn prune<K: Child>(
         .await;
     }
     Ok(())
-}
-
-/// Records an Event on the release, naming the child it is about, if any.
-///
-/// Events are best effort: failing to record one must not fail or repeat the reconcile. A new
-/// recorder each time, because a shared one folds events with the same reason into a series that
-/// keeps the first note, and our notes differ (which child, which problem). Events are only sent
-/// on transitions, so there is no flood to fold.
-pub async fn publish<C: Resource<DynamicType = ()>>(
-    ctx: &Context,
-    release: &CanaryRelease,
-    type_: EventType,
-    reason: &str,
-    note: String,
-    related: Option<&C>,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: "Reconcile".to_owned(),
-        secondary: related.map(|child| child.object_ref(&())),
-    };
-    let recorder = Recorder::new(ctx.client.clone(), ctx.settings.reporter.clone());
-    if let Err(error) = recorder.publish(&event, &release.object_ref(&())).await {
-        tracing::warn!(%error, reason, "could not record an Event");
-    }
 }

@@ -173,11 +173,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::build::build;
+    use crate::reconcile::testing::built;
     use crate::reconcile::testing::{UID, lab_validated};
 
     fn lab_config_map() -> ConfigMap {
-        build(&lab_validated()).config_maps[0].clone()
+        built(&lab_validated()).config_maps[0].clone()
     }
 
     /// What the API server returns for an object we applied: our fields plus defaults and metadata.

@@ -1,14 +1,18 @@
-//! The reconcile pipeline: **validate → build → apply → status**.
+//! The reconcile pipeline: **validate → observe → decide → build → apply → status**.
 //!
-//! `validate` and `build` are pure functions of the release; `apply` and `status` are the only
-//! steps that talk to the API server. An invalid spec or an ownership conflict is an outcome, shown
-//! in status, that waits for the user's next change; only failed requests are errors, retried with
+//! `validate`, `decide` and `build` are pure functions; `observe`, `apply` and `status` are the
+//! only steps that do I/O. `decide` turns the release's strategy (today the weight set by hand)
+//! and what `observe` found into the split that `build` writes into the route, so what is applied
+//! is decided in one place. An invalid spec or an ownership conflict is an outcome, shown in
+//! status, that waits for the user's next change; only failed requests are errors, retried with
 //! backoff by the controller.
 
 pub mod apply;
 pub mod build;
 pub mod credentials;
+pub mod decide;
 pub mod diff;
+pub mod observe;
 pub mod status;
 pub mod validate;
 
@@ -24,7 +28,7 @@ use kube::runtime::controller::Action;
 use self::apply::Converged;
 use self::status::{DEGRADED, Health};
 use crate::api::CanaryRelease;
-use crate::controller::Context;
+use crate::context::Context;
 use crate::{Error, Result};
 
 /// A periodic check even without events, as a safety net for missed watch events. It costs no
@@ -48,7 +52,9 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
             return Ok(Action::await_change());
         }
     };
-    let children = build::build(&validated);
+    let observation = observe::observe(&ctx, &release, &validated).await?;
+    let decision = decide::decide(&validated.strategy, &observation);
+    let children = build::build(&validated, &decision);
     ctx.stores.wait_ready().await;
 
     let status = release.status.as_ref();
@@ -59,8 +65,8 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
                 .any(|c| c.type_ == DEGRADED && c.status == "False")
     });
     match apply::converge(&ctx, &release, children, expect_present).await {
-        Ok(Converged::Done(report)) => {
-            status::report(&ctx, &release, &Health::Converged(&validated, &report)).await?;
+        Ok(Converged::Done(applied)) => {
+            status::report(&ctx, &release, &Health::Converged(&validated, &applied)).await?;
         }
         Ok(Converged::Conflict(conflicts)) => {
             status::report(&ctx, &release, &Health::Conflict(&conflicts)).await?;

@@ -10,10 +10,10 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::apply::{Report, publish};
+use super::build::Children;
 use super::validate::{Problems, Validated, Version};
 use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
-use crate::controller::{Context, await_cache};
+use crate::context::{Context, await_cache, publish};
 use crate::{FIELD_MANAGER, Result};
 
 pub const READY: &str = "Ready";
@@ -30,8 +30,8 @@ pub enum Health<'a> {
     Rejected(String),
     /// A request failed; it will be retried.
     Failed(String),
-    /// Every child is in place.
-    Converged(&'a Validated, &'a Report),
+    /// Every child is in place: the children as applied.
+    Converged(&'a Validated, &'a Children),
 }
 
 impl Health<'_> {
@@ -136,26 +136,17 @@ pub fn desired_status(
         ];
         return status;
     }
-    let Health::Converged(validated, report) = health else {
+    let Health::Converged(validated, applied) = health else {
         return status;
     };
     let versions: Vec<(VersionStatus, bool)> = validated
         .versions()
         .iter()
-        .map(|version| version_status(version, &report.deployments))
+        .map(|version| version_status(version, &applied.deployments))
         .collect();
-    let weight_of = |version: &Version| {
-        report
-            .virtual_service
-            .spec
-            .http
-            .iter()
-            .flat_map(|route| &route.route)
-            .find(|r| r.destination.subset.as_deref() == Some(version.name.as_str()))
-            .map(|r| r.weight)
-    };
-    status.stable_weight = weight_of(&validated.stable);
-    status.canary_weight = weight_of(&validated.canary);
+    // What the route carries, read back: the split users see is the one applied, not the one meant.
+    status.stable_weight = applied.virtual_service.weight_of(&validated.stable.name);
+    status.canary_weight = applied.virtual_service.weight_of(&validated.canary.name);
     let waiting: Vec<String> = versions
         .iter()
         .filter(|(_, done)| !done)
@@ -168,10 +159,10 @@ pub fn desired_status(
         .collect();
     let split = format!(
         "{}% to {} ({}), {}% to {} ({})",
-        validated.stable_weight(),
+        status.stable_weight.unwrap_or_default(),
         validated.stable.name,
         validated.stable.model,
-        validated.canary_weight,
+        status.canary_weight.unwrap_or_default(),
         validated.canary.name,
         validated.canary.model
     );
@@ -254,13 +245,14 @@ mod tests {
     use k8s_openapi::api::apps::v1::DeploymentStatus;
 
     use super::*;
-    use crate::reconcile::build::build;
+    use crate::reconcile::testing::built;
     use crate::reconcile::testing::{lab_release, lab_validated};
     use crate::reconcile::validate::Problem;
 
-    fn report(ready: [i32; 2]) -> Report {
-        let children = build(&lab_validated());
-        let deployments = children
+    /// The lab's children as applied, with the Deployments' ready replicas as given.
+    fn applied(ready: [i32; 2]) -> Children {
+        let mut children = built(&lab_validated());
+        children.deployments = children
             .deployments
             .into_iter()
             .zip(ready)
@@ -277,10 +269,7 @@ mod tests {
                 d
             })
             .collect();
-        Report {
-            deployments,
-            virtual_service: children.virtual_service,
-        }
+        children
     }
 
     fn at(seconds: i64) -> Timestamp {
@@ -295,7 +284,7 @@ mod tests {
     fn rolling_out_then_ready() {
         let v = lab_validated();
         let mut release = lab_release();
-        let rolling = desired_status(&release, &Health::Converged(&v, &report([2, 1])), at(0));
+        let rolling = desired_status(&release, &Health::Converged(&v, &applied([2, 1])), at(0));
         assert_eq!(rolling.observed_generation, Some(1));
         assert_eq!(
             (rolling.stable_weight, rolling.canary_weight),
@@ -319,7 +308,7 @@ mod tests {
         );
 
         release.status = Some(rolling.clone());
-        let ready = desired_status(&release, &Health::Converged(&v, &report([2, 2])), at(60));
+        let ready = desired_status(&release, &Health::Converged(&v, &applied([2, 2])), at(60));
         assert_eq!(get(&ready, READY).status, "True");
         assert_eq!(get(&ready, READY).reason, "Available");
         assert!(
@@ -340,7 +329,7 @@ mod tests {
 
         release.status = Some(ready.clone());
         assert_eq!(
-            desired_status(&release, &Health::Converged(&v, &report([2, 2])), at(120)),
+            desired_status(&release, &Health::Converged(&v, &applied([2, 2])), at(120)),
             ready,
             "nothing changed, so the status is identical and will not be written"
         );
@@ -352,7 +341,7 @@ mod tests {
         let mut release = lab_release();
         release.status = Some(desired_status(
             &release,
-            &Health::Converged(&v, &report([2, 2])),
+            &Health::Converged(&v, &applied([2, 2])),
             at(0),
         ));
         let problems = Problems(vec![Problem {

@@ -40,6 +40,16 @@ pub fn examples() -> Vec<(String, super::validate::Validated)> {
         .collect()
 }
 
+/// The decision for a release steered by its spec, as the decide step makes it.
+pub fn decided(v: &super::validate::Validated) -> super::decide::Decision {
+    super::decide::decide(&v.strategy, &super::decide::Observation::default())
+}
+
+/// The children built for `v` with the decision its spec asks for.
+pub fn built(v: &super::validate::Validated) -> super::build::Children {
+    super::build::build(v, &decided(v))
+}
+
 pub fn lab_validated() -> super::validate::Validated {
     super::validate::validate(&lab_release(), "cluster.local")
         .unwrap_or_else(|p| panic!("lab example is invalid: {p}"))

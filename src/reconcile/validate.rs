@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use super::credentials;
+use super::decide::Strategy;
 use crate::api::{AutoscalingSpec, CanaryRelease, VersionSpec};
 
 /// Which of the two versions a value belongs to.
@@ -42,8 +43,8 @@ pub struct Validated {
     pub secret_name: Option<String>,
     pub stable: Version,
     pub canary: Version,
-    /// Percent of traffic for the canary; the stable version gets `100 - canary_weight`.
-    pub canary_weight: i32,
+    /// How the split is steered; the decide step turns it into the weights applied.
+    pub strategy: Strategy,
     pub autoscaling: Option<AutoscalingSpec>,
     pub gateway: Gateway,
     /// Fully qualified name of the Service, used as the Istio host everywhere so that the
@@ -54,10 +55,6 @@ pub struct Validated {
 impl Validated {
     pub fn versions(&self) -> [&Version; 2] {
         [&self.stable, &self.canary]
-    }
-
-    pub fn stable_weight(&self) -> i32 {
-        100 - self.canary_weight
     }
 }
 
@@ -258,7 +255,9 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
         owner,
         port: spec.port,
         secret_name: spec.secret_ref.as_ref().map(|s| s.name.clone()),
-        canary_weight: spec.weight,
+        strategy: Strategy::Manual {
+            canary_weight: spec.weight,
+        },
         autoscaling: spec.autoscaling.clone(),
         gateway,
     })
@@ -407,7 +406,7 @@ mod tests {
     fn lab_example_is_valid_and_resolves_defaults() {
         let v = validate(&lab_release(), "cluster.local").unwrap_or_else(|p| panic!("{p}"));
         assert_eq!(v.host, "azureopenaichat.azureopenai.svc.cluster.local");
-        assert_eq!((v.stable_weight(), v.canary_weight), (75, 25));
+        assert_eq!(v.strategy, Strategy::Manual { canary_weight: 25 });
         assert_eq!(v.stable.object_name, "azureopenaichat-v1");
         assert_eq!(
             v.canary.config.get("AZURE_MODEL_NAME").map(String::as_str),

@@ -68,16 +68,11 @@ pub async fn set_weight(ns: &TestNs, name: &str, weight: i32) -> Result<(), kube
 
 /// The canary's weight in the release's VirtualService (its subset is `v2` in the lab).
 pub async fn canary_weight(ns: &TestNs, name: &str) -> Option<i32> {
-    let vs = Api::<VirtualService>::namespaced(ns.client.clone(), &ns.name)
+    Api::<VirtualService>::namespaced(ns.client.clone(), &ns.name)
         .get(name)
         .await
-        .ok()?;
-    let route = vs.spec.http.first()?;
-    let canary = route
-        .route
-        .iter()
-        .find(|r| r.destination.subset.as_deref() == Some("v2"))?;
-    Some(canary.weight)
+        .ok()?
+        .weight_of("v2")
 }
 
 pub async fn wait_canary_weight(ns: &TestNs, name: &str, weight: i32, within: Duration) {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canary_operator::api::CanaryRelease;
-use canary_operator::controller::{self, Context, Settings};
+use canary_operator::context::{Context, Settings};
+use canary_operator::controller;
 use canary_operator::metrics::Metrics;
 use canary_operator::readiness::Readiness;
 use canary_operator::requests::{RequestCounts, counting_client};

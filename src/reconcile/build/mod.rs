@@ -22,6 +22,7 @@ use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::decide::Decision;
 use super::validate::Validated;
 use crate::api::istio::{DestinationRule, Gateway, VirtualService};
 use crate::labels;
@@ -48,7 +49,8 @@ pub struct Children {
     pub virtual_service: VirtualService,
 }
 
-pub fn build(v: &Validated) -> Children {
+/// The children of a validated release, with the split `decision` says.
+pub fn build(v: &Validated, decision: &Decision) -> Children {
     let versions = v.versions();
     Children {
         config_maps: versions
@@ -69,7 +71,7 @@ pub fn build(v: &Validated) -> Children {
         service: stamped(service(v)),
         destination_rule: stamped(destination_rule(v)),
         gateway: gateway(v).map(stamped),
-        virtual_service: stamped(virtual_service(v)),
+        virtual_service: stamped(virtual_service(v, decision)),
     }
 }
 
@@ -105,12 +107,12 @@ fn stamped<K: Resource + Serialize>(mut object: K) -> K {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::testing::{lab_release, lab_validated};
+    use crate::reconcile::testing::{built, lab_release, lab_validated};
     use crate::reconcile::validate::validate;
 
     #[test]
     fn lab_example_yields_every_object_of_the_lab() {
-        let children = build(&lab_validated());
+        let children = built(&lab_validated());
         let names = |objects: &[ConfigMap]| {
             objects
                 .iter()
@@ -128,7 +130,7 @@ mod tests {
 
     #[test]
     fn every_child_carries_the_hash_of_its_content() {
-        let children = build(&lab_validated());
+        let children = built(&lab_validated());
         let hash = |meta: &ObjectMeta| {
             meta.annotations
                 .as_ref()
@@ -139,7 +141,7 @@ mod tests {
         assert_eq!(before.len(), 16);
         let mut release = lab_release();
         release.spec.weight = 50;
-        let after = build(&validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}")));
+        let after = built(&validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}")));
         assert_ne!(
             hash(&after.virtual_service.metadata),
             Some(before.clone()),
@@ -151,7 +153,7 @@ mod tests {
             "a weight change leaves the subsets alone"
         );
         assert_eq!(
-            build(&lab_validated()),
+            built(&lab_validated()),
             children,
             "building is deterministic"
         );
@@ -162,7 +164,7 @@ mod tests {
         let mut release = lab_release();
         release.spec.autoscaling = None;
         let children =
-            build(&validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}")));
+            built(&validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}")));
         assert!(children.autoscalers.is_empty());
     }
 }

@@ -3,6 +3,7 @@ use crate::api::istio::{
     Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualService, VirtualServiceSpec,
 };
 use crate::labels;
+use crate::reconcile::decide::Decision;
 use crate::reconcile::validate::{self, Validated};
 
 /// Name of the one HTTP route, so the split is easy to find with `kubectl get -o yaml`.
@@ -10,7 +11,7 @@ pub const ROUTE_NAME: &str = "canary-split";
 
 /// The traffic split. Both destinations stay listed even at weight 0, so a shift is a change of two
 /// numbers and never of the route's shape.
-pub fn virtual_service(v: &Validated) -> VirtualService {
+pub fn virtual_service(v: &Validated, decision: &Decision) -> VirtualService {
     let gateways = match &v.gateway {
         validate::Gateway::Create { .. } => vec![v.name.clone()],
         validate::Gateway::Existing { gateways, .. } => gateways.clone(),
@@ -33,8 +34,8 @@ pub fn virtual_service(v: &Validated) -> VirtualService {
             http: vec![HttpRoute {
                 name: Some(ROUTE_NAME.to_owned()),
                 route: vec![
-                    destination(&v.stable.name, v.stable_weight()),
-                    destination(&v.canary.name, v.canary_weight),
+                    destination(&v.stable.name, decision.stable_weight()),
+                    destination(&v.canary.name, decision.canary_weight),
                 ],
             }],
         },
@@ -48,7 +49,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::testing::{lab_release, lab_validated, shared_metadata, to_json};
+    use crate::reconcile::testing::{
+        decided, lab_release, lab_validated, shared_metadata, to_json,
+    };
 
     fn route(weight_v1: i32, weight_v2: i32) -> serde_json::Value {
         let host = "azureopenaichat.azureopenai.svc.cluster.local";
@@ -69,7 +72,13 @@ mod tests {
             "metadata": shared_metadata(),
             "spec": {"hosts": ["*"], "gateways": ["azureopenaichat"], "http": route(75, 25)},
         });
-        assert_eq!(to_json(&virtual_service(&lab_validated())), expected);
+        assert_eq!(
+            to_json(&virtual_service(
+                &lab_validated(),
+                &decided(&lab_validated())
+            )),
+            expected
+        );
     }
 
     #[test]
@@ -79,7 +88,7 @@ mod tests {
             release.spec.weight = weight;
             let v = validate::validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
             assert_eq!(
-                to_json(&virtual_service(&v))["spec"]["http"],
+                to_json(&virtual_service(&v, &decided(&v)))["spec"]["http"],
                 route(100 - weight, weight),
                 "weight {weight}"
             );
@@ -94,7 +103,7 @@ mod tests {
         release.spec.gateway.existing = Some(vec!["istio-ingress/public".into(), "mesh".into()]);
         release.spec.gateway.hosts = vec!["chat.example.com".into()];
         let v = validate::validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
-        let spec = virtual_service(&v).spec;
+        let spec = virtual_service(&v, &decided(&v)).spec;
         assert_eq!(spec.gateways, ["istio-ingress/public", "mesh"]);
         assert_eq!(spec.hosts, ["chat.example.com"]);
     }

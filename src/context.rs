@@ -1,0 +1,217 @@
+//! What every reconcile shares: the client, the caches of the children and of the releases, the
+//! settings and metrics; waiting for the caches to show the reconcile's own writes; Events.
+//!
+//! It sits below the reconcile's steps and above the caches: the controller fills it, the steps
+//! read it, and it imports neither.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::CanaryRelease;
+use crate::api::istio::{DestinationRule, Gateway, VirtualService};
+use crate::cache::{ChildStore, Compact};
+use crate::metrics::Metrics;
+
+/// What the operator watches and how it names things.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Watch one namespace, or all when `None`.
+    pub namespace: Option<String>,
+    /// DNS suffix of Services, used to write Istio hosts as fully qualified names.
+    pub cluster_domain: String,
+    /// Reported as the source of Events (`reportingController`/`reportingInstance`).
+    pub reporter: Reporter,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            namespace: None,
+            cluster_domain: "cluster.local".to_owned(),
+            reporter: Reporter {
+                controller: crate::FIELD_MANAGER.to_owned(),
+                instance: None,
+            },
+        }
+    }
+}
+
+/// Read-only caches of the children, kept compact ([`ChildStore`]).
+#[derive(Clone)]
+pub struct Stores {
+    pub config_maps: ChildStore<ConfigMap>,
+    pub deployments: ChildStore<Deployment>,
+    pub autoscalers: ChildStore<HorizontalPodAutoscaler>,
+    pub services: ChildStore<Service>,
+    pub destination_rules: ChildStore<DestinationRule>,
+    pub gateways: ChildStore<Gateway>,
+    pub virtual_services: ChildStore<VirtualService>,
+}
+
+impl Stores {
+    /// Waits (bounded) until every cache has listed once: before that a cache cannot tell a
+    /// missing child from one not listed yet, and a reconcile would fail and back off.
+    ///
+    /// Polled: at a (re)start every queued reconcile waits here at once, and kube's
+    /// `Store::wait_until_ready` (still used for the releases) wakes only the task that polled it
+    /// last, which added 30 s to every start with releases present (seen with `make bench`).
+    pub async fn wait_ready(&self) {
+        // Past the limit a reconcile goes on and fails with `CacheNotReady`, to retry with backoff.
+        let limit = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.ready() && tokio::time::Instant::now() < limit {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// True once every cache has listed and none is listing again. During a list again (after a
+    /// watch fell too far behind, as after an apiserver restart) a cache still holds its older
+    /// copies, which may miss a deletion made meanwhile; a reconcile waits for the new list.
+    pub fn ready(&self) -> bool {
+        self.config_maps.current()
+            && self.deployments.current()
+            && self.autoscalers.current()
+            && self.services.current()
+            && self.destination_rules.current()
+            && self.gateways.current()
+            && self.virtual_services.current()
+    }
+}
+
+/// Longest wait for a cache to show our own write; past it the reconcile ends anyway.
+const CACHE_LAG_LIMIT: Duration = Duration::from_secs(5);
+
+/// Waits (bounded) until `seen` holds, checking the caches every few milliseconds.
+///
+/// A reconcile that wrote something ends only once the caches show the write. Otherwise the next
+/// reconcile of the same release (triggered by that very write) could read the older cached copy,
+/// judge it stale, and send the same write again: harmless on the server, but a write all the same.
+pub async fn await_cache(what: &str, seen: impl Fn() -> bool) {
+    let start = tokio::time::Instant::now();
+    while !seen() {
+        if start.elapsed() >= CACHE_LAG_LIMIT {
+            tracing::debug!(what, "cache did not show our write in time");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tracing::trace!(
+        what,
+        waited_ms = start.elapsed().as_millis() as u64,
+        "cache caught up"
+    );
+}
+
+/// A kind of object a release owns.
+pub trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Compact
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    fn store(stores: &Stores) -> &ChildStore<Self>;
+}
+
+macro_rules! child {
+    ($kind:ty, $field:ident) => {
+        impl Child for $kind {
+            fn store(stores: &Stores) -> &ChildStore<Self> {
+                &stores.$field
+            }
+        }
+    };
+}
+child!(ConfigMap, config_maps);
+child!(Deployment, deployments);
+child!(HorizontalPodAutoscaler, autoscalers);
+child!(Service, services);
+child!(DestinationRule, destination_rules);
+child!(Gateway, gateways);
+child!(VirtualService, virtual_services);
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    /// The controller's own cache of releases.
+    pub releases: Store<CanaryRelease>,
+    pub settings: Settings,
+    pub metrics: Arc<Metrics>,
+    /// Consecutive failures per release, for the backoff. An entry lives until the release next
+    /// reconciles successfully (or the watches recover from an outage), so one deleted while
+    /// failing leaves a few bytes behind.
+    pub failures: Failures,
+}
+
+/// Consecutive failures per release; shared with the controller, which clears them after an outage.
+pub type Failures = Arc<Mutex<HashMap<ObjectRef<CanaryRelease>, u32>>>;
+
+impl Context {
+    pub fn api<K: Child>(&self, namespace: &str) -> Api<K> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Forgets the failure streak of a release after a successful reconcile.
+    pub fn reset_backoff(&self, release: &CanaryRelease) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(&ObjectRef::from(release));
+        }
+    }
+
+    /// Exponential backoff per release: 0.5 s, 1 s, 2 s, ... capped at 5 minutes.
+    pub fn next_backoff(&self, release: &CanaryRelease) -> Duration {
+        let streak = match self.failures.lock() {
+            Ok(mut failures) => {
+                let n = failures.entry(ObjectRef::from(release)).or_insert(0);
+                *n = n.saturating_add(1);
+                *n
+            }
+            Err(_) => 10,
+        };
+        let millis = 500u64.saturating_mul(1u64 << streak.saturating_sub(1).min(20));
+        Duration::from_millis(millis.min(300_000))
+    }
+}
+
+/// Records an Event on the release, naming the child it is about, if any.
+///
+/// Events are best effort: failing to record one must not fail or repeat the reconcile. A new
+/// recorder each time, because a shared one folds events with the same reason into a series that
+/// keeps the first note, and our notes differ (which child, which problem). Events are only sent
+/// on transitions, so there is no flood to fold.
+pub async fn publish<C: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    release: &CanaryRelease,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<&C>,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: related.map(|child| child.object_ref(&())),
+    };
+    let recorder = Recorder::new(ctx.client.clone(), ctx.settings.reporter.clone());
+    if let Err(error) = recorder.publish(&event, &release.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not record an Event");
+    }
+}
