@@ -483,7 +483,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::build::Children;
     use crate::reconcile::diff::contains;
     use crate::reconcile::testing::{built, examples};
 
@@ -516,23 +515,14 @@ mod tests {
         let all = examples();
         assert!(all.len() >= 5, "expected the examples, found {}", all.len());
         for (file, validated) in all {
-            let Children {
-                config_maps,
-                deployments,
-                autoscalers,
-                service,
-                destination_rule,
-                gateway,
-                virtual_service,
-            } = built(&validated);
+            let children = built(&validated);
             eprintln!("{file}");
-            config_maps.iter().for_each(survives);
-            deployments.iter().for_each(survives);
-            autoscalers.iter().for_each(survives);
-            survives(&service);
-            survives(&destination_rule);
-            gateway.iter().for_each(survives);
-            survives(&virtual_service);
+            macro_rules! survive_all {
+                ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
+                    $(children.$field.iter().for_each(survives);)*
+                };
+            }
+            crate::with_child_kinds!(survive_all);
         }
     }
 

@@ -10,9 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, Resource};
@@ -20,7 +17,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::CanaryRelease;
-use crate::api::istio::{DestinationRule, Gateway, VirtualService};
 use crate::cache::{ChildStore, Compact};
 use crate::metrics::Metrics;
 
@@ -48,17 +44,37 @@ impl Default for Settings {
     }
 }
 
-/// Read-only caches of the children, kept compact ([`ChildStore`]).
-#[derive(Clone)]
-pub struct Stores {
-    pub config_maps: ChildStore<ConfigMap>,
-    pub deployments: ChildStore<Deployment>,
-    pub autoscalers: ChildStore<HorizontalPodAutoscaler>,
-    pub services: ChildStore<Service>,
-    pub destination_rules: ChildStore<DestinationRule>,
-    pub gateways: ChildStore<Gateway>,
-    pub virtual_services: ChildStore<VirtualService>,
+macro_rules! stores {
+    ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
+        /// Read-only caches of the children, one per kind of [`crate::kinds`], kept compact
+        /// ([`ChildStore`]).
+        #[derive(Clone, Default)]
+        pub struct Stores {
+            $(pub $field: ChildStore<$kind>,)*
+        }
+
+        impl Stores {
+            /// True once every cache has listed and none is listing again. During a list again
+            /// (after a watch fell too far behind, as after an apiserver restart) a cache still
+            /// holds its older copies, which may miss a deletion made meanwhile; a reconcile waits
+            /// for the new list.
+            pub fn ready(&self) -> bool {
+                true $(&& self.$field.current())*
+            }
+        }
+
+        $(
+            impl Child for $kind {
+                const PRUNED: bool = $crate::child_kind_pruned!($policy);
+
+                fn store(stores: &Stores) -> &ChildStore<Self> {
+                    &stores.$field
+                }
+            }
+        )*
+    };
 }
+crate::with_child_kinds!(stores);
 
 impl Stores {
     /// Waits (bounded) until every cache has listed once: before that a cache cannot tell a
@@ -73,19 +89,6 @@ impl Stores {
         while !self.ready() && tokio::time::Instant::now() < limit {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// True once every cache has listed and none is listing again. During a list again (after a
-    /// watch fell too far behind, as after an apiserver restart) a cache still holds its older
-    /// copies, which may miss a deletion made meanwhile; a reconcile waits for the new list.
-    pub fn ready(&self) -> bool {
-        self.config_maps.current()
-            && self.deployments.current()
-            && self.autoscalers.current()
-            && self.services.current()
-            && self.destination_rules.current()
-            && self.gateways.current()
-            && self.virtual_services.current()
     }
 }
 
@@ -125,25 +128,11 @@ pub trait Child:
     + Sync
     + 'static
 {
+    /// Whether objects of this kind that a release no longer wants are deleted.
+    const PRUNED: bool;
+
     fn store(stores: &Stores) -> &ChildStore<Self>;
 }
-
-macro_rules! child {
-    ($kind:ty, $field:ident) => {
-        impl Child for $kind {
-            fn store(stores: &Stores) -> &ChildStore<Self> {
-                &stores.$field
-            }
-        }
-    };
-}
-child!(ConfigMap, config_maps);
-child!(Deployment, deployments);
-child!(HorizontalPodAutoscaler, autoscalers);
-child!(Service, services);
-child!(DestinationRule, destination_rules);
-child!(Gateway, gateways);
-child!(VirtualService, virtual_services);
 
 /// Shared state of all reconciles.
 pub struct Context {

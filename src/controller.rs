@@ -7,9 +7,6 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
@@ -19,7 +16,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::CanaryRelease;
-use crate::api::istio::{DestinationRule, Gateway, VirtualService};
+use crate::api::istio::VirtualService;
 use crate::cache::ChildStore;
 use crate::context::{Child, Context, Failures, Settings, Stores};
 use crate::metrics::Metrics;
@@ -207,6 +204,28 @@ pub fn child_cache<K: Child>(
     (store, stream)
 }
 
+macro_rules! watch_children {
+    ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
+        /// A cache of every kind of child (see [`crate::kinds`]), and `controller` told to
+        /// reconcile a release when one of its children changes.
+        fn watch_children(
+            client: &Client,
+            namespace: Option<&str>,
+            readiness: &Arc<Readiness>,
+            mut controller: Controller<CanaryRelease>,
+        ) -> (Stores, Controller<CanaryRelease>) {
+            let mut stores = Stores::default();
+            $(
+                let (store, stream) = child_cache::<$kind>(client, namespace, readiness);
+                stores.$field = store;
+                controller = controller.owns_stream(stream);
+            )*
+            (stores, controller)
+        }
+    };
+}
+crate::with_child_kinds!(watch_children);
+
 /// Builds the controller. The returned future runs it until `shutdown` resolves, letting
 /// reconciles in flight finish; the context stays readable meanwhile (tests read its counters).
 pub fn controller(
@@ -218,17 +237,8 @@ pub fn controller(
 ) -> (Arc<Context>, impl Future<Output = ()> + Send + 'static) {
     let ns = settings.namespace.clone();
     let ns = ns.as_deref();
-    let r = &readiness;
-    let (config_maps, cm_stream) = child_cache::<ConfigMap>(&client, ns, r);
-    let (deployments, deploy_stream) = child_cache::<Deployment>(&client, ns, r);
-    let (autoscalers, hpa_stream) = child_cache::<HorizontalPodAutoscaler>(&client, ns, r);
-    let (services, svc_stream) = child_cache::<Service>(&client, ns, r);
-    let (destination_rules, dr_stream) = child_cache::<DestinationRule>(&client, ns, r);
-    let (gateways, gw_stream) = child_cache::<Gateway>(&client, ns, r);
-    let (virtual_services, vs_stream) = child_cache::<VirtualService>(&client, ns, r);
-
     let (releases, release_writer) = reflector::store();
-    let release_path = register_watch::<CanaryRelease>(r, ns, Some(CRD_INSTALL_HINT));
+    let release_path = register_watch::<CanaryRelease>(&readiness, ns, Some(CRD_INSTALL_HINT));
     let release_stream = watch_stream(
         scoped::<CanaryRelease>(&client, ns),
         watcher::Config::default().page_size(LIST_PAGE_SIZE),
@@ -257,30 +267,17 @@ pub fn controller(
             streaks.clear();
         }
     });
+    let controller = Controller::for_stream(release_stream, releases.clone());
+    let (stores, controller) = watch_children(&client, ns, &readiness, controller);
     let ctx = Arc::new(Context {
-        releases: releases.clone(),
+        releases,
         client,
-        stores: Stores {
-            config_maps,
-            deployments,
-            autoscalers,
-            services,
-            destination_rules,
-            gateways,
-            virtual_services,
-        },
+        stores,
         settings,
         metrics,
         failures,
     });
-    let running = Controller::for_stream(release_stream, releases)
-        .owns_stream(cm_stream)
-        .owns_stream(deploy_stream)
-        .owns_stream(hpa_stream)
-        .owns_stream(svc_stream)
-        .owns_stream(dr_stream)
-        .owns_stream(gw_stream)
-        .owns_stream(vs_stream)
+    let running = controller
         .reconcile_all_on(recoveries)
         .with_config(ControllerConfig::default().concurrency(CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown)

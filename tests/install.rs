@@ -39,46 +39,6 @@ const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/canary-operator
 const RENDER_RELEASE: &str = "canary-operator";
 const RENDER_NAMESPACE: &str = "operators";
 
-/// What the chart grants the operator in the watched namespaces (or cluster-wide), as
-/// (API group, resource, verbs). Reviewed here in one place; the tests below check that the chart
-/// renders exactly this and that the operator uses every entry.
-const OPERATOR_RULES: &[(&str, &str, &[&str])] = &[
-    ("canary.dev", "canaryreleases", &["list", "watch"]),
-    ("canary.dev", "canaryreleases/status", &["patch"]),
-    (
-        "",
-        "configmaps",
-        &["list", "watch", "create", "patch", "delete"],
-    ),
-    (
-        "apps",
-        "deployments",
-        &["list", "watch", "create", "patch", "delete"],
-    ),
-    (
-        "autoscaling",
-        "horizontalpodautoscalers",
-        &["list", "watch", "create", "patch", "delete"],
-    ),
-    ("", "services", &["list", "watch", "create", "patch"]),
-    (
-        "networking.istio.io",
-        "destinationrules",
-        &["list", "watch", "create", "patch"],
-    ),
-    (
-        "networking.istio.io",
-        "virtualservices",
-        &["list", "watch", "create", "patch"],
-    ),
-    (
-        "networking.istio.io",
-        "gateways",
-        &["list", "watch", "create", "patch", "delete"],
-    ),
-    ("events.k8s.io", "events", &["create"]),
-];
-
 // ---------------------------------------------------------------------------------------------
 // helm
 
@@ -238,14 +198,17 @@ fn grants(rules: &Value) -> BTreeSet<Grant> {
     out
 }
 
+/// What the chart must grant the operator in the watched namespaces (or cluster-wide): the
+/// rules the operator derives from its one list of child kinds (`canary_operator::kinds`). The
+/// tests below check that the chart renders exactly these and that the operator uses every one.
 fn expected_operator_grants() -> BTreeSet<Grant> {
-    OPERATOR_RULES
-        .iter()
-        .flat_map(|(group, resource, verbs)| {
-            verbs.iter().map(|verb| Grant {
-                group: (*group).to_owned(),
-                resource: (*resource).to_owned(),
-                verb: (*verb).to_owned(),
+    canary_operator::kinds::rbac_rules()
+        .into_iter()
+        .flat_map(|rule| {
+            rule.verbs.into_iter().map(move |verb| Grant {
+                group: rule.group.clone(),
+                resource: rule.resource.clone(),
+                verb: verb.to_owned(),
                 name: None,
             })
         })

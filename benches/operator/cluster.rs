@@ -9,6 +9,7 @@ use canary_operator::api::CanaryRelease;
 use canary_operator::cache::ChildStore;
 use canary_operator::context::{Child, Stores};
 use canary_operator::controller::child_cache;
+use canary_operator::reconcile::children::Children;
 use canary_operator::reconcile::decide::{self, Decision, Observation};
 use canary_operator::reconcile::validate::Validated;
 use canary_operator::reconcile::{build, validate};
@@ -203,49 +204,40 @@ pub struct Observer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-struct Expected {
-    config_maps: Vec<ObjectRef<ConfigMap>>,
-    deployments: Vec<ObjectRef<k8s_openapi::api::apps::v1::Deployment>>,
-    autoscalers: Vec<ObjectRef<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>>,
-    service: ObjectRef<k8s_openapi::api::core::v1::Service>,
-    destination_rule: ObjectRef<canary_operator::api::istio::DestinationRule>,
-    gateway: Option<ObjectRef<canary_operator::api::istio::Gateway>>,
-    virtual_service: ObjectRef<canary_operator::api::istio::VirtualService>,
-}
+macro_rules! expected {
+    ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
+        /// The children of one release, by kind, as references (see `canary_operator::kinds`).
+        struct Expected {
+            $($field: Vec<ObjectRef<$kind>>,)*
+        }
 
-impl Expected {
-    fn of(release: &CanaryRelease) -> Option<Expected> {
-        let validated = validate::validate(release, "cluster.local").ok()?;
-        let build::Children {
-            config_maps,
-            deployments,
-            autoscalers,
-            service,
-            destination_rule,
-            gateway,
-            virtual_service,
-        } = build::build(&validated, &decided(&validated));
-        Some(Expected {
-            config_maps: config_maps.iter().map(ObjectRef::from).collect(),
-            deployments: deployments.iter().map(ObjectRef::from).collect(),
-            autoscalers: autoscalers.iter().map(ObjectRef::from).collect(),
-            service: ObjectRef::from(&service),
-            destination_rule: ObjectRef::from(&destination_rule),
-            gateway: gateway.as_ref().map(ObjectRef::from),
-            virtual_service: ObjectRef::from(&virtual_service),
-        })
-    }
+        impl Expected {
+            fn of(release: &CanaryRelease) -> Option<Expected> {
+                let validated = validate::validate(release, "cluster.local").ok()?;
+                let children = build::build(&validated, &decided(&validated));
+                Some(Expected {
+                    $($field: children.$field.iter().map(ObjectRef::from).collect(),)*
+                })
+            }
 
-    fn present(&self, stores: &Stores, uid: &str) -> bool {
-        all(stores, &self.config_maps, uid)
-            && all(stores, &self.deployments, uid)
-            && all(stores, &self.autoscalers, uid)
-            && owned(stores, &self.service, uid)
-            && owned(stores, &self.destination_rule, uid)
-            && self.gateway.iter().all(|g| owned(stores, g, uid))
-            && owned(stores, &self.virtual_service, uid)
-    }
+            fn present(&self, stores: &Stores, uid: &str) -> bool {
+                true $(&& all(stores, &self.$field, uid))*
+            }
+        }
+
+        /// Applies every child of `children`, kind by kind in the operator's order: objects
+        /// applied and failed.
+        async fn apply_children(client: &Client, children: Children) -> (u64, u64) {
+            let mut totals = (0, 0);
+            $(
+                let (ok, failed) = apply_all(client, children.$field).await;
+                totals = (totals.0 + ok, totals.1 + failed);
+            )*
+            totals
+        }
+    };
 }
+canary_operator::with_child_kinds!(expected);
 
 fn all<K: Child>(stores: &Stores, refs: &[ObjectRef<K>], uid: &str) -> bool {
     refs.iter().all(|r| owned(stores, r, uid))
@@ -427,42 +419,23 @@ pub async fn write_children(
     workers: usize,
 ) -> (u64, u64, f64) {
     let start = Instant::now();
-    let results: Vec<(u64, u64)> = stream::iter(0..n)
-        .map(|i| {
-            let ns = &namespaces[i % namespaces.len()];
-            let mut release: CanaryRelease =
-                serde_json::from_value(release(lab, ns, &format!("plain-{i:05}")))
-                    .expect("the lab example is a CanaryRelease");
-            release.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
-            let validated =
-                validate::validate(&release, "cluster.local").expect("the lab example is valid");
-            async move {
-                let build::Children {
-                    config_maps,
-                    deployments,
-                    autoscalers,
-                    service,
-                    destination_rule,
-                    gateway,
-                    virtual_service,
-                } = build::build(&validated, &decided(&validated));
-                let written = [
-                    apply_all(client, config_maps).await,
-                    apply_all(client, deployments).await,
-                    apply_all(client, autoscalers).await,
-                    apply_all(client, vec![service]).await,
-                    apply_all(client, vec![destination_rule]).await,
-                    apply_all(client, gateway.into_iter().collect()).await,
-                    apply_all(client, vec![virtual_service]).await,
-                ];
-                written
-                    .into_iter()
-                    .fold((0, 0), |(ok, failed), (o, f)| (ok + o, failed + f))
-            }
-        })
-        .buffer_unordered(workers.max(1))
-        .collect()
-        .await;
+    let results: Vec<(u64, u64)> =
+        stream::iter(0..n)
+            .map(|i| {
+                let ns = &namespaces[i % namespaces.len()];
+                let mut release: CanaryRelease =
+                    serde_json::from_value(release(lab, ns, &format!("plain-{i:05}")))
+                        .expect("the lab example is a CanaryRelease");
+                release.metadata.uid = Some(format!("00000000-0000-4000-8000-{i:012}"));
+                let validated = validate::validate(&release, "cluster.local")
+                    .expect("the lab example is valid");
+                async move {
+                    apply_children(client, build::build(&validated, &decided(&validated))).await
+                }
+            })
+            .buffer_unordered(workers.max(1))
+            .collect()
+            .await;
     let seconds = start.elapsed().as_secs_f64();
     (
         results.iter().map(|r| r.0).sum(),

@@ -9,7 +9,7 @@ use kube::core::PartialObjectMetaExt;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
-use super::build::Children;
+use super::children::Children;
 use super::diff::{self, Verdict};
 use crate::api::CanaryRelease;
 use crate::context::{Child, Context, await_cache, publish};
@@ -30,97 +30,66 @@ pub enum Converged {
     Done(Box<Children>),
 }
 
-/// Makes the cluster hold `children`.
-///
-/// All children are read before anything is written, so an ownership conflict on any of them
-/// leaves every object untouched. `expect_present` says the release was fully in place before;
-/// a child missing then was deleted by someone, and restoring it is announced in an Event.
-pub async fn converge(
-    ctx: &Context,
-    release: &CanaryRelease,
-    children: Children,
-    expect_present: bool,
-) -> Result<Converged> {
-    let uid = release
-        .meta()
-        .uid
-        .clone()
-        .ok_or(Error::MissingMetadata("CanaryRelease", "uid"))?;
-    // Destructured without `..` so a new kind of child cannot be built and then forgotten here.
-    let Children {
-        config_maps,
-        deployments,
-        autoscalers,
-        service,
-        destination_rule,
-        gateway,
-        virtual_service,
-    } = children;
-    let config_maps = plan_all(ctx, config_maps, &uid).await?;
-    let deployments = plan_all(ctx, deployments, &uid).await?;
-    let autoscalers = plan_all(ctx, autoscalers, &uid).await?;
-    let service = plan(ctx, service, &uid).await?;
-    let destination_rule = plan(ctx, destination_rule, &uid).await?;
-    let gateway = plan_all(ctx, gateway.into_iter().collect(), &uid).await?;
-    let virtual_service = plan(ctx, virtual_service, &uid).await?;
+macro_rules! converge_children {
+    ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
+        /// Makes the cluster hold `children`, kind by kind in the list's order (see
+        /// [`crate::kinds`]): configuration before the pods that read it, and subsets (the
+        /// DestinationRule) before the route that names them, so a new version is never routed
+        /// to an undefined subset.
+        ///
+        /// All children are read (from the caches) before anything is written, so an ownership
+        /// conflict on any of them leaves every object untouched. `expect_present` says the
+        /// release was fully in place before; a child missing then was deleted by someone, and
+        /// restoring it is announced in an Event.
+        pub async fn converge(
+            ctx: &Context,
+            release: &CanaryRelease,
+            children: Children,
+            expect_present: bool,
+        ) -> Result<Converged> {
+            let uid = release
+                .meta()
+                .uid
+                .clone()
+                .ok_or(Error::MissingMetadata("CanaryRelease", "uid"))?;
+            let Children { $($field,)* } = children;
+            $(let $field = plan_all(ctx, $field, &uid)?;)*
+            let conflicts: Vec<String> = [$(foreign(&$field),)*].concat();
+            if !conflicts.is_empty() {
+                return Ok(Converged::Conflict(conflicts));
+            }
 
-    let conflicts: Vec<String> = [
-        foreign(&config_maps),
-        foreign(&deployments),
-        foreign(&autoscalers),
-        foreign(std::slice::from_ref(&service)),
-        foreign(std::slice::from_ref(&destination_rule)),
-        foreign(&gateway),
-        foreign(std::slice::from_ref(&virtual_service)),
-    ]
-    .concat();
-    if !conflicts.is_empty() {
-        return Ok(Converged::Conflict(conflicts));
-    }
+            let mut seen = Vec::new();
+            $(let $field = enact_all(ctx, release, $field, expect_present, &mut seen).await?;)*
+            // Once for all writes rather than after each: the order above only needs the server
+            // to have accepted each write. (A write that fails above skips the wait; the retry's
+            // backoff covers it.)
+            if !seen.is_empty() {
+                await_cache("children", || seen.iter().all(|sighting| sighting())).await;
+            }
 
-    // Order matters for traffic: configuration before the pods that read it, and subsets (the
-    // DestinationRule) before the route that names them, so a new version is never routed to an
-    // undefined subset.
-    let mut seen = Vec::new();
-    let config_maps = enact_all(ctx, release, config_maps, expect_present, &mut seen).await?;
-    let deployments = enact_all(ctx, release, deployments, expect_present, &mut seen).await?;
-    let autoscalers = enact_all(ctx, release, autoscalers, expect_present, &mut seen).await?;
-    let service = enact(ctx, release, service, expect_present, &mut seen).await?;
-    let destination_rule = enact(ctx, release, destination_rule, expect_present, &mut seen).await?;
-    let gateway = enact_all(ctx, release, gateway, expect_present, &mut seen).await?;
-    let virtual_service = enact(ctx, release, virtual_service, expect_present, &mut seen).await?;
-    // Once for all writes rather than after each: the order above only needs the server to have
-    // accepted each write. (A write that fails above skips the wait; the retry's backoff covers it.)
-    if !seen.is_empty() {
-        await_cache("children", || seen.iter().all(|sighting| sighting())).await;
-    }
+            // Removing what the release no longer wants comes last, once traffic no longer points
+            // at it.
+            $(
+                if <$kind as Child>::PRUNED {
+                    prune(ctx, release, &uid, &$field).await?;
+                }
+            )*
+            Ok(Converged::Done(Box::new(Children { $($field,)* })))
+        }
+    };
+}
+crate::with_child_kinds!(converge_children);
 
-    // Removing what the release no longer wants comes last, once traffic no longer points at it.
-    prune(ctx, release, &uid, &config_maps).await?;
-    prune(ctx, release, &uid, &deployments).await?;
-    prune(ctx, release, &uid, &autoscalers).await?;
-    prune(ctx, release, &uid, &gateway).await?;
-
-    Ok(Converged::Done(Box::new(Children {
-        config_maps,
-        deployments,
-        autoscalers,
-        service,
-        destination_rule,
-        gateway: gateway.into_iter().next(),
-        virtual_service,
-    })))
+/// What to do with each child of one kind, judged from the caches (no request).
+fn plan_all<K: Child>(ctx: &Context, desired: Vec<K>, uid: &str) -> Result<Vec<Planned<K>>> {
+    desired
+        .into_iter()
+        .map(|object| plan(ctx, object, uid))
+        .collect()
 }
 
-async fn plan_all<K: Child>(ctx: &Context, desired: Vec<K>, uid: &str) -> Result<Vec<Planned<K>>> {
-    let mut planned = Vec::with_capacity(desired.len());
-    for object in desired {
-        planned.push(plan(ctx, object, uid).await?);
-    }
-    Ok(planned)
-}
-
-async fn plan<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
+fn plan<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
     let namespace = desired.namespace().unwrap_or_default();
     let name = desired.name_any();
     let store = K::store(&ctx.stores);

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod children;
 pub mod credentials;
 pub mod decide;
 pub mod diff;

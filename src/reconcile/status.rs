@@ -10,7 +10,8 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::build::Children;
+use super::build::traffic;
+use super::children::Children;
 use super::validate::{Problems, Validated, Version};
 use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
 use crate::context::{Context, await_cache, publish};
@@ -145,8 +146,9 @@ pub fn desired_status(
         .map(|version| version_status(version, &applied.deployments))
         .collect();
     // What the route carries, read back: the split users see is the one applied, not the one meant.
-    status.stable_weight = applied.virtual_service.weight_of(&validated.stable.name);
-    status.canary_weight = applied.virtual_service.weight_of(&validated.canary.name);
+    let split = traffic::provider(validated).split(validated, applied);
+    status.stable_weight = split.stable;
+    status.canary_weight = split.canary;
     let waiting: Vec<String> = versions
         .iter()
         .filter(|(_, done)| !done)

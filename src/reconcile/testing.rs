@@ -46,7 +46,7 @@ pub fn decided(v: &super::validate::Validated) -> super::decide::Decision {
 }
 
 /// The children built for `v` with the decision its spec asks for.
-pub fn built(v: &super::validate::Validated) -> super::build::Children {
+pub fn built(v: &super::validate::Validated) -> super::children::Children {
     super::build::build(v, &decided(v))
 }
 

@@ -1,6 +1,6 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::metadata;
+use super::meta::metadata;
 use crate::labels;
 use crate::reconcile::validate::{Validated, Version};
 

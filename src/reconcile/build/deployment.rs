@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::{fingerprint, metadata};
+use super::meta::{fingerprint, metadata};
 use crate::labels;
 use crate::reconcile::validate::{Validated, Version};
 
@@ -79,7 +79,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::reconcile::build::fingerprint;
     use crate::reconcile::testing::{lab_release, lab_validated, owner, to_json};
     use crate::reconcile::validate::validate;
 

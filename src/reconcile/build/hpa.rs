@@ -3,7 +3,7 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 
-use super::metadata;
+use super::meta::metadata;
 use crate::api::AutoscalingSpec;
 use crate::labels;
 use crate::reconcile::validate::{Validated, Version};

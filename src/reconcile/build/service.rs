@@ -1,7 +1,7 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::metadata;
+use super::meta::metadata;
 use crate::labels;
 use crate::reconcile::validate::Validated;
 

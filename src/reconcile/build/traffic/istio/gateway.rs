@@ -1,6 +1,6 @@
-use super::metadata;
 use crate::api::istio::{Gateway, GatewaySpec, Server, ServerPort};
 use crate::labels;
+use crate::reconcile::build::meta::metadata;
 use crate::reconcile::validate::{self, Validated};
 
 /// The ingress Gateway, when the release asks the operator to create one.

@@ -1,6 +1,6 @@
-use super::metadata;
 use crate::api::istio::{DestinationRule, DestinationRuleSpec, Subset};
 use crate::labels;
+use crate::reconcile::build::meta::metadata;
 use crate::reconcile::validate::Validated;
 
 /// Names each version as a subset of the Service by its `version` label, together with the labels

@@ -1,8 +1,8 @@
-use super::metadata;
 use crate::api::istio::{
     Destination, HttpRoute, HttpRouteDestination, PortSelector, VirtualService, VirtualServiceSpec,
 };
 use crate::labels;
+use crate::reconcile::build::meta::metadata;
 use crate::reconcile::decide::Decision;
 use crate::reconcile::validate::{self, Validated};
 

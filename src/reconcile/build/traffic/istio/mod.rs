@@ -1,0 +1,64 @@
+//! The Istio provider, as in the lab: a DestinationRule names each version as a subset, a
+//! VirtualService splits the Service's traffic between the subsets by weight, and a Gateway
+//! brings the traffic in (created, or existing ones bound by name).
+
+mod destination_rule;
+mod gateway;
+mod virtual_service;
+
+pub use destination_rule::destination_rule;
+pub use gateway::gateway;
+pub use virtual_service::{ROUTE_NAME, virtual_service};
+
+use super::{Provider, Split};
+use crate::reconcile::children::Children;
+use crate::reconcile::decide::Decision;
+use crate::reconcile::validate::Validated;
+
+pub struct Istio;
+
+impl Provider for Istio {
+    fn route(&self, v: &Validated, decision: &Decision) -> Children {
+        Children {
+            destination_rules: vec![destination_rule(v)],
+            gateways: gateway(v).into_iter().collect(),
+            virtual_services: vec![virtual_service(v, decision)],
+            ..Children::default()
+        }
+    }
+
+    fn split(&self, v: &Validated, children: &Children) -> Split {
+        let route = children
+            .virtual_services
+            .iter()
+            .find(|vs| vs.metadata.name.as_deref() == Some(v.name.as_str()));
+        Split {
+            stable: route.and_then(|r| r.weight_of(&v.stable.name)),
+            canary: route.and_then(|r| r.weight_of(&v.canary.name)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::testing::{built, lab_validated};
+
+    #[test]
+    fn reads_back_the_split_it_builds() {
+        let v = lab_validated();
+        let children = built(&v);
+        assert_eq!(
+            Istio.split(&v, &children),
+            Split {
+                stable: Some(75),
+                canary: Some(25)
+            }
+        );
+        assert_eq!(
+            Istio.split(&v, &Children::default()),
+            Split::default(),
+            "no route, no split"
+        );
+    }
+}
