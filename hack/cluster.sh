@@ -409,7 +409,10 @@ cmd_up() {
   wait_healthy kube-apiserver
 
   # --use-service-account-credentials gives each controller its own identity, so RBAC is exercised
-  # the same way as in a real cluster.
+  # the same way as in a real cluster. --node-monitor-grace-period (default 50 s) is raised so that
+  # the fake nodes outlive a control-plane restart (`restart`, tests/recovery.rs): their leases go
+  # unrenewed while the apiserver is down and until kwok's retries reach it again, and a node
+  # marked NotReady would turn every pod on it not Ready. No test here depends on a node failing.
   start kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig="$run/kube-controller-manager.kubeconfig" \
     --authentication-kubeconfig="$run/kube-controller-manager.kubeconfig" \
@@ -418,7 +421,7 @@ cmd_up() {
     --leader-elect=false --controllers='*' --use-service-account-credentials=true \
     --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
     --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key" \
-    --service-cluster-ip-range=10.0.0.0/16 \
+    --service-cluster-ip-range=10.0.0.0/16 --node-monitor-grace-period=3m \
     --profiling=false
   start kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig="$run/kube-scheduler.kubeconfig" \

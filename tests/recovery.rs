@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use common::operator::install_crd_on;
 use common::process::Process;
 use common::{TestNs, lab, setup, wait_for};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams};
 
@@ -33,6 +35,9 @@ const EDIT_LIMIT: Duration = Duration::from_secs(10);
 /// Quiet time in which the operator must not write.
 const QUIET: Duration = Duration::from_secs(30);
 const CRD: &str = "canaryreleases.canary.dev";
+/// How long after the control plane returns the quiet time may start at the earliest (see
+/// [`settle`]).
+const KUBELET_CATCH_UP: Duration = Duration::from_secs(40);
 
 /// Runs `hack/cluster.sh` with `args` against the cluster the tests use ($CANARY_RUN_DIR).
 async fn cluster(args: &[&str]) {
@@ -66,7 +71,7 @@ async fn steady(ns: &TestNs) -> Process {
     for name in RELEASES {
         lab::apply(ns, name).await;
     }
-    let operator = Process::start(ns, &[]);
+    let operator = Process::start_logging(ns, &[], "info,canary_operator::reconcile=debug");
     for name in RELEASES {
         lab::wait_canary_weight(ns, name, 25, WAIT).await;
     }
@@ -74,36 +79,105 @@ async fn steady(ns: &TestNs) -> Process {
         (operator.readyz() == 200).then_some(())
     })
     .await;
-    settle(&operator).await;
+    settle(ns, &operator, Instant::now()).await;
     operator
 }
 
-/// Waits until the operator's write count has not moved for 5 s (bounded), and returns it.
-async fn settle(operator: &Process) -> f64 {
-    let deadline = Instant::now() + WAIT;
-    let mut last = operator.writes().expect("write count");
-    let mut since = Instant::now();
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = operator.writes().expect("write count");
-        if now != last {
-            (last, since) = (now, Instant::now());
-        } else if since.elapsed() >= Duration::from_secs(5) {
-            return now;
-        }
+/// The pods, ReplicaSets and Deployments of the namespace, as name@resourceVersion: what changes
+/// when the kubelet (here kwok) or the controller-manager reports something.
+async fn world(ns: &TestNs) -> Vec<String> {
+    async fn versions<K>(ns: &TestNs) -> Vec<String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let listed = Api::<K>::namespaced(ns.client.clone(), &ns.name)
+            .list(&kube::api::ListParams::default())
+            .await;
+        listed.map_or_else(
+            |e| vec![format!("error: {e}")],
+            |list| {
+                list.items
+                    .iter()
+                    .map(|o| {
+                        let meta = o.meta();
+                        format!(
+                            "{} {}@{}",
+                            K::kind(&()),
+                            meta.name.as_deref().unwrap_or_default(),
+                            meta.resource_version.as_deref().unwrap_or_default()
+                        )
+                    })
+                    .collect()
+            },
+        )
     }
-    panic!("the operator kept writing for {WAIT:?}");
+    let mut all = versions::<Pod>(ns).await;
+    all.extend(versions::<ReplicaSet>(ns).await);
+    all.extend(versions::<Deployment>(ns).await);
+    all.sort();
+    all
 }
 
-/// Asserts that the operator sends no write in [`QUIET`].
-async fn assert_quiet(operator: &Process, what: &str) {
-    let before = settle(operator).await;
+/// Waits (bounded) until things have settled: the operator has neither written nor reconciled
+/// for 5 s (after an outage, caches that list again trigger reconciles for a while), the
+/// namespace's pods, ReplicaSets and Deployments have not changed for 10 s, and `not_before` has
+/// passed. Returns the operator's write count then.
+///
+/// `not_before` leaves room for the kubelet's own catching up: kwok, which plays the kubelet here,
+/// retried status patches that had failed during an outage about 25 s after the apiserver
+/// returned, and a pod that turns not Ready for a moment is a real change that the operator must
+/// report (two status writes).
+async fn settle(ns: &TestNs, operator: &Process, not_before: Instant) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut last = (operator.writes(), operator.reconciles(), world(ns).await);
+    let mut operator_since = Instant::now();
+    let mut world_since = Instant::now();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = (operator.writes(), operator.reconciles(), world(ns).await);
+        if (now.0, now.1) != (last.0, last.1) {
+            operator_since = Instant::now();
+        }
+        if now.2 != last.2 {
+            world_since = Instant::now();
+        }
+        last = now;
+        if operator_since.elapsed() >= Duration::from_secs(5)
+            && world_since.elapsed() >= Duration::from_secs(10)
+            && Instant::now() >= not_before
+        {
+            return last.0.expect("write count");
+        }
+    }
+    panic!("the operator or the namespace kept changing for 120 s");
+}
+
+/// Asserts that the operator sends no write in [`QUIET`] once things have settled; on failure,
+/// with what it wrote and what changed in the namespace.
+async fn assert_quiet(ns: &TestNs, operator: &Process, not_before: Instant, what: &str) {
+    let before = settle(ns, operator, not_before).await;
+    let world_before = world(ns).await;
+    let start = Instant::now();
     tokio::time::sleep(QUIET).await;
     let after = operator.writes().expect("write count");
+    let world_after = world(ns).await;
+    let changed: Vec<&String> = world_after
+        .iter()
+        .filter(|o| !world_before.contains(o))
+        .collect();
     assert_eq!(
         after - before,
         0.0,
-        "{what}: writes in the {QUIET:?} after settling"
+        "{what}: writes in the {QUIET:?} after settling; what the operator wrote:\n{}\nwhat changed in the namespace meanwhile: {changed:?}",
+        operator
+            .lines_since(
+                start,
+                &["applied", "status written", "restored", "recreated"]
+            )
+            .join("\n")
     );
 }
 
@@ -145,6 +219,7 @@ async fn outage(test: &str, component: &str, signal: &str, must_turn_unready: bo
     }
     assert!(operator.running(), "the operator exited during the outage");
     cluster(&["start", component]).await;
+    let back = Instant::now();
     wait_for("the control plane to be ready again", WAIT, async || {
         cluster_healthy().await.then_some(())
     })
@@ -172,7 +247,7 @@ async fn outage(test: &str, component: &str, signal: &str, must_turn_unready: bo
     for name in &RELEASES[1..] {
         assert_eq!(lab::canary_weight(&ns, name).await, Some(25), "{name}");
     }
-    assert_quiet(&operator, test).await;
+    assert_quiet(&ns, &operator, back + KUBELET_CATCH_UP, test).await;
     assert!(operator.running());
 }
 

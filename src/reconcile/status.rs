@@ -76,6 +76,13 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
             &Patch::Apply(&patch),
         )
         .await?;
+    let ready = find(&status.conditions, READY);
+    tracing::debug!(
+        ready = ready.map(|c| c.status.as_str()),
+        reason = ready.map(|c| c.reason.as_str()),
+        message = ready.map(|c| c.message.as_str()),
+        "status written"
+    );
     if written.resource_version() != before {
         let key = ObjectRef::from(release);
         await_cache("CanaryRelease status", || {

@@ -29,6 +29,11 @@ impl Process {
     /// Starts the operator for the test's namespace, with `extra` arguments; waits until it
     /// serves HTTP.
     pub fn start(ns: &TestNs, extra: &[&str]) -> Process {
+        Process::start_logging(ns, extra, "info")
+    }
+
+    /// [`Process::start`] with the log filter `log` (OPERATOR_LOG overrides it).
+    pub fn start_logging(ns: &TestNs, extra: &[&str], log: &str) -> Process {
         let spawned = Command::new(env!("CARGO_BIN_EXE_canary-operator"))
             .args([
                 "--namespace",
@@ -42,7 +47,7 @@ impl Process {
             // OPERATOR_LOG=canary_operator=debug cargo test ... for a failing test's story.
             .env(
                 "RUST_LOG",
-                std::env::var("OPERATOR_LOG").unwrap_or_else(|_| "info".to_owned()),
+                std::env::var("OPERATOR_LOG").unwrap_or_else(|_| log.to_owned()),
             )
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -119,6 +124,11 @@ impl Process {
         self.metric("canary_operator_api_requests_total{client=\"controller\",kind=\"write\"}")
     }
 
+    /// Reconciles the operator has started.
+    pub fn reconciles(&self) -> Option<f64> {
+        self.metric("canary_operator_reconciles_total")
+    }
+
     /// The first line logged at or after `since` that contains every fragment, and when.
     pub fn logged(&self, since: Instant, fragments: &[&str]) -> Option<(Instant, String)> {
         let lines = self.log.lock().ok()?;
@@ -126,6 +136,18 @@ impl Process {
             .iter()
             .find(|(at, line)| *at >= since && fragments.iter().all(|f| line.contains(f)))
             .cloned()
+    }
+
+    /// Every line logged at or after `since` that contains one of `fragments`.
+    pub fn lines_since(&self, since: Instant, fragments: &[&str]) -> Vec<String> {
+        let Ok(lines) = self.log.lock() else {
+            return Vec::new();
+        };
+        lines
+            .iter()
+            .filter(|(at, line)| *at >= since && fragments.iter().any(|f| line.contains(f)))
+            .map(|(_, line)| line.clone())
+            .collect()
     }
 
     pub fn signal(&self, signal: &str) {
