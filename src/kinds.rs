@@ -10,8 +10,9 @@
 //! listed without one does not compile.
 //!
 //! Adding a kind: its builder (one file under `reconcile/build/`, or in a traffic provider), its
-//! `Compact` implementation, and one line here; the compiler then names every place that must
-//! fill the new field, and the chart test names the rule the chart lacks.
+//! `Compact` implementation, and one line here. The compiler asks for the `Compact`
+//! implementation, `every_kind_is_built_for_some_example` fails until a builder produces the kind,
+//! and the chart test names the rule the chart lacks.
 
 /// Calls `$callback!` with the list of child kinds, in the order they are applied: configuration
 /// before the pods that read it, and subsets (the DestinationRule) before the route that names
