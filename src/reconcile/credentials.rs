@@ -180,17 +180,22 @@ fn is_random_key(value: &str) -> bool {
     if value.contains(char::is_whitespace) || value.contains("://") || is_uuid(value) {
         return false;
     }
-    let digest = value.strip_prefix("sha256:").unwrap_or(value);
-    if matches!(digest.len(), 40 | 64) && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return false;
-    }
     value
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '='))
         .any(|run| {
             let letters = run.bytes().filter(u8::is_ascii_alphabetic).count();
             let digits = run.bytes().filter(u8::is_ascii_digit).count();
-            run.len() >= MIN_RUN && letters >= 4 && digits >= 4 && entropy(run) >= 3.5
+            run.len() >= MIN_RUN
+                && letters >= 4
+                && digits >= 4
+                && !is_digest(run)
+                && entropy(run) >= 3.5
         })
+}
+
+/// 40 or 64 hex digits: a commit or an image digest (`@sha256:...`), which identify, not grant.
+fn is_digest(run: &str) -> bool {
+    matches!(run.len(), 40 | 64) && run.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn is_uuid(value: &str) -> bool {
@@ -341,6 +346,10 @@ mod tests {
             ("API version", "2024-10-21"),
             ("tenant id (UUID)", "c2b1e8f4-5a6d-4e3f-9b7a-1d2c3e4f5a6b"),
             ("commit", "3f786850e387550fdab836ed7e6dc881de23001b"),
+            (
+                "image by digest",
+                "registry.example.com/app@sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            ),
             ("path", "/var/run/app/config.yaml"),
             (
                 "sentence",
