@@ -1,10 +1,8 @@
-//! The children of a release, by kind: what it should have (build) and what it has (apply). The
-//! struct is generated from the one list of kinds ([`crate::kinds`]), so a kind added there is a
-//! field here that every step must fill.
+//! The children of a release, by kind: what it should have (build) and what it has (apply). Plain
+//! data, generated from the one list of kinds ([`crate::kinds`]): a kind added there is a field
+//! here.
 
 use kube::Resource;
-
-use super::build::meta::stamped;
 
 macro_rules! children {
     ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
@@ -15,13 +13,6 @@ macro_rules! children {
         }
 
         impl Children {
-            /// Adds to every child the hash of its content.
-            pub fn stamp(&mut self) {
-                $(
-                    self.$field = std::mem::take(&mut self.$field).into_iter().map(stamped).collect();
-                )*
-            }
-
             /// How many children of each kind, by kind name, in apply order.
             pub fn counts(&self) -> Vec<(String, usize)> {
                 vec![$((<$kind as Resource>::kind(&()).into_owned(), self.$field.len()),)*]

@@ -40,9 +40,24 @@ pub fn build(v: &Validated, decision: &Decision) -> Children {
         // The routing objects are the provider's; a kind of its own does not show here.
         ..routing
     };
-    children.stamp();
+    stamp_all(&mut children);
     children
 }
+
+macro_rules! stamp_all {
+    ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
+        /// Adds to every child the hash of its content ([`meta::stamped`]).
+        fn stamp_all(children: &mut Children) {
+            $(
+                children.$field = std::mem::take(&mut children.$field)
+                    .into_iter()
+                    .map(meta::stamped)
+                    .collect();
+            )*
+        }
+    };
+}
+crate::with_child_kinds!(stamp_all);
 
 #[cfg(test)]
 mod tests {
