@@ -18,6 +18,7 @@ use serde::de::DeserializeOwned;
 use crate::api::CanaryRelease;
 use crate::api::istio::VirtualService;
 use crate::cache::ChildStore;
+use crate::client::Clients;
 use crate::context::{Child, Context, Failures, Settings, Stores};
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, WatchBackoff};
@@ -229,12 +230,16 @@ crate::with_child_kinds!(watch_children);
 /// Builds the controller. The returned future runs it until `shutdown` resolves, letting
 /// reconciles in flight finish; the context stays readable meanwhile (tests read its counters).
 pub fn controller(
-    client: Client,
+    clients: impl Into<Clients>,
     settings: Settings,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> (Arc<Context>, impl Future<Output = ()> + Send + 'static) {
+    let Clients {
+        requests: client,
+        child_watches,
+    } = clients.into();
     let ns = settings.namespace.clone();
     let ns = ns.as_deref();
     let (releases, release_writer) = reflector::store();
@@ -268,7 +273,7 @@ pub fn controller(
         }
     });
     let controller = Controller::for_stream(release_stream, releases.clone());
-    let (stores, controller) = watch_children(&client, ns, &readiness, controller);
+    let (stores, controller) = watch_children(&child_watches, ns, &readiness, controller);
     let ctx = Arc::new(Context {
         releases,
         client,

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod client;
 pub mod context;
 pub mod controller;
 pub mod kinds;

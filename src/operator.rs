@@ -16,6 +16,7 @@ use kube::runtime::events::Reporter;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 
+use crate::client::Clients;
 use crate::context::Settings;
 use crate::controller::{self, StartError};
 use crate::metrics::Metrics;
@@ -49,6 +50,8 @@ pub enum RunError {
     Start(#[from] StartError),
     #[error("cannot build a Kubernetes client: {0}")]
     Client(#[source] kube::Error),
+    #[error("cannot build a Kubernetes client: {0}")]
+    Connection(#[from] crate::client::ClientError),
     #[error("cannot serve HTTP on {0}: {1}")]
     Bind(SocketAddr, #[source] std::io::Error),
     #[error("leader election failed: {0}")]
@@ -80,11 +83,18 @@ pub async fn run(
         ("leader-election", lease_requests.clone()),
     ]));
     let readiness = Arc::new(Readiness::default());
-    let client = kube::client::ClientBuilder::try_from(config.clone())
-        .map_err(RunError::Client)?
-        .with_layer(&CountRequests(controller_requests))
+    let client = crate::client::multiplexed(&config)?
+        .with_layer(&CountRequests(controller_requests.clone()))
         .with_layer(&ObserveLists(readiness.clone()))
         .build();
+    let clients = Clients {
+        child_watches: kube::client::ClientBuilder::try_from(config.clone())
+            .map_err(RunError::Client)?
+            .with_layer(&CountRequests(controller_requests))
+            .with_layer(&ObserveLists(readiness.clone()))
+            .build(),
+        requests: client.clone(),
+    };
     if options.namespaces.is_empty() {
         controller::check_apis(&client, None).await?;
     }
@@ -112,7 +122,7 @@ pub async fn run(
 
     let Some(election) = &options.leader_election else {
         metrics.leader.set(1);
-        run_controllers(client, &options, &health, wait_true(stopped)).await;
+        run_controllers(clients, &options, &health, wait_true(stopped)).await;
         return Ok(());
     };
     let lease_client = counting_client(config, lease_requests).map_err(RunError::Client)?;
@@ -151,7 +161,7 @@ pub async fn run(
                 _ = stopped_watch.wait_for(|stop| *stop) => {},
             }
         };
-        run_controllers(client, &options, &health, until).await;
+        run_controllers(clients, &options, &health, until).await;
         metrics.leader.set(0);
         if lost.load(Ordering::Relaxed) {
             result = Err(RunError::LostLease);
@@ -176,7 +186,7 @@ async fn wait_true(mut receiver: watch::Receiver<bool>) {
 
 /// One controller per watched namespace (or one for all), until `until` resolves.
 async fn run_controllers(
-    client: kube::Client,
+    clients: Clients,
     options: &Options,
     health: &Health,
     until: impl Future<Output = ()> + Send + 'static,
@@ -204,7 +214,7 @@ async fn run_controllers(
             },
         };
         let (ctx, future) = controller::controller(
-            client.clone(),
+            clients.clone(),
             settings,
             health.metrics.clone(),
             health.readiness.clone(),

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use http::{Method, Request};
+use std::future::Future;
+use std::pin::Pin;
+
+use http::{Method, Request, Response};
 use tower::{Layer, Service};
 
 /// Totals since the client was built.
@@ -71,22 +74,34 @@ pub struct Counted<S> {
     counts: Arc<RequestCounts>,
 }
 
-impl<S, B> Service<Request<B>> for Counted<S>
+impl<S, B, R> Service<Request<B>> for Counted<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<R>>,
+    S::Future: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<R>, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        tracing::trace!(method = %request.method(), path = request.uri().path(), "request");
         self.counts.record(request.method(), request.uri().query());
-        self.inner.call(request)
+        // One line per request with its answer (debug): what the chart's RBAC test checks the
+        // grants against, whichever connection the request took.
+        let method = request.method().clone();
+        let url = request.uri().clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await;
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let status = response.as_ref().ok().map(|r| r.status().as_u16());
+                tracing::debug!(%method, %url, status, "request answered");
+            }
+            response
+        })
     }
 }
 

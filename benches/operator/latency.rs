@@ -1,16 +1,26 @@
 //! Weight-shift latency: one `spec.weight` edit at a time, each timed from the PATCH response to
-//! the VirtualService watch event that carries the new weights.
+//! the VirtualService watch event that carries the new weights, and beside it the floor this
+//! machine allows at that moment.
+//!
+//! The floor is a direct patch of a VirtualService that no operator touches, timed from sending the
+//! patch to its watch event: one route write and one watch event, the least any change of a route
+//! costs, and what the lab's users paid by editing the VirtualService by hand. A weight edit costs
+//! that plus the release's watch event and the reconcile. Floor patches are interleaved with the
+//! edits, so both see the same load; on a shared machine the ratio says more than either figure.
 
 use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
 use futures::{Stream, StreamExt};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+
+use crate::figures::Distribution;
 
 /// The longest the bench waits for one edit to show; an edit that takes longer is counted as
 /// timed out instead of stalling the run.
@@ -20,13 +30,54 @@ const EDIT_LIMIT: Duration = Duration::from_secs(30);
 /// VirtualService write triggers one more (no-op) reconcile, which should not overlap the next edit.
 const BETWEEN_EDITS: Duration = Duration::from_millis(50);
 
+/// The VirtualService of the floor measurement, beside the release's.
+const FLOOR_ROUTE: &str = "bench-floor";
+
+/// What a run of edits measured.
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Shifts {
+    pub edits: usize,
     /// Milliseconds from the PATCH response to the VirtualService event, one per edit that showed.
     pub samples_ms: Vec<f64>,
     /// Edits whose VirtualService event did not come within [`EDIT_LIMIT`].
     pub timed_out: usize,
     /// Edits whose VirtualService event came before the PATCH response was read (counted as 0).
     pub before_response: usize,
+    /// Milliseconds from sending a direct VirtualService patch to its event, one per edit.
+    pub floor_ms: Vec<f64>,
+    pub floor_timed_out: usize,
+}
+
+/// [`Shifts`] summed up for the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    pub edits: usize,
+    pub timed_out: usize,
+    pub vs_event_before_patch_response: usize,
+    pub ms: Distribution,
+    pub floor_ms: Distribution,
+    pub floor_timed_out: usize,
+    /// Weight shift over floor, at the median and at p99 (None without floor samples).
+    pub ratio_p50: Option<f64>,
+    pub ratio_p99: Option<f64>,
+}
+
+impl Shifts {
+    pub fn summary(&self) -> Summary {
+        let ms = Distribution::of(&self.samples_ms);
+        let floor_ms = Distribution::of(&self.floor_ms);
+        let ratio = |a: f64, b: f64| (floor_ms.samples > 0 && b > 0.0).then(|| a / b);
+        Summary {
+            edits: self.edits,
+            timed_out: self.timed_out,
+            vs_event_before_patch_response: self.before_response,
+            ratio_p50: ratio(ms.p50, floor_ms.p50),
+            ratio_p99: ratio(ms.p99, floor_ms.p99),
+            ms,
+            floor_ms,
+            floor_timed_out: self.floor_timed_out,
+        }
+    }
 }
 
 /// Watch events of one named object, as they arrive.
@@ -66,52 +117,137 @@ fn canary_weight(vs: &VirtualService, stable: &str, canary: &str) -> Option<i32>
     (s + c == 100).then_some(c)
 }
 
-/// `count` edits of the release's weight, one at a time. `offset` varies the sequence of weights
-/// between runs; consecutive weights always differ.
-pub async fn shift(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    (stable, canary): (&str, &str),
-    count: usize,
-    offset: usize,
-) -> Shifts {
-    let releases: Api<CanaryRelease> = Api::namespaced(client.clone(), namespace);
-    // A task of its own stamps each VirtualService event when it arrives, not when the edit loop
-    // gets round to reading it.
-    let (tx, mut routes) = futures::channel::mpsc::unbounded::<(Instant, Option<i32>)>();
-    let mut events = watch_one(
-        Api::<VirtualService>::namespaced(client.clone(), namespace),
-        name,
-    );
-    let (stable_name, canary_name) = (stable.to_owned(), canary.to_owned());
-    let watching = tokio::spawn(async move {
-        while let Some(event) = events.next().await {
-            let Ok(vs) = event else { continue };
-            let weight = canary_weight(&vs, &stable_name, &canary_name);
-            if tx.unbounded_send((Instant::now(), weight)).is_err() {
+/// An event as it arrived: when, and the value the bench looks for in it.
+type Stamped = (Instant, Option<i64>);
+
+/// Forwards each event of `stream`, stamped when it arrives (a task of its own, so not when the
+/// edit loop gets round to reading it), with the value `read` finds in it.
+fn stamp<K: Send + 'static>(
+    mut stream: impl Stream<Item = Result<K, watcher::Error>> + Unpin + Send + 'static,
+    read: impl Fn(&K) -> Option<i64> + Send + 'static,
+) -> (
+    futures::channel::mpsc::UnboundedReceiver<Stamped>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Stamped>();
+    let task = tokio::spawn(async move {
+        while let Some(event) = stream.next().await {
+            let Ok(object) = event else { continue };
+            if tx.unbounded_send((Instant::now(), read(&object))).is_err() {
                 break;
             }
         }
     });
-    let mut statuses = watch_one(releases.clone(), name);
-    // Both watches list first; waiting for that keeps their start-up out of the first sample.
-    let primed = Instant::now() + EDIT_LIMIT;
-    let _ = tokio::time::timeout_at(primed.into(), routes.next()).await;
-    let _ = until(&mut statuses, primed, |_| true).await;
+    (rx, task)
+}
 
-    let mut shifts = Shifts {
-        samples_ms: Vec::with_capacity(count),
-        timed_out: 0,
-        before_response: 0,
-    };
-    for i in 0..count {
-        // 37 is coprime to 99, so the weights walk through 1..=99 and never repeat back to back.
-        let weight = 1 + ((i + offset) * 37 % 99) as i32;
-        let sent = Instant::now();
-        let patched = releases
-            .patch(
+/// Waits until an event carrying `value` arrives (bounded by `deadline`); when it arrived.
+async fn arrival(
+    events: &mut futures::channel::mpsc::UnboundedReceiver<Stamped>,
+    value: i64,
+    deadline: Instant,
+) -> Option<Instant> {
+    while let Ok(Some((at, seen))) = tokio::time::timeout_at(deadline.into(), events.next()).await {
+        if seen == Some(value) {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Edits one release's weight and patches the floor route, with the watches that time both.
+pub struct Shifter {
+    releases: Api<CanaryRelease>,
+    floor: Api<VirtualService>,
+    name: String,
+    routes: futures::channel::mpsc::UnboundedReceiver<Stamped>,
+    floor_events: futures::channel::mpsc::UnboundedReceiver<Stamped>,
+    statuses: std::pin::Pin<Box<dyn Stream<Item = Result<CanaryRelease, watcher::Error>> + Send>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Edits so far: varies the weights, and numbers the floor patches.
+    count: usize,
+}
+
+impl Drop for Shifter {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Shifter {
+    /// Starts the watches (and creates the floor route if missing) and waits until both have
+    /// listed, which keeps their start-up out of the first sample.
+    pub async fn start(
+        client: &Client,
+        namespace: &str,
+        name: &str,
+        (stable, canary): (&str, &str),
+        offset: usize,
+    ) -> Shifter {
+        let releases: Api<CanaryRelease> = Api::namespaced(client.clone(), namespace);
+        let floor: Api<VirtualService> = Api::namespaced(client.clone(), namespace);
+        let route = serde_json::from_value::<VirtualService>(json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": FLOOR_ROUTE, "namespace": namespace},
+            "spec": {
+                "hosts": [FLOOR_ROUTE],
+                "http": [{"route": [{"destination": {"host": FLOOR_ROUTE}}]}],
+            },
+        }))
+        .expect("the floor route is a VirtualService");
+        match floor.create(&PostParams::default(), &route).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(error) => panic!("create the floor VirtualService: {error}"),
+        }
+        let (stable, canary) = (stable.to_owned(), canary.to_owned());
+        let (mut routes, route_task) = stamp(
+            watch_one(
+                Api::<VirtualService>::namespaced(client.clone(), namespace),
                 name,
+            ),
+            move |vs| canary_weight(vs, &stable, &canary).map(i64::from),
+        );
+        let (mut floor_events, floor_task) = stamp(watch_one(floor.clone(), FLOOR_ROUTE), |vs| {
+            vs.metadata
+                .annotations
+                .as_ref()?
+                .get("bench/sequence")?
+                .parse()
+                .ok()
+        });
+        let mut statuses = Box::pin(watch_one(releases.clone(), name));
+        let primed = Instant::now() + EDIT_LIMIT;
+        let _ = tokio::time::timeout_at(primed.into(), routes.next()).await;
+        let _ = tokio::time::timeout_at(primed.into(), floor_events.next()).await;
+        let _ = until(&mut statuses, primed, |_| true).await;
+        Shifter {
+            releases,
+            floor,
+            name: name.to_owned(),
+            routes,
+            floor_events,
+            statuses,
+            tasks: vec![route_task, floor_task],
+            count: offset,
+        }
+    }
+
+    /// One weight edit: milliseconds from the PATCH response to the VirtualService event (None if
+    /// it did not come in time), and whether the event came before the response. Returns once
+    /// the status shows the edit, so that edits never overlap.
+    pub async fn edit(&mut self) -> (Option<f64>, bool) {
+        // 37 is coprime to 99, so the weights walk through 1..=99 and never repeat back to back.
+        let weight = 1 + (self.count * 37 % 99) as i32;
+        self.count += 1;
+        let sent = Instant::now();
+        let patched = self
+            .releases
+            .patch(
+                &self.name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"spec": {"weight": weight}})),
             )
@@ -120,34 +256,58 @@ pub async fn shift(
         let responded = Instant::now();
         let generation = patched.metadata.generation;
         let deadline = sent + EDIT_LIMIT;
-        let mut seen = None;
-        while let Ok(Some((at, routed))) =
-            tokio::time::timeout_at(deadline.into(), routes.next()).await
-        {
-            if routed == Some(weight) {
-                seen = Some(at);
-                break;
-            }
-        }
-        match seen {
-            Some(at) => {
-                if at < responded {
-                    shifts.before_response += 1;
-                }
-                let ms = at.saturating_duration_since(responded).as_secs_f64() * 1000.0;
-                shifts.samples_ms.push(ms);
-            }
-            None => shifts.timed_out += 1,
-        }
-        // The status shows the edit last; the next edit waits for it so edits never overlap.
-        let _ = until(&mut statuses, deadline, |r: &CanaryRelease| {
+        let seen = arrival(&mut self.routes, i64::from(weight), deadline).await;
+        let _ = until(&mut self.statuses, deadline, |r: &CanaryRelease| {
             r.status.as_ref().is_some_and(|s| {
                 s.observed_generation == generation && s.canary_weight == Some(weight)
             })
         })
         .await;
-        tokio::time::sleep(BETWEEN_EDITS).await;
+        seen.map_or((None, false), |at| {
+            let ms = at.saturating_duration_since(responded).as_secs_f64() * 1000.0;
+            (Some(ms), at < responded)
+        })
     }
-    watching.abort();
-    shifts
+
+    /// One direct patch of the floor route: milliseconds from sending it to its watch event.
+    pub async fn floor(&mut self) -> Option<f64> {
+        let sequence = self.count as i64;
+        let sent = Instant::now();
+        self.floor
+            .patch(
+                FLOOR_ROUTE,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"metadata": {"annotations": {"bench/sequence": sequence.to_string()}}}),
+                ),
+            )
+            .await
+            .expect("patch the floor VirtualService");
+        let at = arrival(&mut self.floor_events, sequence, sent + EDIT_LIMIT).await?;
+        Some(at.saturating_duration_since(sent).as_secs_f64() * 1000.0)
+    }
+
+    /// `count` edits, each followed by a floor patch.
+    pub async fn run(&mut self, count: usize) -> Shifts {
+        let mut shifts = Shifts {
+            edits: count,
+            ..Shifts::default()
+        };
+        for _ in 0..count {
+            match self.edit().await {
+                (Some(ms), early) => {
+                    shifts.samples_ms.push(ms);
+                    shifts.before_response += usize::from(early);
+                }
+                (None, _) => shifts.timed_out += 1,
+            }
+            tokio::time::sleep(BETWEEN_EDITS).await;
+            match self.floor().await {
+                Some(ms) => shifts.floor_ms.push(ms),
+                None => shifts.floor_timed_out += 1,
+            }
+            tokio::time::sleep(BETWEEN_EDITS).await;
+        }
+        shifts
+    }
 }

@@ -124,11 +124,11 @@ impl Operator {
     }
 
     /// True once the operator's caches have synced.
-    pub fn ready(&self) -> bool {
+    pub async fn ready(&self) -> bool {
         self.get("/readyz").is_some_and(|(status, _)| status == 200)
     }
 
-    pub fn counters(&self) -> Option<Counters> {
+    pub async fn counters(&self) -> Option<Counters> {
         let (status, body) = self.get("/metrics")?;
         if status != 200 {
             return None;

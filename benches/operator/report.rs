@@ -1,54 +1,18 @@
-//! Figures into words: percentiles, the table, and the facts about the run (machine, revision)
+//! Figures into words: the report of a run, its table, and the facts about the run (machine, revision)
 //! that make a figure comparable with another.
 
 use std::process::Command;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
-/// Summary of latency samples, in milliseconds. All zero when there are no samples.
-#[derive(Clone, Debug, Default)]
-pub struct Distribution {
-    pub samples: usize,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub mean: f64,
-}
-
-impl Distribution {
-    pub fn of(samples: &[f64]) -> Distribution {
-        let mut sorted = samples.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        if sorted.is_empty() {
-            return Distribution::default();
-        }
-        // Nearest rank: the smallest sample with at least p% of the samples at or below it.
-        let rank = |p: f64| {
-            let index = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-            sorted[index.clamp(1, sorted.len()) - 1]
-        };
-        Distribution {
-            samples: sorted.len(),
-            p50: rank(50.0),
-            p95: rank(95.0),
-            p99: rank(99.0),
-            max: sorted[sorted.len() - 1],
-            mean: sorted.iter().sum::<f64>() / sorted.len() as f64,
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        json!({
-            "samples": self.samples,
-            "p50": self.p50,
-            "p95": self.p95,
-            "p99": self.p99,
-            "max": self.max,
-            "mean": self.mean,
-        })
-    }
-}
+use crate::Settings;
+use crate::ceiling::{Ceiling, Plain};
+use crate::cold::{Cold, Loaded};
+use crate::figures::Distribution;
+use crate::latency::Summary;
+use crate::one_release::OneRelease;
+use crate::warm::Warm;
 
 /// Rows of figures under section headings, each with its goal (and whether it was met) if it has one.
 #[derive(Default)]
@@ -195,4 +159,419 @@ pub fn git_line(git: &Value) -> String {
     } else {
         short.to_owned()
     }
+}
+
+/// Everything a run measured, as it goes into `report.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub generated: String,
+    pub settings: Settings,
+    pub machine: Value,
+    pub load_average: LoadAverage,
+    pub kubernetes_version: String,
+    pub git: Value,
+    pub operator_binary: String,
+    pub notes: Vec<String>,
+    pub trivial_writer_ceiling: Ceiling,
+    pub plain_writer_children: Plain,
+    pub one_release: OneRelease,
+    pub cold: Cold,
+    pub with_n_resident: Loaded,
+    pub warm: Warm,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadAverage {
+    pub before: Value,
+    pub after: Value,
+}
+
+pub fn notes(settings: &Settings) -> Vec<String> {
+    let mut notes = vec![
+        "Everything (etcd, kube-apiserver, controller-manager, scheduler, kwok, the operator and this bench) shares the machine's cores; on the development machine other engineers' builds ran at the same time.".to_owned(),
+        "The operator runs with the admin kubeconfig (system:masters), which API Priority and Fairness exempts from queuing.".to_owned(),
+        "apiserver_request_total counts every client: operator_kind_writes leaves out child status writes (never the operator's) and events, but can include the deployment controller's revision annotation on new Deployments; exclusive_kind_writes counts CanaryReleases and Istio kinds, which only the operator and the bench's weight edits and floor patches write.".to_owned(),
+        "The floor is a direct patch of a VirtualService no operator owns, timed from sending it to its watch event, interleaved with the weight edits (which are timed from the PATCH response).".to_owned(),
+    ];
+    if settings.light {
+        notes.push(format!(
+            "Light releases: the {} releases have no autoscaling and replicas: 0 (the weight-shift release is the full lab), so that the controller-manager and kwok do not dominate; the operator writes 8 children and a status per release instead of 10 and a status.",
+            settings.releases
+        ));
+    }
+    notes
+}
+
+pub fn header(report: &Report) -> String {
+    let s = &report.settings;
+    format!(
+        "canary-operator bench: N={} over {} namespaces{}; {}; Kubernetes {}; rev {}",
+        s.releases,
+        s.namespaces,
+        if s.light { " (light releases)" } else { "" },
+        machine_line(&report.machine),
+        report.kubernetes_version,
+        git_line(&report.git),
+    )
+}
+
+fn ms(v: f64) -> String {
+    format!("{v:.1} ms")
+}
+
+fn percentiles(d: &Distribution) -> String {
+    format!(
+        "{} / {} / {} / {}",
+        ms(d.p50),
+        ms(d.p95),
+        ms(d.p99),
+        ms(d.max)
+    )
+}
+
+fn opt(v: Option<f64>, unit: &str) -> String {
+    v.map_or("not reached".to_owned(), |v| format!("{v:.1} {unit}"))
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.2}"))
+}
+
+/// The weight-shift rows of one run of edits.
+fn shift_rows(table: &mut Table, label: &str, s: &Summary, p99_goal: Option<(&str, f64)>) {
+    table.row(
+        &format!("{label}: p50 / p95 / p99 / max"),
+        percentiles(&s.ms),
+        p99_goal.map(|(text, limit)| {
+            (
+                text,
+                s.ms.samples > 0 && s.ms.p99 <= limit && s.timed_out == 0,
+            )
+        }),
+    );
+    table.row(
+        &format!("{label}, floor (direct VirtualService patch -> event)"),
+        percentiles(&s.floor_ms),
+        None,
+    );
+    let met = s.ratio_p50.is_some_and(|r| r <= 1.5) && s.ratio_p99.is_some_and(|r| r <= 2.0);
+    table.row(
+        &format!("{label}, weight shift / floor: p50 / p99"),
+        format!("{} / {}", ratio(s.ratio_p50), ratio(s.ratio_p99)),
+        Some(("p50 <= 1.5, p99 <= 2", met)),
+    );
+    if s.timed_out + s.floor_timed_out > 0 {
+        table.row(
+            &format!("{label}: edits / floor patches not seen within 30 s"),
+            format!("{} / {}", s.timed_out, s.floor_timed_out),
+            None,
+        );
+    }
+}
+
+/// The table printed at the end of a run, with each goal checked.
+pub fn table(report: &Report) -> Table {
+    let s = &report.settings;
+    let n = s.releases;
+    let at_1000 = n == 1000;
+    let at_10000 = n >= 10_000;
+    let (one, cold, loaded, warm) = (
+        &report.one_release,
+        &report.cold,
+        &report.with_n_resident,
+        &report.warm,
+    );
+    let plain = &report.plain_writer_children;
+    let ceiling = &report.trivial_writer_ceiling;
+    let mut table = Table::default();
+
+    table.section(format!(
+        "Weight shift: {} edits, one at a time, PATCH response -> VirtualService event",
+        s.weight_shift_edits
+    ));
+    shift_rows(
+        &mut table,
+        "1 release",
+        &one.shifts,
+        Some(("p99 <= 100 ms", 100.0)),
+    );
+    shift_rows(
+        &mut table,
+        &format!("{n} releases resident"),
+        &loaded.shifts,
+        at_10000.then_some(("p99 <= 50 ms at 10,000", 50.0)),
+    );
+    let quiet = &warm.quiet;
+    table.row(
+        &format!(
+            "{} edits, each after {} s of quiet ({} resident): ms each",
+            quiet.edits_ms.len(),
+            quiet.quiet_seconds,
+            n + 1
+        ),
+        quiet
+            .edits_ms
+            .iter()
+            .map(|v| v.map_or("timed out".to_owned(), |v| format!("{v:.1}")))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        (!quiet.edits_ms.is_empty()).then(|| {
+            (
+                "each <= p99 with N resident",
+                quiet.ms.samples == quiet.edits_ms.len()
+                    && quiet.slowest_over_loaded_p99.is_some_and(|r| r <= 1.0),
+            )
+        }),
+    );
+    table.row(
+        "the floor patch right after each of them: ms each",
+        quiet
+            .floor_ms
+            .iter()
+            .map(|v| v.map_or("timed out".to_owned(), |v| format!("{v:.1}")))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        None,
+    );
+    table.row(
+        "operator writes per edit (1 release / N resident)",
+        format!(
+            "{:.2} / {:.2}",
+            one.operator_requests.writes / s.weight_shift_edits.max(1) as f64,
+            loaded.operator_requests.writes / s.weight_shift_edits.max(1) as f64
+        ),
+        None,
+    );
+
+    table.section(format!(
+        "Cold convergence: {n} releases created while stopped, then the operator started"
+    ));
+    table.row(
+        "all converged (children + observedGeneration)",
+        opt(cold.converged_seconds, "s"),
+        at_1000.then(|| {
+            (
+                "<= 45 s at 1,000",
+                cold.converged_seconds.is_some_and(|s| s <= 45.0),
+            )
+        }),
+    );
+    table.row(
+        "caches synced (/readyz) / first release converged",
+        format!(
+            "{} / {}",
+            opt(cold.ready_seconds, "s"),
+            opt(cold.first_converged_seconds, "s")
+        ),
+        None,
+    );
+    table.row(
+        "releases/s",
+        cold.releases_per_s
+            .map_or("-".into(), |r| format!("{r:.1}")),
+        None,
+    );
+    table.row(
+        "operator requests: writes / reads / writes per s",
+        format!(
+            "{:.0} / {:.0} / {}",
+            cold.operator_requests.writes,
+            cold.operator_requests.reads,
+            cold.operator_writes_per_s
+                .map_or("-".into(), |r| format!("{r:.0}"))
+        ),
+        None,
+    );
+    table.row(
+        "failed reconciles (retried with backoff)",
+        format!("{:.0}", cold.operator_requests.failed_reconciles),
+        None,
+    );
+    table.row(
+        "apiserver writes: operator's kinds / CR+Istio kinds",
+        format!(
+            "{} / {}",
+            cold.apiserver.operator_kind_writes, cold.apiserver.exclusive_kind_writes
+        ),
+        None,
+    );
+    table.row(
+        &format!(
+            "the same children by a plain writer ({} releases at once; no reads, cache waits or status)",
+            plain.writer.workers
+        ),
+        format!(
+            "{:.1} s ({:.0} writes/s)",
+            plain.writer.seconds, plain.writer.writes_per_s
+        ),
+        None,
+    );
+    let over_plain = cold
+        .converged_seconds
+        .map(|s| s / plain.writer.seconds.max(1e-9));
+    table.row(
+        "operator / plain writer",
+        ratio(over_plain),
+        at_1000.then(|| ("<= 1.15 at 1,000", over_plain.is_some_and(|r| r <= 1.15))),
+    );
+    table.row(
+        &format!(
+            "trivial writer ceiling: {} writers (as the operator) / {} writers",
+            ceiling.same_concurrency.workers, ceiling.one_writer_per_release.workers
+        ),
+        format!(
+            "{:.0} / {:.0} writes/s",
+            ceiling.same_concurrency.writes_per_s, ceiling.one_writer_per_release.writes_per_s
+        ),
+        None,
+    );
+    table.row(
+        "operator write rate vs ceiling",
+        cold.operator_writes_per_s.map_or("-".into(), |r| {
+            format!(
+                "{:.0}%",
+                100.0 * r / ceiling.same_concurrency.writes_per_s.max(1e-9)
+            )
+        }),
+        None,
+    );
+    // The control plane's own work in each window (ReplicaSets, pods, endpoints, status): the
+    // longer a window, the more of it falls inside and competes for the same cores.
+    table.row(
+        "apiserver writes by every client in the window: plain writer / operator (pods created)",
+        format!(
+            "{} ({}) / {} ({})",
+            plain.apiserver.all_writes,
+            plain.apiserver.pods_created,
+            cold.apiserver.all_writes,
+            cold.apiserver.pods_created
+        ),
+        None,
+    );
+    table.row(
+        "plain writer: CPU s by process / machine busy / available",
+        format!("{}; {}", plain.cpu.by_process, plain.cpu.busy),
+        None,
+    );
+    table.row(
+        "CPU s until converged, by process",
+        cold.cpu_until_converged.by_process.clone(),
+        None,
+    );
+    table.row(
+        "CPU s until converged: machine busy / available",
+        cold.cpu_until_converged.busy.clone(),
+        None,
+    );
+    table.row("all Ready", opt(cold.all_ready_seconds, "s"), None);
+    table.row(
+        "after settling: operator writes / reads (last work at)",
+        format!(
+            "{:.0} / {:.0} ({:.1} s)",
+            cold.operator_requests_settled.writes,
+            cold.operator_requests_settled.reads,
+            cold.settled_seconds
+        ),
+        None,
+    );
+
+    let total = n + 1;
+    let restart = &warm.restart;
+    table.section(format!("Warm restart: {total} releases in place"));
+    table.row(
+        "caches synced (/readyz)",
+        opt(restart.ready_seconds, "s"),
+        None,
+    );
+    table.row(
+        "all reconciled (reconciles >= releases)",
+        opt(restart.all_reconciled_seconds, "s"),
+        None,
+    );
+    table.row(
+        "operator writes",
+        format!("{:.0}", restart.operator_requests.writes),
+        Some(("0", restart.operator_requests.writes == 0.0)),
+    );
+    table.row(
+        "operator reads / reconciles",
+        format!(
+            "{:.0} / {:.0}",
+            restart.operator_requests.reads, restart.operator_requests.reconciles
+        ),
+        None,
+    );
+    table.row(
+        "apiserver writes: operator's kinds / CR+Istio kinds",
+        format!(
+            "{} / {}",
+            restart.apiserver.operator_kind_writes, restart.apiserver.exclusive_kind_writes
+        ),
+        None,
+    );
+
+    let steady = &warm.steady;
+    table.section(format!(
+        "Steady state: {} s, no changes, {total} releases",
+        steady.seconds
+    ));
+    table.row(
+        "operator writes",
+        format!("{:.0}", steady.operator_requests.writes),
+        Some(("0", steady.operator_requests.writes == 0.0)),
+    );
+    table.row(
+        "operator reads (GET/LIST) / reconciles",
+        format!(
+            "{:.0} / {:.0}",
+            steady.operator_requests.reads, steady.operator_requests.reconciles
+        ),
+        None,
+    );
+    table.row("operator CPU", format!("{:.2} s", steady.cpu_seconds), None);
+    table.row(
+        "apiserver writes: operator's kinds / CR+Istio kinds",
+        format!(
+            "{} / {}",
+            steady.apiserver.operator_kind_writes, steady.apiserver.exclusive_kind_writes
+        ),
+        None,
+    );
+    table.row(
+        "apiserver GET/LIST of operator's kinds (all clients)",
+        steady.apiserver.operator_kind_reads.to_string(),
+        None,
+    );
+
+    table.section("Operator memory (RSS)");
+    table.row(
+        "idle, 0 releases",
+        one.memory_idle.text(),
+        Some(("<= 12 MiB", one.memory_idle.rss <= 12.0)),
+    );
+    let memory_goal = |mib: f64| {
+        if at_1000 {
+            Some(("<= 32 MiB at 1,000", mib <= 32.0))
+        } else if at_10000 {
+            Some(("<= 96 MiB at 10,000", mib <= 96.0))
+        } else {
+            None
+        }
+    };
+    table.row(
+        &format!("{total} releases, steady (after warm restart)"),
+        steady.memory.text(),
+        memory_goal(steady.memory.rss),
+    );
+    table.row(
+        &format!("{total} releases, peak (warm restart)"),
+        format!("{:.1} MiB", steady.memory.peak_rss),
+        memory_goal(steady.memory.peak_rss),
+    );
+    table.row(
+        &format!("{total} releases, peak (cold convergence, weight shifts)"),
+        format!("{:.1} MiB", cold.memory_end.peak_rss),
+        memory_goal(cold.memory_end.peak_rss),
+    );
+    table
 }
