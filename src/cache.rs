@@ -165,7 +165,11 @@ impl Entry {
         let meta = object.meta();
         let controller_uid = controller_of(meta).map(|o| o.uid.as_str());
         let release = match meta.owner_references.as_deref() {
-            Some([only]) if *only == release_owner(&only.name, &only.uid) => Some(&only.name),
+            Some([only])
+                if *only == CanaryRelease::child_owner_reference(&only.name, &only.uid) =>
+            {
+                Some(&only.name)
+            }
             _ => None,
         };
         // Serializing a typed object cannot fail in practice; if it did, the empty body fails to
@@ -208,7 +212,7 @@ impl Entry {
         meta.resource_version = Some(self.resource_version.to_string());
         meta.generation = self.generation;
         if let (Some(release), Some(uid)) = (&self.release, &self.controller_uid) {
-            meta.owner_references = Some(vec![release_owner(release, uid)]);
+            meta.owner_references = Some(vec![CanaryRelease::child_owner_reference(release, uid)]);
         }
         Ok(object)
     }
@@ -226,19 +230,6 @@ impl Entry {
             && self.controller_uid == other.controller_uid
             && self.release == other.release
             && self.deleting == other.deleting
-    }
-}
-
-/// The owner reference the operator puts on every child of the release `name` (see
-/// `validate::owner_reference`).
-fn release_owner(name: &str, uid: &str) -> OwnerReference {
-    OwnerReference {
-        api_version: CanaryRelease::api_version(&()).into_owned(),
-        kind: CanaryRelease::kind(&()).into_owned(),
-        name: name.to_owned(),
-        uid: uid.to_owned(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
     }
 }
 
@@ -715,8 +706,8 @@ mod tests {
                 config_map.metadata.owner_references
             );
         };
-        round_trip(release_owner("chat", "r-1"), false);
-        let mut other = release_owner("chat", "r-1");
+        round_trip(CanaryRelease::child_owner_reference("chat", "r-1"), false);
+        let mut other = CanaryRelease::child_owner_reference("chat", "r-1");
         other.block_owner_deletion = None;
         round_trip(other, true);
     }

@@ -11,7 +11,7 @@ use canary_operator::context::{Child, Stores};
 use canary_operator::controller::child_cache;
 use canary_operator::reconcile::children::Children;
 use canary_operator::reconcile::decide::{self, Decision, Observation};
-use canary_operator::reconcile::validate::Validated;
+use canary_operator::reconcile::validated::Validated;
 use canary_operator::reconcile::{build, validate};
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret, ServiceAccount};

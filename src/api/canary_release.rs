@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::{CustomResource, KubeSchema};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
+use kube::{CustomResource, KubeSchema, Resource};
 use serde::{Deserialize, Serialize};
 
 /// Environment variable that carries the model name when `spec.modelEnv` is not set; the lab's
@@ -287,4 +287,22 @@ pub struct VersionStatus {
     pub desired_replicas: i32,
     /// Replicas that are ready.
     pub ready_replicas: i32,
+}
+
+impl CanaryRelease {
+    /// The reference every child carries to its release. As the controller, so the garbage
+    /// collector deletes the child with the release and no other controller adopts it; blocking
+    /// the owner's deletion, so a foreground deletion of the release ends only once its children
+    /// are gone. The build step writes it and the caches recognise it (keeping only the name), so
+    /// both take it from here.
+    pub fn child_owner_reference(name: &str, uid: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: CanaryRelease::api_version(&()).into_owned(),
+            kind: CanaryRelease::kind(&()).into_owned(),
+            name: name.to_owned(),
+            uid: uid.to_owned(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
 }

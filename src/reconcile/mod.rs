@@ -16,6 +16,7 @@ pub mod diff;
 pub mod observe;
 pub mod status;
 pub mod validate;
+pub mod validated;
 
 #[cfg(test)]
 pub(crate) mod testing;

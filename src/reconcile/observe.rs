@@ -3,7 +3,7 @@
 //! Prometheus) will be made here, the only step besides apply and status that does I/O.
 
 use super::decide::Observation;
-use super::validate::Validated;
+use super::validated::Validated;
 use crate::Result;
 use crate::api::CanaryRelease;
 use crate::context::Context;

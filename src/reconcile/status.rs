@@ -12,7 +12,8 @@ use serde_json::json;
 
 use super::build::traffic;
 use super::children::Children;
-use super::validate::{Problems, Validated, Version};
+use super::validate::Problems;
+use super::validated::{Validated, Version};
 use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
 use crate::context::{Context, await_cache, publish};
 use crate::{FIELD_MANAGER, Result};

@@ -16,7 +16,7 @@ pub fn lab_release() -> CanaryRelease {
 
 /// Every example under `examples/`, validated: together they use every optional feature of the
 /// spec (resources, fixed replicas, image overrides, an existing Gateway, a Secret).
-pub fn examples() -> Vec<(String, super::validate::Validated)> {
+pub fn examples() -> Vec<(String, super::validated::Validated)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{dir}: {e}"))
@@ -41,16 +41,16 @@ pub fn examples() -> Vec<(String, super::validate::Validated)> {
 }
 
 /// The decision for a release steered by its spec, as the decide step makes it.
-pub fn decided(v: &super::validate::Validated) -> super::decide::Decision {
+pub fn decided(v: &super::validated::Validated) -> super::decide::Decision {
     super::decide::decide(&v.strategy, &super::decide::Observation::default())
 }
 
 /// The children built for `v` with the decision its spec asks for.
-pub fn built(v: &super::validate::Validated) -> super::children::Children {
+pub fn built(v: &super::validated::Validated) -> super::children::Children {
     super::build::build(v, &decided(v))
 }
 
-pub fn lab_validated() -> super::validate::Validated {
+pub fn lab_validated() -> super::validated::Validated {
     super::validate::validate(&lab_release(), "cluster.local")
         .unwrap_or_else(|p| panic!("lab example is invalid: {p}"))
 }

@@ -1,5 +1,5 @@
-//! Pure: turns a `CanaryRelease` into the one value the build step reads, or into the list of
-//! problems the schema could not catch. No I/O.
+//! Pure: turns a `CanaryRelease` into the one value decide and build read ([`Validated`], free of
+//! Kubernetes types), or into the list of problems the schema could not catch. No I/O.
 //!
 //! The apiserver already enforces ranges, patterns and the CEL rules in the CRD; what is checked
 //! here needs knowledge the schema lacks (which names the children get, what the model variable is
@@ -9,92 +9,13 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::{Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::ResourceExt;
 
 use super::credentials;
 use super::decide::Strategy;
+use super::validated::{Autoscaling, Claim, Gateway, Resources, Role, Validated, Version};
 use crate::api::{AutoscalingSpec, CanaryRelease, VersionSpec};
-
-/// Which of the two versions a value belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Stable,
-    Canary,
-}
-
-impl Role {
-    /// Value of the `app.kubernetes.io/component` label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Stable => "stable",
-            Role::Canary => "canary",
-        }
-    }
-}
-
-/// A release the build step can turn into objects without further checks.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Validated {
-    pub name: String,
-    pub namespace: String,
-    pub owner: OwnerReference,
-    pub port: i32,
-    pub secret_name: Option<String>,
-    pub stable: Version,
-    pub canary: Version,
-    /// How the split is steered; the decide step turns it into the weights applied.
-    pub strategy: Strategy,
-    pub autoscaling: Option<AutoscalingSpec>,
-    pub gateway: Gateway,
-    /// Fully qualified name of the Service, used as the Istio host everywhere so that the
-    /// DestinationRule and the VirtualService always name the same host.
-    pub host: String,
-}
-
-impl Validated {
-    pub fn versions(&self) -> [&Version; 2] {
-        [&self.stable, &self.canary]
-    }
-}
-
-/// One version, with defaults resolved.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Version {
-    pub role: Role,
-    pub name: String,
-    pub model: String,
-    pub image: String,
-    /// Shared config merged with the version's own, plus the model variable.
-    pub config: BTreeMap<String, String>,
-    pub resources: Option<ResourceRequirements>,
-    /// `None` when an HPA owns the replica count.
-    pub replicas: Option<i32>,
-    /// Name of the version's ConfigMap, Deployment and HPA.
-    pub object_name: String,
-}
-
-/// How traffic reaches the VirtualService.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Gateway {
-    Create {
-        selector: BTreeMap<String, String>,
-        port: i32,
-        hosts: Vec<String>,
-    },
-    Existing {
-        gateways: Vec<String>,
-        hosts: Vec<String>,
-    },
-}
-
-impl Gateway {
-    pub fn hosts(&self) -> &[String] {
-        match self {
-            Gateway::Create { hosts, .. } | Gateway::Existing { hosts, .. } => hosts,
-        }
-    }
-}
 
 /// One thing wrong with a spec, addressed by the field path a user would edit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,11 +127,13 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
         }
     }
 
-    let owner = match owner_reference(release) {
-        Some(owner) => owner,
-        None => {
+    // Children name their controller by name and uid; a release read from the API server has
+    // both, one built in memory may not.
+    let uid = match (&release.metadata.name, &release.metadata.uid) {
+        (Some(_), Some(uid)) => uid.clone(),
+        _ => {
             problem("metadata.uid", "the release has no uid yet".to_owned());
-            OwnerReference::default()
+            String::new()
         }
     };
     if !problems.is_empty() {
@@ -240,7 +163,7 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
             config.insert(spec.model_env.clone(), v.model.clone());
             config
         },
-        resources: v.resources.clone(),
+        resources: v.resources.as_ref().map(resources),
         replicas: match spec.autoscaling {
             Some(_) => None,
             None => Some(v.replicas.unwrap_or(1)),
@@ -252,13 +175,13 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
         canary: version(Role::Canary, &spec.canary),
         name,
         namespace,
-        owner,
+        uid,
         port: spec.port,
         secret_name: spec.secret_ref.as_ref().map(|s| s.name.clone()),
         strategy: Strategy::Manual {
             canary_weight: spec.weight,
         },
-        autoscaling: spec.autoscaling.clone(),
+        autoscaling: spec.autoscaling.as_ref().map(autoscaling),
         gateway,
     })
 }
@@ -315,11 +238,34 @@ impl ConfigRules<'_> {
     }
 }
 
-fn owner_reference(release: &CanaryRelease) -> Option<OwnerReference> {
-    let mut owner = release.controller_owner_ref(&())?;
-    // Foreground deletion of the release waits for its children; the children must not block it.
-    owner.block_owner_deletion = Some(true);
-    Some(owner)
+/// The container's resources as written: quantities keep the user's spelling.
+fn resources(spec: &ResourceRequirements) -> Resources {
+    let quantities = |map: &BTreeMap<String, Quantity>| {
+        map.iter()
+            .map(|(name, Quantity(quantity))| (name.clone(), quantity.clone()))
+            .collect()
+    };
+    Resources {
+        limits: spec.limits.as_ref().map(quantities),
+        requests: spec.requests.as_ref().map(quantities),
+        claims: spec.claims.as_ref().map(|claims| {
+            claims
+                .iter()
+                .map(|c| Claim {
+                    name: c.name.clone(),
+                    request: c.request.clone(),
+                })
+                .collect()
+        }),
+    }
+}
+
+fn autoscaling(spec: &AutoscalingSpec) -> Autoscaling {
+    Autoscaling {
+        min_replicas: spec.min_replicas,
+        max_replicas: spec.max_replicas,
+        target_cpu_utilization_percentage: spec.target_cpu_utilization_percentage,
+    }
 }
 
 pub fn is_dns1035_label(s: &str) -> bool {
@@ -420,8 +366,7 @@ mod tests {
             v.canary.image,
             "myregistry.azurecr.io/canarydeploymentapplication:latest"
         );
-        assert_eq!(v.owner.uid, crate::reconcile::testing::UID);
-        assert_eq!(v.owner.controller, Some(true));
+        assert_eq!(v.uid, crate::reconcile::testing::UID);
     }
 
     #[test]
@@ -447,7 +392,22 @@ mod tests {
     #[test]
     fn rejects_what_the_schema_cannot() {
         type Edit = fn(&mut CanaryRelease);
-        let cases: [(&str, Edit, &str, &str); 10] = [
+        let cases: [(&str, Edit, &str, &str); 12] = [
+            (
+                "not yet stored by the API server",
+                |r| r.metadata.uid = None,
+                "metadata.uid",
+                "no uid yet",
+            ),
+            (
+                "no name, only a prefix",
+                |r| {
+                    r.metadata.name = None;
+                    r.metadata.generate_name = Some("chat".into());
+                },
+                "metadata.uid",
+                "no uid yet",
+            ),
             (
                 "name not usable for a Service",
                 |r| r.metadata.name = Some("9chat".into()),

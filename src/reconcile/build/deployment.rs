@@ -3,13 +3,14 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMapEnvSource, Container, ContainerPort, EnvFromSource, PodSpec, PodTemplateSpec,
-    SecretEnvSource,
+    ResourceClaim, ResourceRequirements, SecretEnvSource,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::meta::{fingerprint, metadata};
 use crate::labels;
-use crate::reconcile::validate::{Validated, Version};
+use crate::reconcile::validated::{Resources, Validated, Version};
 
 /// The version's pods. With autoscaling on, `replicas` is left out so the HPA alone sets it.
 pub fn deployment(v: &Validated, version: &Version) -> Deployment {
@@ -62,7 +63,7 @@ pub fn deployment(v: &Validated, version: &Version) -> Deployment {
                             ..ContainerPort::default()
                         }]),
                         env_from: Some(env_from),
-                        resources: version.resources.clone(),
+                        resources: version.resources.as_ref().map(requirements),
                         ..Container::default()
                     }],
                     ..PodSpec::default()
@@ -71,6 +72,28 @@ pub fn deployment(v: &Validated, version: &Version) -> Deployment {
             ..DeploymentSpec::default()
         },
         ..Deployment::default()
+    }
+}
+
+/// The container's resources, with the quantities as the user wrote them.
+fn requirements(resources: &Resources) -> ResourceRequirements {
+    let quantities = |map: &BTreeMap<String, String>| {
+        map.iter()
+            .map(|(name, quantity)| (name.clone(), Quantity(quantity.clone())))
+            .collect()
+    };
+    ResourceRequirements {
+        limits: resources.limits.as_ref().map(quantities),
+        requests: resources.requests.as_ref().map(quantities),
+        claims: resources.claims.as_ref().map(|claims| {
+            claims
+                .iter()
+                .map(|c| ResourceClaim {
+                    name: c.name.clone(),
+                    request: c.request.clone(),
+                })
+                .collect()
+        }),
     }
 }
 
@@ -127,6 +150,41 @@ mod tests {
         assert_eq!(to_json(&deployment(&v, &v.canary)), expected);
     }
 
+    /// The container gets the resources exactly as the spec has them, as when the spec's value was
+    /// copied through: any other spelling of a quantity, or an empty map dropped, would make the
+    /// operator rewrite every Deployment. Each case: what is set, and `resources` as YAML.
+    #[test]
+    fn resources_reach_the_container_as_written() {
+        let cases = [
+            ("nothing", None),
+            ("an empty object", Some("{}")),
+            (
+                "requests and limits",
+                Some("{requests: {cpu: 100m, memory: 128Mi}, limits: {memory: 256Mi}}"),
+            ),
+            (
+                "quantities in other spellings",
+                Some(
+                    "{requests: {cpu: '0.5', memory: '1e9', ephemeral-storage: 2G}, limits: {nvidia.com/gpu: '1'}}",
+                ),
+            ),
+            ("empty maps", Some("{requests: {}, limits: {}}")),
+            (
+                "claims, with and without a request",
+                Some("{claims: [{name: gpu}, {name: shared, request: large}]}"),
+            ),
+        ];
+        for (what, yaml) in cases {
+            let mut release = lab_release();
+            release.spec.canary.resources = yaml
+                .map(|yaml| serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("{what}: {e}")));
+            let v = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{what}: {p}"));
+            let pod = deployment(&v, &v.canary).spec.template.spec;
+            let resources = pod.and_then(|pod| pod.containers.into_iter().next()?.resources);
+            assert_eq!(resources, release.spec.canary.resources, "{what}");
+        }
+    }
+
     #[test]
     fn replicas_are_set_only_without_autoscaling() {
         let mut release = lab_release();
@@ -151,7 +209,7 @@ mod tests {
             .insert("AZURE_API_URL".into(), "https://other.example/".into());
         let after = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
         let template =
-            |v: &crate::reconcile::validate::Validated| deployment(v, &v.stable).spec.template;
+            |v: &crate::reconcile::validated::Validated| deployment(v, &v.stable).spec.template;
         assert_ne!(
             template(&before),
             template(&after),

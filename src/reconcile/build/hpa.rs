@@ -4,15 +4,14 @@ use k8s_openapi::api::autoscaling::v2::{
 };
 
 use super::meta::metadata;
-use crate::api::AutoscalingSpec;
 use crate::labels;
-use crate::reconcile::validate::{Validated, Version};
+use crate::reconcile::validated::{Autoscaling, Validated, Version};
 
 /// Scales one version on CPU, as the lab's `kubectl autoscale` did, independently of the traffic split.
 pub fn autoscaler(
     v: &Validated,
     version: &Version,
-    scaling: &AutoscalingSpec,
+    scaling: &Autoscaling,
 ) -> HorizontalPodAutoscaler {
     HorizontalPodAutoscaler {
         metadata: metadata(

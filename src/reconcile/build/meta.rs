@@ -8,8 +8,9 @@ use kube::Resource;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::api::CanaryRelease;
 use crate::labels;
-use crate::reconcile::validate::Validated;
+use crate::reconcile::validated::Validated;
 
 /// Metadata of a child: name, namespace, labels and the controller reference to the release.
 pub fn metadata(v: &Validated, name: &str, labels: BTreeMap<String, String>) -> ObjectMeta {
@@ -17,7 +18,7 @@ pub fn metadata(v: &Validated, name: &str, labels: BTreeMap<String, String>) -> 
         name: Some(name.to_owned()),
         namespace: Some(v.namespace.clone()),
         labels: Some(labels),
-        owner_references: Some(vec![v.owner.clone()]),
+        owner_references: Some(vec![CanaryRelease::child_owner_reference(&v.name, &v.uid)]),
         ..ObjectMeta::default()
     }
 }
@@ -38,4 +39,35 @@ pub fn stamped<K: Resource + Serialize>(mut object: K) -> K {
         .get_or_insert_with(BTreeMap::new)
         .insert(labels::APPLIED_HASH.to_owned(), hash);
     object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::testing::lab_release;
+    use crate::reconcile::validate::validate;
+
+    /// Children name their release as kube's `controller_owner_ref` did when the validated spec
+    /// held that reference, with `blockOwnerDeletion` added: a reference that differed would make
+    /// the operator rewrite every child. Each case: the release's name and uid.
+    #[test]
+    fn children_name_their_release_as_before() {
+        let cases = [
+            ("azureopenaichat", crate::reconcile::testing::UID),
+            ("chat", "r-1"),
+            ("a", "00000000-0000-0000-0000-000000000000"),
+        ];
+        for (name, uid) in cases {
+            let mut release = lab_release();
+            release.metadata.name = Some(name.to_owned());
+            release.metadata.uid = Some(uid.to_owned());
+            let mut before = release
+                .controller_owner_ref(&())
+                .unwrap_or_else(|| panic!("{name}: no owner reference"));
+            before.block_owner_deletion = Some(true);
+            let v = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{name}: {p}"));
+            let meta = metadata(&v, "child", BTreeMap::new());
+            assert_eq!(meta.owner_references, Some(vec![before]), "{name}");
+        }
+    }
 }

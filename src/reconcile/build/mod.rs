@@ -14,7 +14,7 @@ pub mod traffic;
 
 use super::children::Children;
 use super::decide::Decision;
-use super::validate::Validated;
+use super::validated::Validated;
 
 pub use config_map::config_map;
 pub use deployment::deployment;

@@ -3,7 +3,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::metadata;
 use crate::labels;
-use crate::reconcile::validate::Validated;
+use crate::reconcile::validated::Validated;
 
 /// One ClusterIP Service over both versions' pods, and only theirs ([`labels::release_selector`]);
 /// Istio splits its traffic by subset. The port is named `http` so Istio treats the traffic as

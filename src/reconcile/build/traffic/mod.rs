@@ -10,7 +10,7 @@ pub mod istio;
 
 use super::super::children::Children;
 use super::super::decide::Decision;
-use super::super::validate::Validated;
+use super::super::validated::Validated;
 
 /// The split a route carries: each version's share, `None` when the route does not name it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 use crate::api::istio::{DestinationRule, DestinationRuleSpec, Subset};
 use crate::labels;
 use crate::reconcile::build::meta::metadata;
-use crate::reconcile::validate::Validated;
+use crate::reconcile::validated::Validated;
 
 /// Names each version as a subset of the Service by its `version` label, together with the labels
 /// that make a pod the release's own ([`labels::release_selector`]).

@@ -1,11 +1,11 @@
 use crate::api::istio::{Gateway, GatewaySpec, Server, ServerPort};
 use crate::labels;
 use crate::reconcile::build::meta::metadata;
-use crate::reconcile::validate::{self, Validated};
+use crate::reconcile::validated::{self, Validated};
 
 /// The ingress Gateway, when the release asks the operator to create one.
 pub fn gateway(v: &Validated) -> Option<Gateway> {
-    let validate::Gateway::Create {
+    let validated::Gateway::Create {
         selector,
         port,
         hosts,
@@ -37,6 +37,7 @@ mod tests {
 
     use super::*;
     use crate::reconcile::testing::{lab_release, lab_validated, shared_metadata, to_json};
+    use crate::reconcile::validate;
 
     #[test]
     fn lab_gateway_listens_on_port_80_for_any_host() {

@@ -13,7 +13,7 @@ pub use virtual_service::{ROUTE_NAME, virtual_service};
 use super::{Provider, Split};
 use crate::reconcile::children::Children;
 use crate::reconcile::decide::Decision;
-use crate::reconcile::validate::Validated;
+use crate::reconcile::validated::Validated;
 
 pub struct Istio;
 

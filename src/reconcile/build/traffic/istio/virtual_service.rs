@@ -4,7 +4,7 @@ use crate::api::istio::{
 use crate::labels;
 use crate::reconcile::build::meta::metadata;
 use crate::reconcile::decide::Decision;
-use crate::reconcile::validate::{self, Validated};
+use crate::reconcile::validated::{self, Validated};
 
 /// Name of the one HTTP route, so the split is easy to find with `kubectl get -o yaml`.
 pub const ROUTE_NAME: &str = "canary-split";
@@ -13,8 +13,8 @@ pub const ROUTE_NAME: &str = "canary-split";
 /// numbers and never of the route's shape.
 pub fn virtual_service(v: &Validated, decision: &Decision) -> VirtualService {
     let gateways = match &v.gateway {
-        validate::Gateway::Create { .. } => vec![v.name.clone()],
-        validate::Gateway::Existing { gateways, .. } => gateways.clone(),
+        validated::Gateway::Create { .. } => vec![v.name.clone()],
+        validated::Gateway::Existing { gateways, .. } => gateways.clone(),
     };
     let destination = |subset: &str, weight: i32| HttpRouteDestination {
         destination: Destination {
@@ -52,6 +52,7 @@ mod tests {
     use crate::reconcile::testing::{
         decided, lab_release, lab_validated, shared_metadata, to_json,
     };
+    use crate::reconcile::validate;
 
     fn route(weight_v1: i32, weight_v2: i32) -> serde_json::Value {
         let host = "azureopenaichat.azureopenai.svc.cluster.local";

@@ -1,0 +1,205 @@
+//! The validated release: the one value that decide and build read. Plain data, free of any
+//! Kubernetes type, so the decisions made on it are tested with tables of plain values and can
+//! move to a crate of their own as they are. `validate` fills it from a `CanaryRelease`; build turns
+//! its owner and resources into Kubernetes types, where the objects are made.
+
+use std::collections::BTreeMap;
+
+use super::decide::Strategy;
+
+/// Which of the two versions a value belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Stable,
+    Canary,
+}
+
+impl Role {
+    /// Value of the `app.kubernetes.io/component` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Stable => "stable",
+            Role::Canary => "canary",
+        }
+    }
+}
+
+/// A release the build step can turn into objects without further checks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated {
+    pub name: String,
+    pub namespace: String,
+    /// The release's uid. Children name their controller by name and uid, so a release deleted
+    /// and created again under the same name does not adopt its predecessor's children.
+    pub uid: String,
+    pub port: i32,
+    pub secret_name: Option<String>,
+    pub stable: Version,
+    pub canary: Version,
+    /// How the split is steered; the decide step turns it into the weights applied.
+    pub strategy: Strategy,
+    pub autoscaling: Option<Autoscaling>,
+    pub gateway: Gateway,
+    /// Fully qualified name of the Service, used as the Istio host everywhere so that the
+    /// DestinationRule and the VirtualService always name the same host.
+    pub host: String,
+}
+
+impl Validated {
+    /// Stable first: the order in which versions' children are built, applied and reported.
+    pub fn versions(&self) -> [&Version; 2] {
+        [&self.stable, &self.canary]
+    }
+}
+
+/// One version, with defaults resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Version {
+    pub role: Role,
+    pub name: String,
+    pub model: String,
+    pub image: String,
+    /// Shared config merged with the version's own, plus the model variable.
+    pub config: BTreeMap<String, String>,
+    pub resources: Option<Resources>,
+    /// `None` when an HPA owns the replica count.
+    pub replicas: Option<i32>,
+    /// Name of the version's ConfigMap, Deployment and HPA.
+    pub object_name: String,
+}
+
+/// A container's compute resources exactly as the user wrote them. Quantities stay text ("500m",
+/// "0.5", "1Gi"): the operator passes them on and never computes with them, and a normalized
+/// form would differ from what earlier versions of the operator wrote, making it rewrite every
+/// Deployment. An empty map is kept apart from an absent one for the same reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub limits: Option<BTreeMap<String, String>>,
+    pub requests: Option<BTreeMap<String, String>>,
+    pub claims: Option<Vec<Claim>>,
+}
+
+/// A dynamic resource claim the container uses: the claim's name in the pod, and optionally one
+/// request of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub name: String,
+    pub request: Option<String>,
+}
+
+/// Autoscaling bounds, the same for each version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Autoscaling {
+    pub min_replicas: i32,
+    pub max_replicas: i32,
+    /// Average CPU utilization aimed for, in percent of the CPU requested.
+    pub target_cpu_utilization_percentage: i32,
+}
+
+/// How traffic reaches the VirtualService.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Gateway {
+    Create {
+        selector: BTreeMap<String, String>,
+        port: i32,
+        hosts: Vec<String>,
+    },
+    Existing {
+        gateways: Vec<String>,
+        hosts: Vec<String>,
+    },
+}
+
+impl Gateway {
+    pub fn hosts(&self) -> &[String] {
+        match self {
+            Gateway::Create { hosts, .. } | Gateway::Existing { hosts, .. } => hosts,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The component label of every version's objects and pods comes from here: a changed value
+    /// would relabel, and so rewrite, every child of every release.
+    #[test]
+    fn roles_label_their_objects_as_before() {
+        let cases = [(Role::Stable, "stable"), (Role::Canary, "canary")];
+        for (role, label) in cases {
+            assert_eq!(role.as_str(), label, "{role:?}");
+        }
+    }
+
+    fn version(role: Role, name: &str) -> Version {
+        Version {
+            role,
+            name: name.to_owned(),
+            model: format!("model-{name}"),
+            image: "repo/app:1".to_owned(),
+            config: BTreeMap::new(),
+            resources: None,
+            replicas: Some(1),
+            object_name: format!("chat-{name}"),
+        }
+    }
+
+    fn release(gateway: Gateway) -> Validated {
+        Validated {
+            name: "chat".to_owned(),
+            namespace: "lab".to_owned(),
+            uid: "u-1".to_owned(),
+            port: 5000,
+            secret_name: None,
+            stable: version(Role::Stable, "v1"),
+            canary: version(Role::Canary, "v2"),
+            strategy: Strategy::Manual { canary_weight: 10 },
+            autoscaling: None,
+            gateway,
+            host: "chat.lab.svc.cluster.local".to_owned(),
+        }
+    }
+
+    #[test]
+    fn versions_come_stable_first() {
+        let v = release(Gateway::Existing {
+            gateways: vec!["gw".to_owned()],
+            hosts: vec!["*".to_owned()],
+        });
+        let roles: Vec<(Role, &str)> = v
+            .versions()
+            .iter()
+            .map(|ver| (ver.role, ver.name.as_str()))
+            .collect();
+        assert_eq!(roles, [(Role::Stable, "v1"), (Role::Canary, "v2")]);
+    }
+
+    /// Each case: what the gateway is, the gateway, and the hosts the route accepts.
+    #[test]
+    fn hosts_whichever_gateway() {
+        let hosts = |names: &[&str]| names.iter().map(|h| (*h).to_owned()).collect::<Vec<_>>();
+        let cases = [
+            (
+                "created",
+                Gateway::Create {
+                    selector: BTreeMap::from([("istio".to_owned(), "ingress".to_owned())]),
+                    port: 80,
+                    hosts: hosts(&["chat.example.com"]),
+                },
+                hosts(&["chat.example.com"]),
+            ),
+            (
+                "existing",
+                Gateway::Existing {
+                    gateways: hosts(&["istio-ingress/public"]),
+                    hosts: hosts(&["*", "*.example.com"]),
+                },
+                hosts(&["*", "*.example.com"]),
+            ),
+        ];
+        for (what, gateway, expected) in cases {
+            assert_eq!(gateway.hosts(), expected, "{what}");
+        }
+    }
+}
