@@ -92,14 +92,10 @@ impl Stores {
     }
 }
 
-/// Longest wait for a cache to show our own write; past it the reconcile ends anyway.
+/// Longest wait for a cache to show our own write; past it the reconcile goes on anyway.
 const CACHE_LAG_LIMIT: Duration = Duration::from_secs(5);
 
 /// Waits (bounded) until `seen` holds, checking the caches every few milliseconds.
-///
-/// A reconcile that wrote something ends only once the caches show the write. Otherwise the next
-/// reconcile of the same release (triggered by that very write) could read the older cached copy,
-/// judge it stale, and send the same write again: harmless on the server, but a write all the same.
 pub async fn await_cache(what: &str, seen: impl Fn() -> bool) {
     let start = tokio::time::Instant::now();
     while !seen() {
@@ -114,6 +110,59 @@ pub async fn await_cache(what: &str, seen: impl Fn() -> bool) {
         waited_ms = start.elapsed().as_millis() as u64,
         "cache caught up"
     );
+}
+
+/// Tells whether the caches show one write of a reconcile.
+pub type Sighting = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// The writes of each release that the caches may not show yet.
+///
+/// A reconcile that reads a cache older than the release's last writes would judge those objects
+/// stale and send the same writes again: harmless on the server, but writes all the same. So the
+/// next reconcile of a release first waits until the caches show its predecessor's writes (and
+/// reads the release again from its cache). Waiting there rather than at the end of the reconcile
+/// that wrote keeps the wait out of the controller's concurrency slots: at a cold start with
+/// thousands of releases, the slots go to writing, and the next reconcile, triggered by those
+/// very watch events, usually finds the caches caught up already.
+#[derive(Default)]
+pub struct Unseen {
+    by_release: Mutex<HashMap<String, (tokio::time::Instant, Vec<Sighting>)>>,
+}
+
+/// Entries are swept (those older than [`CACHE_LAG_LIMIT`], which no wait would honour anyway)
+/// when there are more than this many: a deleted release leaves its last entry behind.
+const UNSEEN_SWEEP_ABOVE: usize = 1024;
+
+impl Unseen {
+    /// Notes writes of the release `uid` for its next reconcile to wait for.
+    pub fn hold(&self, uid: &str, sightings: Vec<Sighting>) {
+        if sightings.is_empty() {
+            return;
+        }
+        let Ok(mut by_release) = self.by_release.lock() else {
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        if by_release.len() > UNSEEN_SWEEP_ABOVE {
+            by_release.retain(|_, (at, _)| now.duration_since(*at) < CACHE_LAG_LIMIT);
+        }
+        let entry = by_release
+            .entry(uid.to_owned())
+            .or_insert_with(|| (now, Vec::new()));
+        entry.0 = now;
+        entry.1.extend(sightings);
+    }
+
+    /// Waits (bounded) until the caches show the release's earlier writes.
+    pub async fn wait(&self, uid: &str) {
+        let taken = match self.by_release.lock() {
+            Ok(mut by_release) => by_release.remove(uid),
+            Err(_) => None,
+        };
+        if let Some((_, sightings)) = taken {
+            await_cache("earlier writes", || sightings.iter().all(|seen| seen())).await;
+        }
+    }
 }
 
 /// A kind of object a release owns.
@@ -146,6 +195,7 @@ pub struct Context {
     /// reconciles successfully (or the watches recover from an outage), so one deleted while
     /// failing leaves a few bytes behind.
     pub failures: Failures,
+    pub unseen: Unseen,
 }
 
 /// Consecutive failures per release; shared with the controller, which clears them after an outage.

@@ -19,7 +19,7 @@ use crate::api::CanaryRelease;
 use crate::api::istio::VirtualService;
 use crate::cache::ChildStore;
 use crate::client::Clients;
-use crate::context::{Child, Context, Failures, Settings, Stores};
+use crate::context::{Child, Context, Failures, Settings, Stores, Unseen};
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, WatchBackoff};
 use crate::{Error, reconcile};
@@ -281,6 +281,7 @@ pub fn controller(
         settings,
         metrics,
         failures,
+        unseen: Unseen::default(),
     });
     let running = controller
         .reconcile_all_on(recoveries)

@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use super::children::Children;
 use super::diff::{self, Verdict};
 use crate::api::CanaryRelease;
-use crate::context::{Child, Context, await_cache, publish};
+use crate::context::{Child, Context, Sighting, await_cache, publish};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// One child: what we want, what is there, and what to do about it.
@@ -61,12 +61,9 @@ macro_rules! converge_children {
 
             let mut seen = Vec::new();
             $(let $field = enact_all(ctx, release, $field, expect_present, &mut seen).await?;)*
-            // Once for all writes rather than after each: the order above only needs the server
-            // to have accepted each write. (A write that fails above skips the wait; the retry's
-            // backoff covers it.)
-            if !seen.is_empty() {
-                await_cache("children", || seen.iter().all(|sighting| sighting())).await;
-            }
+            // The next reconcile of the release waits for the caches to show these writes (see
+            // `Unseen`). The order above only needs the server to have accepted each write.
+            ctx.unseen.hold(&uid, seen);
 
             // Removing what the release no longer wants comes last, once traffic no longer points
             // at it.
@@ -129,16 +126,13 @@ fn foreign<K>(planned: &[Planned<K>]) -> Vec<String> {
         .collect()
 }
 
-/// Tells whether the caches show one write of this reconcile.
-type Sighting<'a> = Box<dyn Fn() -> bool + Send + Sync + 'a>;
-
 /// [`enact`] for each child of one kind, in order.
-async fn enact_all<'a, K: Child>(
-    ctx: &'a Context,
+async fn enact_all<K: Child>(
+    ctx: &Context,
     release: &CanaryRelease,
     planned: Vec<Planned<K>>,
     expect_present: bool,
-    sightings: &mut Vec<Sighting<'a>>,
+    sightings: &mut Vec<Sighting>,
 ) -> Result<Vec<K>> {
     let mut applied = Vec::with_capacity(planned.len());
     for p in planned {
@@ -149,14 +143,14 @@ async fn enact_all<'a, K: Child>(
 
 /// Applies one child if its verdict asks for it, and returns the object as it now is.
 ///
-/// A write adds to `sightings` the check that the cache shows it; `converge` waits for all of
-/// them at its end (see [`await_cache`] for why).
-async fn enact<'a, K: Child>(
-    ctx: &'a Context,
+/// A write adds to `sightings` the check that the cache shows it, for the next reconcile of the
+/// release to wait for (see [`crate::context::Unseen`]).
+async fn enact<K: Child>(
+    ctx: &Context,
     release: &CanaryRelease,
     planned: Planned<K>,
     expect_present: bool,
-    sightings: &mut Vec<Sighting<'a>>,
+    sightings: &mut Vec<Sighting>,
 ) -> Result<K> {
     let Planned {
         desired,
@@ -197,7 +191,7 @@ async fn enact<'a, K: Child>(
         None => tracing::debug!(%kind, %name, ?verdict, "applied"),
     }
     if applied.resource_version() != current_version {
-        let store = K::store(&ctx.stores);
+        let store = K::store(&ctx.stores).clone();
         sightings.push(Box::new(move || {
             store.inspect(&namespace, &name, |cached| {
                 cached.is_some_and(|c| Some(&*c.resource_version) != current_version.as_deref())

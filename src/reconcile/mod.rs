@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 
 use self::apply::Converged;
 use self::status::{DEGRADED, Health};
@@ -46,6 +47,17 @@ const CONFLICT_RECHECK: Duration = Duration::from_secs(10);
 pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
     let _timer = Timer(&ctx.metrics.duration, std::time::Instant::now());
+    // The caches first show what the previous reconcile of this release wrote; the release is
+    // then read again, as it may have been handed over before its own status write showed.
+    let release = match release.uid() {
+        Some(uid) => {
+            ctx.unseen.wait(&uid).await;
+            ctx.releases
+                .get(&ObjectRef::from(&*release))
+                .unwrap_or(release)
+        }
+        None => release,
+    };
     let validated = match validate::validate(&release, &ctx.settings.cluster_domain) {
         Ok(validated) => validated,
         Err(problems) => {

@@ -15,7 +15,7 @@ use super::children::Children;
 use super::validate::Problems;
 use super::validated::{Validated, Version};
 use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
-use crate::context::{Context, await_cache, publish};
+use crate::context::{Context, publish};
 use crate::{FIELD_MANAGER, Result};
 
 pub const READY: &str = "Ready";
@@ -84,14 +84,19 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
         message = ready.map(|c| c.message.as_str()),
         "status written"
     );
-    if written.resource_version() != before {
+    if written.resource_version() != before
+        && let Some(uid) = release.uid()
+    {
         let key = ObjectRef::from(release);
-        await_cache("CanaryRelease status", || {
-            ctx.releases
-                .get(&key)
-                .is_none_or(|c| c.resource_version() != before)
-        })
-        .await;
+        let releases = ctx.releases.clone();
+        ctx.unseen.hold(
+            &uid,
+            vec![Box::new(move || {
+                releases
+                    .get(&key)
+                    .is_none_or(|c| c.resource_version() != before)
+            })],
+        );
     }
     let previous = release
         .status
