@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::operator::install_crd_on;
+use common::process::Spawn;
 use common::{setup, skip, wait_for};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
@@ -127,30 +128,15 @@ impl BareApiserver {
 }
 
 /// Runs the operator binary with `kubeconfig` and `args` until it exits (bounded): exit code and
-/// stderr.
+/// stderr (its text log).
 fn run_operator(kubeconfig: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_canary-operator"))
-        .args(["--http-address", "127.0.0.1:0"])
+    let exit = Spawn::new()
+        .kubeconfig(kubeconfig)
         .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .text_log()
         .spawn()
-        .expect("start canary-operator");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("poll canary-operator").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("canary-operator output");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+        .finish(Duration::from_secs(30));
+    (exit.code, exit.log)
 }
 
 #[tokio::test]

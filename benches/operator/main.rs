@@ -119,10 +119,10 @@ fn say(message: impl AsRef<str>) {
 }
 
 /// Polls `check` every 100 ms until it returns `Some`, at most for `limit`.
-async fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+async fn poll<T>(limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Some(value) = check() {
+        if let Some(value) = check().await {
             return Some(value);
         }
         if Instant::now() >= deadline {
@@ -136,12 +136,12 @@ async fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Optio
 /// operator then has no work in flight. Returns the counters and when they last moved.
 async fn settle(operator: &Operator, quiet: Duration, limit: Duration) -> (Counters, Duration) {
     let deadline = Instant::now() + limit;
-    let mut last = operator.counters().unwrap_or_default();
+    let mut last = operator.counters().await.unwrap_or_default();
     let mut moved = operator.started.elapsed();
     let mut still_since = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = operator.counters().unwrap_or(last);
+        let now = operator.counters().await.unwrap_or(last);
         // Watch reconnects are not work; reconciles, reads and writes are.
         if (now.reconciles, now.writes, now.reads) != (last.reconciles, last.writes, last.reads) {
             moved = operator.started.elapsed();
@@ -338,9 +338,11 @@ async fn run(settings: Settings) {
     // --- 1. Idle: no releases -----------------------------------------------------------------
     say("starting the operator with no releases");
     let idle_op = Operator::start(&binary, &out.join("operator-idle.log"));
-    let idle_ready = poll(Duration::from_secs(60), || idle_op.ready().then_some(()))
-        .await
-        .map(|()| idle_op.started.elapsed().as_secs_f64());
+    let idle_ready = poll(Duration::from_secs(60), async || {
+        idle_op.ready().await.then_some(())
+    })
+    .await
+    .map(|()| idle_op.started.elapsed().as_secs_f64());
     // A few seconds for start-up allocations to settle into what the process keeps.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_memory = idle_op.memory().unwrap_or_default();
@@ -353,7 +355,7 @@ async fn run(settings: Settings) {
     )
     .await;
     let latency_set: HashSet<String> = [LATENCY_NS.to_owned()].into();
-    let in_place = poll(settings.timeout, || {
+    let in_place = poll(settings.timeout, async || {
         (observer.progress(&latency_set).converged == 1).then_some(())
     })
     .await;
@@ -362,7 +364,7 @@ async fn run(settings: Settings) {
     }
     say(format!("{} weight shifts, one release", settings.shifts));
     let before = (
-        idle_op.counters().unwrap_or_default(),
+        idle_op.counters().await.unwrap_or_default(),
         api_snapshot(&client).await,
     );
     let idle_shifts = latency::shift(
@@ -375,7 +377,11 @@ async fn run(settings: Settings) {
     )
     .await;
     let idle_shift_requests = (
-        idle_op.counters().unwrap_or_default().since(&before.0),
+        idle_op
+            .counters()
+            .await
+            .unwrap_or_default()
+            .since(&before.0),
         api_snapshot(&client).await.since(&before.1),
     );
     let idle_final_memory = idle_op.memory().unwrap_or_default();
@@ -393,7 +399,7 @@ async fn run(settings: Settings) {
         .collect();
     let created_in = cluster::apply_releases(&client, releases, 32).await;
     let bench_set: HashSet<String> = bench_namespaces.iter().cloned().collect();
-    let _ = poll(Duration::from_secs(60), || {
+    let _ = poll(Duration::from_secs(60), async || {
         (observer.progress(&bench_set).releases == n).then_some(())
     })
     .await;
@@ -405,9 +411,9 @@ async fn run(settings: Settings) {
     let mut ready_at = None;
     let mut first_at = None;
     let mut last_report = Instant::now();
-    let converged_at = poll(settings.timeout, || {
+    let converged_at = poll(settings.timeout, async || {
         let elapsed = cold_op.started.elapsed().as_secs_f64();
-        if ready_at.is_none() && cold_op.ready() {
+        if ready_at.is_none() && cold_op.ready().await {
             ready_at = Some(elapsed);
         }
         let p = observer.progress(&bench_set);
@@ -415,7 +421,7 @@ async fn run(settings: Settings) {
             first_at = Some(elapsed);
         }
         if last_report.elapsed() >= Duration::from_secs(5) {
-            let failed = cold_op.counters().map_or(0.0, |c| c.errors);
+            let failed = cold_op.counters().await.map_or(0.0, |c| c.errors);
             say(format!(
                 "  {elapsed:.0} s: {}/{n} converged; {failed} failed reconciles so far",
                 p.converged
@@ -425,7 +431,7 @@ async fn run(settings: Settings) {
         (p.converged == n).then_some(elapsed)
     })
     .await;
-    let cold_counters = cold_op.counters().unwrap_or_default();
+    let cold_counters = cold_op.counters().await.unwrap_or_default();
     // Where the CPU went while the releases converged: what bounds the figure on this machine.
     let cold_cpu = cold_span.finish(&[(
         "canary-operator",
@@ -443,7 +449,7 @@ async fn run(settings: Settings) {
     });
 
     // Pods become Ready through kwok after the convergence proper; the releases follow.
-    let all_ready_at = poll(settings.timeout, || {
+    let all_ready_at = poll(settings.timeout, async || {
         let p: Progress = observer.progress(&bench_set);
         (p.ready == n).then(|| cold_op.started.elapsed().as_secs_f64())
     })
@@ -458,7 +464,7 @@ async fn run(settings: Settings) {
         settings.shifts
     ));
     let before = (
-        cold_op.counters().unwrap_or_default(),
+        cold_op.counters().await.unwrap_or_default(),
         api_snapshot(&client).await,
     );
     let loaded_shifts = latency::shift(
@@ -471,7 +477,11 @@ async fn run(settings: Settings) {
     )
     .await;
     let loaded_shift_requests = (
-        cold_op.counters().unwrap_or_default().since(&before.0),
+        cold_op
+            .counters()
+            .await
+            .unwrap_or_default()
+            .since(&before.0),
         api_snapshot(&client).await.since(&before.1),
     );
     let cold_memory = cold_op.memory().unwrap_or_default();
@@ -483,12 +493,12 @@ async fn run(settings: Settings) {
     let api_before = api_snapshot(&client).await;
     let warm_op = Operator::start(&binary, &out.join("operator-warm.log"));
     let mut warm_ready = None;
-    let reconciled_at = poll(settings.timeout, || {
+    let reconciled_at = poll(settings.timeout, async || {
         let elapsed = warm_op.started.elapsed().as_secs_f64();
-        if warm_ready.is_none() && warm_op.ready() {
+        if warm_ready.is_none() && warm_op.ready().await {
             warm_ready = Some(elapsed);
         }
-        let counters = warm_op.counters()?;
+        let counters = warm_op.counters().await?;
         (counters.reconciles >= total as f64).then_some(elapsed)
     })
     .await;
@@ -501,12 +511,13 @@ async fn run(settings: Settings) {
         "steady state: {:?} with no changes",
         settings.steady
     ));
-    let counters_before = warm_op.counters().unwrap_or_default();
+    let counters_before = warm_op.counters().await.unwrap_or_default();
     let cpu_before = warm_op.cpu_seconds(ticks).unwrap_or_default();
     let api_before = api_snapshot(&client).await;
     tokio::time::sleep(settings.steady).await;
     let steady_counters = warm_op
         .counters()
+        .await
         .unwrap_or_default()
         .since(&counters_before);
     let steady_cpu = warm_op.cpu_seconds(ticks).unwrap_or_default() - cpu_before;

@@ -3,6 +3,7 @@
 // Every test crate includes this module but none uses all of it.
 #![allow(dead_code)]
 
+pub mod examples;
 pub mod lab;
 pub mod operator;
 pub mod process;
@@ -19,6 +20,9 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 /// Label on every namespace the harness creates, so leftovers are easy to find and delete.
 pub const TEST_LABEL: &str = "canary-operator-test";
+
+/// How long a test waits for the operator to do one thing.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// A namespace owned by one test; dropping it deletes the namespace.
 pub struct TestNs {

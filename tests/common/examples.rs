@@ -1,0 +1,20 @@
+//! The releases under `examples/`, as a user applies them.
+//!
+//! Imports nothing from the rest of the test kit, so that the bench can include it with
+//! `#[path = "../../tests/common/examples.rs"]` too.
+// Each includer uses a different part of it.
+#![allow(dead_code)]
+
+use serde_json::Value;
+
+/// `examples/<file>`, as written.
+pub fn example(file: &str) -> Value {
+    let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+}
+
+/// The lab's release (`examples/lab.yaml`, named `azureopenaichat`), as written.
+pub fn lab() -> Value {
+    example("lab.yaml")
+}
