@@ -13,6 +13,7 @@ use backend::{Backend, Splitter, free_port, nginx, start_backend, start_splitter
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
 use common::examples::example;
+use common::host;
 use common::operator::{install_crd, start_operator};
 use common::{TestNs, WAIT, lab, setup, wait_for};
 use kube::ResourceExt;

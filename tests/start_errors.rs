@@ -8,14 +8,14 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::host::{free_port, skip};
 use common::operator::install_crd_on;
 use common::process::Spawn;
-use common::{setup, skip, wait_for};
+use common::{setup, wait_for};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -46,10 +46,7 @@ impl BareApiserver {
     /// Starts it beside the cluster that `cluster_kubeconfig` (in the cluster's run dir) names.
     async fn start(cluster_kubeconfig: &Path) -> BareApiserver {
         let run_dir = cluster_kubeconfig.parent().expect("run dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let log = run_dir.join("logs/bare-apiserver.log");
         let log_file = std::fs::File::create(&log).expect("create the bare apiserver's log");
         let process = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/cluster.sh"))

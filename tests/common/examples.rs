@@ -5,7 +5,8 @@
 // Each includer uses a different part of it.
 #![allow(dead_code)]
 
-use serde_json::Value;
+use k8s_openapi::api::core::v1::Secret;
+use serde_json::{Value, json};
 
 /// `examples/<file>`, as written.
 pub fn example(file: &str) -> Value {
@@ -17,4 +18,13 @@ pub fn example(file: &str) -> Value {
 /// The lab's release (`examples/lab.yaml`, named `azureopenaichat`), as written.
 pub fn lab() -> Value {
     example("lab.yaml")
+}
+
+/// The Secret the examples reference (`azure-openai`), with a key that is not a real one.
+pub fn secret() -> Secret {
+    serde_json::from_value(json!({
+        "metadata": {"name": "azure-openai"},
+        "stringData": {"AZURE_API_KEY": "not-a-real-key"},
+    }))
+    .unwrap_or_else(|e| panic!("the examples' Secret: {e}"))
 }

@@ -12,6 +12,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use super::examples;
 pub use super::examples::lab;
 use super::process::Process;
 use super::{TestNs, WAIT, wait_for};
@@ -34,13 +35,8 @@ pub fn release(ns: &TestNs, name: &str) -> Value {
 
 /// The Secret the lab's release references.
 pub async fn create_secret(ns: &TestNs) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "azure-openai"},
-        "stringData": {"AZURE_API_KEY": "not-a-real-key"},
-    }))
-    .unwrap_or_else(|e| panic!("secret: {e}"));
     if let Err(e) = api::<Secret>(ns)
-        .create(&PostParams::default(), &secret)
+        .create(&PostParams::default(), &examples::secret())
         .await
     {
         panic!("create the Secret: {e}");

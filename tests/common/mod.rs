@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod examples;
+pub mod host;
 pub mod lab;
 pub mod operator;
 pub mod process;
@@ -12,6 +13,8 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::io::Write;
 use std::time::{Duration, Instant};
+
+use host::in_ci;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
@@ -95,21 +98,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Says loudly that `test_name` cannot run (`why`) and what to do (`how`); in CI, fails instead.
-pub fn skip(test_name: &str, why: &str, how: &str) {
-    if in_ci() {
-        panic!("{test_name} cannot run ({why}); {how}. CI is set, so this is a failure");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n********** SKIPPED {test_name}: {why}; {how} **********\n"
-    );
 }
 
 async fn connect() -> Result<Client, String> {

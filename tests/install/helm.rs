@@ -10,7 +10,8 @@ use kube::api::{Api, ListParams};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::common::{TestNs, WAIT, skip, wait_for};
+use crate::common::host::skip;
+use crate::common::{TestNs, WAIT, wait_for};
 use crate::{CHART, RENDER_NAMESPACE, RENDER_RELEASE};
 
 /// The helm binary: on PATH after `eval $(make -s cluster-env)`, else where hack/build-tools.sh
