@@ -39,13 +39,13 @@ lint: lint-docker ## rustfmt check, clippy with warnings denied, hadolint
 lint-docker: ## Lint the Dockerfile with hadolint (installed under ~/.cache/canary-operator on first use)
 	@hack/hadolint.sh
 
-helm-lint: ## helm lint --strict the chart (tests/install.rs does it too, with other values)
+helm-lint: ## helm lint --strict the chart (tests/install/ does it too, with other values)
 	@PATH="$$(hack/build-tools.sh | tail -n 1):$$PATH" helm lint --strict charts/canary-operator
 
 test: deps lint ## Lint, then run all tests against the local cluster (started and stopped here if none runs)
 	@hack/test.sh
 
-chart-test: ## Only the Helm chart's tests (tests/install.rs and the CRD checks), on the local cluster
+chart-test: ## Only the Helm chart's tests (tests/install/ and the CRD checks), on the local cluster
 	@CARGO_TEST_TARGETS="--test install --test crd" hack/test.sh
 
 bench: ## Benchmark the operator on a cluster of its own (BENCH_N=1000); table + target/bench/report.json

@@ -65,6 +65,9 @@ pub fn multiplexed(config: &kube::Config) -> Result<ClientBuilder<Stack>, Client
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(config.connect_timeout);
+    // HTTP/2 sends a request as several small frames; with Nagle's algorithm the later ones wait
+    // for the server's delayed ACK of the first (40 ms on Linux): every write took 45 ms more.
+    http.set_nodelay(true);
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config.rustls_client_config()?)
         .https_or_http();

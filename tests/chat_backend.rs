@@ -5,6 +5,8 @@
 #![allow(clippy::expect_used)]
 
 mod backend;
+#[path = "common/host.rs"]
+mod host;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

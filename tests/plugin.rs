@@ -12,15 +12,15 @@ use std::time::Duration;
 use backend::{Backend, Splitter, free_port, nginx, start_backend, start_splitter};
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
+use common::examples::example;
+use common::host;
 use common::operator::{install_crd, start_operator};
-use common::{TestNs, setup, wait_for};
-use k8s_openapi::api::core::v1::{Event, Secret};
+use common::{TestNs, WAIT, lab, setup, wait_for};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use kube::api::{Api, PostParams};
+use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubectl-canary");
-const WAIT: Duration = Duration::from_secs(60);
 /// Longest any one plugin run may take; verify's own --timeout is well inside it.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
@@ -256,47 +256,16 @@ async fn help_reads_like_kubectl() {
 /// `examples/chat-backend.yaml`, applied in the test's namespace as `kubectl apply --server-side`
 /// would, with the Secret it names.
 async fn apply_chat_backend(ns: &TestNs) -> String {
-    let path = format!("{}/examples/chat-backend.yaml", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("read example");
-    let mut release: Value = serde_norway::from_str(&text).expect("parse example");
-    release["metadata"]["namespace"] = json!(ns.name);
+    let release = example("chat-backend.yaml");
     let name = release["metadata"]["name"]
         .as_str()
         .expect("name")
         .to_owned();
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "azure-openai"},
-        "stringData": {"AZURE_API_KEY": "not-a-real-key"},
-    }))
-    .expect("secret");
-    Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create secret");
-    Api::<CanaryRelease>::namespaced(ns.client.clone(), &ns.name)
-        .patch(
-            &name,
-            &PatchParams::apply("kubectl").force(),
-            &Patch::Apply(&release),
-        )
+    lab::create_secret(ns).await;
+    lab::apply_release(ns, release)
         .await
         .expect("apply the example");
     name
-}
-
-async fn wait_ready(ns: &TestNs, name: &str) {
-    let releases: Api<CanaryRelease> = Api::namespaced(ns.client.clone(), &ns.name);
-    wait_for(&format!("{name} Ready"), WAIT, async || {
-        let release = releases.get(name).await.ok()?;
-        let status = release.status.as_ref()?;
-        let current = status.observed_generation == release.metadata.generation;
-        let ready = status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        (current && ready).then_some(())
-    })
-    .await;
 }
 
 /// The cells of the table row whose first cell is `first`.
@@ -315,7 +284,7 @@ async fn status_and_set_weight_with_the_operator_running() {
     install_crd(&ns).await;
     let _operator = start_operator(&ns).await;
     let name = apply_chat_backend(&ns).await;
-    wait_ready(&ns, &name).await;
+    lab::wait_ready(&ns, &name).await;
     let n = ns.name.as_str();
 
     let run = kubectl_canary(&["status", &name, "-n", n]).await;
@@ -420,13 +389,8 @@ async fn status_and_set_weight_with_the_operator_running() {
         .replace(&name, &PostParams::default(), &drifted)
         .await
         .expect("edit the VirtualService by hand");
-    let events: Api<Event> = Api::namespaced(ns.client.clone(), n);
-    wait_for("a DriftCorrected Event", WAIT, async || {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("DriftCorrected"))
-            .then_some(())
+    lab::wait_event(&ns, "a DriftCorrected Event", |e| {
+        e.reason.as_deref() == Some("DriftCorrected")
     })
     .await;
     let run = kubectl_canary(&["status", &name, "-n", n]).await;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::operator::install_crd_on;
 use common::process::Process;
-use common::{TestNs, lab, setup, wait_for};
+use common::{TestNs, WAIT, lab, setup, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -29,7 +29,6 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const RELEASES: [&str; 3] = ["alpha", "beta", "gamma"];
 const OUTAGE: Duration = Duration::from_secs(20);
-const WAIT: Duration = Duration::from_secs(60);
 /// The longest an edit made at readiness may take to reach the VirtualService.
 const EDIT_LIMIT: Duration = Duration::from_secs(10);
 /// Quiet time in which the operator must not write.
@@ -76,7 +75,7 @@ async fn steady(ns: &TestNs) -> Process {
         lab::wait_canary_weight(ns, name, 25, WAIT).await;
     }
     wait_for("/readyz to answer 200", WAIT, async || {
-        (operator.readyz() == 200).then_some(())
+        (operator.readyz().await == 200).then_some(())
     })
     .await;
     settle(ns, &operator, Instant::now()).await;
@@ -132,12 +131,20 @@ async fn world(ns: &TestNs) -> Vec<String> {
 /// report (two status writes).
 async fn settle(ns: &TestNs, operator: &Process, not_before: Instant) -> f64 {
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mut last = (operator.writes(), operator.reconciles(), world(ns).await);
+    let mut last = (
+        operator.writes().await,
+        operator.reconciles().await,
+        world(ns).await,
+    );
     let mut operator_since = Instant::now();
     let mut world_since = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = (operator.writes(), operator.reconciles(), world(ns).await);
+        let now = (
+            operator.writes().await,
+            operator.reconciles().await,
+            world(ns).await,
+        );
         if (now.0, now.1) != (last.0, last.1) {
             operator_since = Instant::now();
         }
@@ -162,7 +169,7 @@ async fn assert_quiet(ns: &TestNs, operator: &Process, not_before: Instant, what
     let world_before = world(ns).await;
     let start = Instant::now();
     tokio::time::sleep(QUIET).await;
-    let after = operator.writes().expect("write count");
+    let after = operator.writes().await.expect("write count");
     let world_after = world(ns).await;
     let changed: Vec<&String> = world_after
         .iter()
@@ -212,7 +219,7 @@ async fn outage(test: &str, component: &str, signal: &str, must_turn_unready: bo
     let down = Instant::now();
     let mut unready_after = None;
     while down.elapsed() < OUTAGE {
-        if unready_after.is_none() && operator.readyz() == 503 {
+        if unready_after.is_none() && operator.readyz().await == 503 {
             unready_after = Some(down.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -241,7 +248,7 @@ async fn outage(test: &str, component: &str, signal: &str, must_turn_unready: bo
         "the edit took {took:?} to reach the VirtualService (limit {EDIT_LIMIT:?})"
     );
     wait_for("/readyz to answer 200 again", WAIT, async || {
-        (operator.readyz() == 200).then_some(())
+        (operator.readyz().await == 200).then_some(())
     })
     .await;
     for name in &RELEASES[1..] {
@@ -281,7 +288,7 @@ async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {
     let mut operator = Process::start(&ns, &[]);
     lab::wait_canary_weight(&ns, RELEASES[0], 25, WAIT).await;
     wait_for("/readyz to answer 200", WAIT, async || {
-        (operator.readyz() == 200).then_some(())
+        (operator.readyz().await == 200).then_some(())
     })
     .await;
 
@@ -301,7 +308,10 @@ async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {
     );
     assert!(line.contains("kubectl apply"), "with the fix: {line}");
     let (status, body) = wait_for("/readyz to answer 503", WAIT, async || {
-        operator.get("/readyz").filter(|(status, _)| *status == 503)
+        operator
+            .get("/readyz")
+            .await
+            .filter(|(status, _)| *status == 503)
     })
     .await;
     assert!(body.contains(CRD), "{status}: {body}");
@@ -311,7 +321,7 @@ async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(operator.running(), "the operator stays up without its CRD");
-    assert_eq!(operator.readyz(), 503, "and says it is not ready");
+    assert_eq!(operator.readyz().await, 503, "and says it is not ready");
 
     install_crd_on(&ns.client).await;
     let back = Instant::now();
@@ -334,7 +344,7 @@ async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {
         "a new release took {took:?} after the CRD came back"
     );
     wait_for("/readyz to answer 200 again", WAIT, async || {
-        (operator.readyz() == 200).then_some(())
+        (operator.readyz().await == 200).then_some(())
     })
     .await;
     assert!(operator.running());

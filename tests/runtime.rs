@@ -8,11 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::process::Process;
-use common::{lab, setup, wait_for};
+use common::{WAIT, lab, setup, wait_for};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 
-const WAIT: Duration = Duration::from_secs(60);
 const RELEASE: &str = "azureopenaichat";
 
 #[tokio::test]
@@ -21,9 +20,9 @@ async fn serves_health_readiness_and_metrics() {
         return;
     };
     let operator = Process::start(&ns, &[]);
-    assert_eq!(operator.get("/healthz").map(|r| r.0), Some(200));
+    assert_eq!(operator.get("/healthz").await.map(|r| r.0), Some(200));
     wait_for("/readyz to answer 200", WAIT, async || {
-        (operator.get("/readyz")?.0 == 200).then_some(())
+        (operator.get("/readyz").await?.0 == 200).then_some(())
     })
     .await;
 
@@ -35,23 +34,25 @@ async fn serves_health_readiness_and_metrics() {
         ns.name
     );
     wait_for("the weight gauge at 25", WAIT, async || {
-        (operator.metric(&weight)? == 25.0).then_some(())
+        (operator.metric(&weight).await? == 25.0).then_some(())
     })
     .await;
     lab::set_weight(&ns, RELEASE, 40)
         .await
         .expect("patch weight");
     wait_for("the weight gauge at 40", WAIT, async || {
-        (operator.metric(&weight)? == 40.0).then_some(())
+        (operator.metric(&weight).await? == 40.0).then_some(())
     })
     .await;
 
     let reconciles = operator
         .metric("canary_operator_reconciles_total")
+        .await
         .expect("reconciles");
     assert!(reconciles >= 2.0, "{reconciles}");
     let writes = operator
         .metric("canary_operator_api_requests_total{client=\"controller\",kind=\"write\"}")
+        .await
         .expect("writes");
     assert!(
         writes >= 11.0,
@@ -60,11 +61,12 @@ async fn serves_health_readiness_and_metrics() {
     assert!(
         operator
             .metric("canary_operator_reconcile_duration_seconds_count")
+            .await
             .expect("histogram")
             >= reconciles
     );
     assert_eq!(
-        operator.metric("canary_operator_leader"),
+        operator.metric("canary_operator_leader").await,
         Some(1.0),
         "without leader election it always leads"
     );
@@ -99,17 +101,17 @@ async fn one_leader_at_a_time_and_a_fast_handover() {
     .await;
     let mut second = Process::start(&ns, &[&lease_args[..], &["--instance", "second"]].concat());
     wait_for("second to be ready as a standby", WAIT, async || {
-        (second.get("/readyz")?.0 == 200).then_some(())
+        (second.get("/readyz").await?.0 == 200).then_some(())
     })
     .await;
-    assert_eq!(second.metric("canary_operator_leader"), Some(0.0));
+    assert_eq!(second.metric("canary_operator_leader").await, Some(0.0));
 
     lab::create_secret(&ns).await;
     lab::apply(&ns, RELEASE).await;
     lab::wait_canary_weight(&ns, RELEASE, 25, WAIT).await;
-    assert_eq!(first.metric("canary_operator_leader"), Some(1.0));
+    assert_eq!(first.metric("canary_operator_leader").await, Some(1.0));
     assert_eq!(
-        second.metric("canary_operator_reconciles_total"),
+        second.metric("canary_operator_reconciles_total").await,
         Some(0.0),
         "the standby must not reconcile"
     );

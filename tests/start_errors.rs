@@ -8,13 +8,14 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::host::{free_port, skip};
 use common::operator::install_crd_on;
-use common::{setup, skip, wait_for};
+use common::process::Spawn;
+use common::{setup, wait_for};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -45,10 +46,7 @@ impl BareApiserver {
     /// Starts it beside the cluster that `cluster_kubeconfig` (in the cluster's run dir) names.
     async fn start(cluster_kubeconfig: &Path) -> BareApiserver {
         let run_dir = cluster_kubeconfig.parent().expect("run dir");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         let log = run_dir.join("logs/bare-apiserver.log");
         let log_file = std::fs::File::create(&log).expect("create the bare apiserver's log");
         let process = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/hack/cluster.sh"))
@@ -127,30 +125,15 @@ impl BareApiserver {
 }
 
 /// Runs the operator binary with `kubeconfig` and `args` until it exits (bounded): exit code and
-/// stderr.
+/// stderr (its text log).
 fn run_operator(kubeconfig: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_canary-operator"))
-        .args(["--http-address", "127.0.0.1:0"])
+    let exit = Spawn::new()
+        .kubeconfig(kubeconfig)
         .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .text_log()
         .spawn()
-        .expect("start canary-operator");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().expect("poll canary-operator").is_none() {
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let output = child.wait_with_output().expect("canary-operator output");
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+        .finish(Duration::from_secs(30));
+    (exit.code, exit.log)
 }
 
 #[tokio::test]

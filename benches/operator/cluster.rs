@@ -21,18 +21,13 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::examples;
+
 /// Label on every namespace and node the bench creates, so leftovers of an aborted run are found.
 pub const LABEL: &str = "canary-bench";
 
 /// Field manager of the bench's own writes, distinct from the operator's.
 const MANAGER: &str = "canary-bench";
-
-/// The lab's example release, the template of every release the bench creates.
-pub fn lab() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab.yaml");
-    let text = std::fs::read_to_string(path).expect("read examples/lab.yaml");
-    serde_norway::from_str(&text).expect("examples/lab.yaml is YAML")
-}
 
 pub fn release(lab: &Value, namespace: &str, name: &str) -> Value {
     let mut release = lab.clone();
@@ -98,13 +93,8 @@ pub async fn namespace(client: &Client, name: &str) {
         .create(&PostParams::default(), &ns)
         .await
         .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "azure-openai"},
-        "stringData": {"AZURE_API_KEY": "not-a-real-key"},
-    }))
-    .expect("secret");
     Api::<Secret>::namespaced(client.clone(), name)
-        .create(&PostParams::default(), &secret)
+        .create(&PostParams::default(), &examples::secret())
         .await
         .unwrap_or_else(|e| panic!("create the Secret in {name}: {e}"));
     // The ReplicaSet controller cannot create pods before the namespace's `default`

@@ -31,6 +31,8 @@ mod apiserver;
 mod ceiling;
 mod cluster;
 mod cold;
+#[path = "../../tests/common/examples.rs"]
+mod examples;
 mod figures;
 mod latency;
 mod one_release;
@@ -244,7 +246,7 @@ async fn setup(settings: Settings) -> (Bench, String) {
     let out = out_dir();
     std::fs::create_dir_all(&out).expect("create target/bench");
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_canary-operator"));
-    let lab = cluster::lab();
+    let lab = examples::lab();
     let name = |v: &str| {
         lab["spec"][v]["name"]
             .as_str()

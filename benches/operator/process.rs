@@ -1,18 +1,20 @@
 //! The operator as a separate process, the way it runs in a pod: started from the binary cargo
 //! built for this bench, read through its `/metrics` and `/readyz`, and measured through `/proc`.
+//! The process itself is the test kit's harness (`tests/common/process.rs`), shared with the
+//! tests that run the binary; this file adds what the bench reads from it.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+#[path = "../../tests/common/process.rs"]
+mod process_kit;
+
+pub use process_kit::{Memory, clock_ticks, cpu_seconds};
+use process_kit::{Process, Spawn};
 
 /// A running operator; killed when dropped, so an aborted bench leaves nothing behind.
 pub struct Operator {
-    child: Child,
-    address: String,
+    process: Process,
     /// When the process was spawned: the start of every "time until" figure.
     pub started: Instant,
 }
@@ -40,144 +42,55 @@ impl Counters {
     }
 }
 
-/// Resident memory from `/proc/<pid>/status`, in KiB.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Memory {
-    /// VmRSS: resident now.
-    pub rss_kib: u64,
-    /// VmHWM: the highest resident size since the process started.
-    pub peak_kib: u64,
-    /// RssAnon: heap, stacks and other private memory; what grows with the number of releases.
-    pub anon_kib: u64,
-    /// RssFile: pages of the binary and shared libraries mapped in; shared and reclaimable, and
-    /// bounded by the size of the binary.
-    pub file_kib: u64,
-}
-
 impl Operator {
     /// Spawns the operator on all namespaces with its HTTP server on a free loopback port, and waits
     /// (bounded) for the log line that names the port. Its log goes to `log`.
     pub fn start(binary: &Path, log: &Path) -> Operator {
-        let started = Instant::now();
-        let mut child = Command::new(binary)
-            .args(["--http-address", "127.0.0.1:0", "--log-format", "json"])
+        let process = Spawn::new()
+            .binary(binary)
             // Info, not debug: a log line per reconcile would cost CPU that a real deployment
             // does not spend.
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let stderr = child.stderr.take().expect("the operator's stderr is piped");
-        let mut file = File::create(log)
-            .unwrap_or_else(|e| panic!("cannot create the log {}: {e}", log.display()));
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line)
-                    && let Some(address) = entry["fields"]["address"].as_str()
-                {
-                    let _ = tx.send(address.to_owned());
-                }
-                let _ = writeln!(file, "{line}");
-            }
-        });
-        let address = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(address) => address,
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "the operator did not log its HTTP address within 60 s; see {}",
-                    log.display()
-                );
-            }
+            .log_filter("info")
+            .log_file(log)
+            // The file has it all; a copy in the bench's memory would grow with N.
+            .forget_log()
+            .spawn();
+        let mut operator = Operator {
+            started: process.started,
+            process,
         };
-        Operator {
-            child,
-            address,
-            started,
-        }
+        operator.process.wait_address(Duration::from_secs(60));
+        operator
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// A plain HTTP/1.0 GET on the operator's own server; `None` if it does not answer.
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(&self.address).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            stream,
-            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
-            self.address
-        )
-        .ok()?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).ok()?;
-        let status = response.split_whitespace().nth(1)?.parse().ok()?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        Some((status, body))
+        self.process.pid()
     }
 
     /// True once the operator's caches have synced.
     pub async fn ready(&self) -> bool {
-        self.get("/readyz").is_some_and(|(status, _)| status == 200)
+        self.process.readyz().await == 200
     }
 
     pub async fn counters(&self) -> Option<Counters> {
-        let (status, body) = self.get("/metrics")?;
-        if status != 200 {
-            return None;
-        }
-        let value = |prefix: &str| -> Option<f64> {
-            body.lines()
-                .find(|line| line.starts_with(prefix))?
-                .rsplit(' ')
-                .next()?
-                .parse()
-                .ok()
-        };
+        let metrics = self.process.metrics().await?;
         let requests = |kind: &str| {
-            value(&format!(
+            metrics.value(&format!(
                 "canary_operator_api_requests_total{{client=\"controller\",kind=\"{kind}\"}}"
             ))
         };
         Some(Counters {
-            reconciles: value("canary_operator_reconciles_total")?,
+            reconciles: metrics.value("canary_operator_reconciles_total")?,
             writes: requests("write")?,
             reads: requests("read")?,
             watches: requests("watch")?,
             // One series per reason, absent until the first failure.
-            errors: body
-                .lines()
-                .filter(|line| line.starts_with("canary_operator_reconcile_errors_total{"))
-                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-                // fold from +0.0: an empty f64 sum is -0.0, which prints as "-0".
-                .fold(0.0, |sum, n| sum + n),
+            errors: metrics.sum("canary_operator_reconcile_errors_total{"),
         })
     }
 
     pub fn memory(&self) -> Option<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kib = |key: &str| -> Option<u64> {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(key))?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        };
-        Some(Memory {
-            rss_kib: kib("VmRSS:")?,
-            peak_kib: kib("VmHWM:")?,
-            anon_kib: kib("RssAnon:")?,
-            file_kib: kib("RssFile:")?,
-        })
+        self.process.memory()
     }
 
     /// User plus system CPU time the process has used so far.
@@ -188,40 +101,13 @@ impl Operator {
     /// SIGTERM, the way Kubernetes stops a pod, then a bounded wait for a clean exit; SIGKILL if it
     /// does not come. Returns the exit code of a clean exit.
     pub fn stop(mut self) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        self.process.try_signal("TERM");
+        let code = self.process.wait_exit(Duration::from_secs(30));
+        if self.process.running() {
+            eprintln!("bench: the operator ignored SIGTERM for 30 s; killing it");
         }
-        eprintln!("bench: the operator ignored SIGTERM for 30 s; killing it");
-        None
+        code
     }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// User plus system CPU time process `pid` has used so far.
-pub fn cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; the fields after it are space-separated,
-    // starting with field 3 (state), so utime (field 14) and stime (15) are at 11 and 12.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / ticks_per_second)
 }
 
 /// CPU time all processes on the machine have used so far (the first line of `/proc/stat`, less
@@ -244,7 +130,7 @@ fn machine_busy_seconds(ticks_per_second: f64) -> Option<f64> {
 /// where the CPU went while something ran, which is what bounds a throughput figure here.
 pub struct CpuSpan {
     ticks: f64,
-    started: std::time::Instant,
+    started: Instant,
     components: Vec<(String, u32)>,
     before: Vec<f64>,
     bench_before: f64,
@@ -270,7 +156,7 @@ impl CpuSpan {
             .collect();
         CpuSpan {
             ticks,
-            started: std::time::Instant::now(),
+            started: Instant::now(),
             components,
             before,
             bench_before: cpu_seconds(std::process::id(), ticks).unwrap_or_default(),
@@ -356,16 +242,4 @@ fn control_plane() -> Vec<(String, u32)> {
         .collect();
     found.sort();
     found
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ), from `getconf`; 100 on every common
-/// Linux configuration, which is the fallback.
-pub fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8(out.stdout).ok())
-        .and_then(|text| text.trim().parse().ok())
-        .unwrap_or(100.0)
 }

@@ -1,11 +1,13 @@
 //! Real processes for the tests of `kubectl canary verify` and of the example chat backend: the
 //! backend as cargo builds it, and nginx (Debian's package) as a weighted traffic splitter. All of
 //! them listen on 127.0.0.1 only, on ports the system picks, and are killed when dropped.
+//!
+//! A test crate that includes it provides `crate::host` (tests/common/host.rs): by `mod common`
+//! and `use common::host`, or by including that file alone.
 // Each test crate that includes this module uses a different part of it.
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -14,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+pub use crate::host::free_port;
+use crate::host::skip;
 
 /// Longest wait for a process to start listening.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -154,19 +159,6 @@ pub async fn backend_refuses(env: &[(&str, &str)]) -> (ExitStatus, String) {
     }
 }
 
-/// A port nobody listens on right now (the system's pick, released at once).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("local_addr: {e}"))
-        .port()
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 /// nginx from the system's packages, or `None` (after saying so loudly) when it is not installed.
 /// In CI a missing nginx is a failure: .ci/run installs it.
 pub fn nginx(test_name: &str) -> Option<PathBuf> {
@@ -176,13 +168,10 @@ pub fn nginx(test_name: &str) -> Option<PathBuf> {
         .map(|dir| dir.join("nginx"))
         .find(|candidate| candidate.is_file());
     if found.is_none() {
-        let how = "install Debian's nginx package (apt-get install nginx)";
-        if in_ci() {
-            panic!("nginx is needed by {test_name}; {how}. CI is set, so this is a failure");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n********** SKIPPED {test_name}: nginx is not installed; {how} **********\n"
+        skip(
+            test_name,
+            "nginx is not installed",
+            "install Debian's nginx package (apt-get install nginx)",
         );
     }
     found

@@ -1,21 +1,33 @@
-//! The lab's release (examples/lab.yaml) in a test namespace, and the edits people make to it.
+//! The lab's release (examples/lab.yaml) in a test namespace, the edits people make to it, and
+//! the waits for what the operator does about them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use super::{TestNs, wait_for};
+use super::examples;
+pub use super::examples::lab;
+use super::process::Process;
+use super::{TestNs, WAIT, wait_for};
+
+/// The API of kind `K` in the test's namespace.
+pub fn api<K>(ns: &TestNs) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    Api::namespaced(ns.client.clone(), &ns.name)
+}
 
 /// examples/lab.yaml, named `name`, in the test's namespace.
 pub fn release(ns: &TestNs, name: &str) -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/lab.yaml");
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    let mut release: Value =
-        serde_norway::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"));
+    let mut release = lab();
     release["metadata"]["namespace"] = json!(ns.name);
     release["metadata"]["name"] = json!(name);
     release
@@ -23,17 +35,27 @@ pub fn release(ns: &TestNs, name: &str) -> Value {
 
 /// The Secret the lab's release references.
 pub async fn create_secret(ns: &TestNs) {
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "azure-openai"},
-        "stringData": {"AZURE_API_KEY": "not-a-real-key"},
-    }))
-    .unwrap_or_else(|e| panic!("secret: {e}"));
-    if let Err(e) = Api::<Secret>::namespaced(ns.client.clone(), &ns.name)
-        .create(&PostParams::default(), &secret)
+    if let Err(e) = api::<Secret>(ns)
+        .create(&PostParams::default(), &examples::secret())
         .await
     {
         panic!("create the Secret: {e}");
     }
+}
+
+/// `kubectl apply --server-side` of `release`, in the test's namespace.
+pub async fn apply_release(ns: &TestNs, mut release: Value) -> Result<CanaryRelease, kube::Error> {
+    release["metadata"]["namespace"] = json!(ns.name);
+    let Some(name) = release["metadata"]["name"].as_str().map(str::to_owned) else {
+        panic!("a release without a name: {release}")
+    };
+    api::<CanaryRelease>(ns)
+        .patch(
+            &name,
+            &PatchParams::apply("kubectl").force(),
+            &Patch::Apply(&release),
+        )
+        .await
 }
 
 /// `kubectl apply --server-side` of the lab's release named `name`.
@@ -44,19 +66,22 @@ pub async fn apply(ns: &TestNs, name: &str) {
 }
 
 pub async fn try_apply(ns: &TestNs, name: &str) -> Result<(), kube::Error> {
-    Api::<CanaryRelease>::namespaced(ns.client.clone(), &ns.name)
-        .patch(
-            name,
-            &PatchParams::apply("kubectl").force(),
-            &Patch::Apply(release(ns, name)),
-        )
+    apply_release(ns, release(ns, name)).await.map(|_| ())
+}
+
+/// `kubectl patch --type merge` of the release.
+pub async fn patch_release(ns: &TestNs, name: &str, patch: Value) {
+    if let Err(e) = api::<CanaryRelease>(ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .map(|_| ())
+    {
+        panic!("patch release {name}: {e}");
+    }
 }
 
 /// `kubectl patch --type merge` of the release's weight.
 pub async fn set_weight(ns: &TestNs, name: &str, weight: i32) -> Result<(), kube::Error> {
-    Api::<CanaryRelease>::namespaced(ns.client.clone(), &ns.name)
+    api::<CanaryRelease>(ns)
         .patch(
             name,
             &PatchParams::default(),
@@ -68,7 +93,7 @@ pub async fn set_weight(ns: &TestNs, name: &str, weight: i32) -> Result<(), kube
 
 /// The canary's weight in the release's VirtualService (its subset is `v2` in the lab).
 pub async fn canary_weight(ns: &TestNs, name: &str) -> Option<i32> {
-    Api::<VirtualService>::namespaced(ns.client.clone(), &ns.name)
+    api::<VirtualService>(ns)
         .get(name)
         .await
         .ok()?
@@ -82,4 +107,162 @@ pub async fn wait_canary_weight(ns: &TestNs, name: &str, weight: i32, within: Du
         async || (canary_weight(ns, name).await? == weight).then_some(()),
     )
     .await;
+}
+
+/// Waits until the release's VirtualService routes exactly `expected` (subset, weight), in order.
+pub async fn wait_weights(ns: &TestNs, name: &str, expected: &[(&str, i32)]) -> VirtualService {
+    let services = api::<VirtualService>(ns);
+    let expected: Vec<(String, i32)> = expected
+        .iter()
+        .map(|(s, w)| ((*s).to_owned(), *w))
+        .collect();
+    wait_for(
+        &format!("VirtualService {name} weights {expected:?}"),
+        WAIT,
+        async || {
+            let vs = services.get(name).await.ok()?;
+            (vs.weights() == expected).then_some(vs)
+        },
+    )
+    .await
+}
+
+/// The release's condition `type_`: status, reason and message.
+pub fn condition(release: &CanaryRelease, type_: &str) -> Option<(String, String, String)> {
+    let c = release
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// Waits until the release's `type_` condition has `status` and `reason` for its current
+/// generation.
+pub async fn wait_condition(
+    ns: &TestNs,
+    name: &str,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> CanaryRelease {
+    wait_condition_of(ns, None, name, (type_, status, reason)).await
+}
+
+/// Waits until the release is Ready (Available) for its current generation.
+pub async fn wait_ready(ns: &TestNs, name: &str) -> CanaryRelease {
+    wait_condition(ns, name, "Ready", "True", "Available").await
+}
+
+/// [`wait_ready`] with the operator running as `operator`: fails as soon as it exits, and shows
+/// its log on a timeout.
+pub async fn wait_ready_of(ns: &TestNs, operator: &mut Process, name: &str) -> CanaryRelease {
+    wait_condition_of(ns, Some(operator), name, ("Ready", "True", "Available")).await
+}
+
+async fn wait_condition_of(
+    ns: &TestNs,
+    mut operator: Option<&mut Process>,
+    name: &str,
+    (type_, status, reason): (&str, &str, &str),
+) -> CanaryRelease {
+    let releases = api::<CanaryRelease>(ns);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(why) = operator.as_mut().and_then(|o| o.exited()) {
+            panic!("waiting for {name}: {type_}={status} ({reason}), the operator exited: {why}");
+        }
+        let release = releases.get(name).await.ok();
+        if let Some(release) = &release {
+            let current = release.status.as_ref().map(|s| s.observed_generation)
+                == Some(release.metadata.generation);
+            if let Some((s, r, _)) = condition(release, type_)
+                && current
+                && s == status
+                && r == reason
+            {
+                return release.clone();
+            }
+        }
+        if Instant::now() >= deadline {
+            let seen = release.map(|r| serde_json::to_string(&r.status).unwrap_or_default());
+            let deployments = api::<Deployment>(ns)
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{}: {}",
+                                d.name_any(),
+                                serde_json::to_string(&d.status).unwrap_or_default()
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                });
+            let log = operator
+                .map(|o| format!("; operator log:\n{}", o.log_tail(40)))
+                .unwrap_or_default();
+            panic!(
+                "timed out waiting for {name}: {type_}={status} ({reason}); last status: {seen:?}; deployments: {deployments:?}{log}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the object `name` of kind `K` is gone, or marked for deletion (deleted in the
+/// background: gone for a test's purposes).
+pub async fn wait_gone<K>(ns: &TestNs, name: &str)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let api = api::<K>(ns);
+    let what = format!("{} {name} deleted", K::kind(&()));
+    wait_for(&what, WAIT, async || match api.get_opt(name).await {
+        Ok(None) => Some(()),
+        Ok(Some(o)) if o.meta().deletion_timestamp.is_some() => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+/// The Events in the test's namespace.
+pub async fn events(ns: &TestNs) -> Vec<Event> {
+    match api::<Event>(ns).list(&ListParams::default()).await {
+        Ok(list) => list.items,
+        Err(e) => panic!("list events: {e}"),
+    }
+}
+
+/// Whether the operator instance `instance` (its pod's name) reported `event`.
+pub fn reported_by(event: &Event, instance: &str) -> bool {
+    event.reporting_controller.as_deref() == Some(canary_operator::FIELD_MANAGER)
+        && event.reporting_instance.as_deref() == Some(instance)
+}
+
+/// Waits for an Event that `matches`, named `what` in the timeout's message.
+pub async fn wait_event(ns: &TestNs, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
+    wait_for(what, WAIT, async || {
+        events(ns).await.into_iter().find(|e| matches(e))
+    })
+    .await
+}
+
+/// Waits for an Event with `reason` whose note contains `note_fragment`.
+pub async fn wait_event_noting(ns: &TestNs, reason: &str, note_fragment: &str) -> Event {
+    wait_event(
+        ns,
+        &format!("Event {reason} mentioning {note_fragment:?}"),
+        |e| {
+            e.reason.as_deref() == Some(reason)
+                && e.note.as_deref().is_some_and(|n| n.contains(note_fragment))
+        },
+    )
+    .await
 }

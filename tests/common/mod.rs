@@ -3,6 +3,8 @@
 // Every test crate includes this module but none uses all of it.
 #![allow(dead_code)]
 
+pub mod examples;
+pub mod host;
 pub mod lab;
 pub mod operator;
 pub mod process;
@@ -12,6 +14,8 @@ use std::hash::BuildHasher;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use host::in_ci;
+
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::Client;
@@ -19,6 +23,9 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 
 /// Label on every namespace the harness creates, so leftovers are easy to find and delete.
 pub const TEST_LABEL: &str = "canary-operator-test";
+
+/// How long a test waits for the operator to do one thing.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// A namespace owned by one test; dropping it deletes the namespace.
 pub struct TestNs {
@@ -91,21 +98,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
-/// Says loudly that `test_name` cannot run (`why`) and what to do (`how`); in CI, fails instead.
-pub fn skip(test_name: &str, why: &str, how: &str) {
-    if in_ci() {
-        panic!("{test_name} cannot run ({why}); {how}. CI is set, so this is a failure");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n********** SKIPPED {test_name}: {why}; {how} **********\n"
-    );
 }
 
 async fn connect() -> Result<Client, String> {

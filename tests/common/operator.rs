@@ -1,5 +1,5 @@
-//! The operator under test, in this process: the CRD from the code being tested, and a
-//! controller scoped to one test namespace.
+//! The operator under test: in this process (the CRD from the code being tested, and a
+//! controller scoped to one test namespace), or as a process scoped the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, CustomResourceExt};
 
+use super::process::{Process, Spawn};
 use super::{TestNs, wait_for};
 
 /// The operator, running in this process against the test's namespace; stopped when dropped.
@@ -99,5 +100,24 @@ pub async fn start_operator(ns: &TestNs) -> Operator {
         ctx,
         counts,
         task: tokio::spawn(running),
+    }
+}
+
+impl Process {
+    /// Starts the operator binary for the test's namespace, with `extra` arguments; waits until
+    /// it has logged its HTTP address.
+    pub fn start(ns: &TestNs, extra: &[&str]) -> Process {
+        Process::start_logging(ns, extra, "info")
+    }
+
+    /// [`Process::start`] with the log filter `log` (OPERATOR_LOG overrides it:
+    /// OPERATOR_LOG=canary_operator=debug cargo test ... for a failing test's story).
+    pub fn start_logging(ns: &TestNs, extra: &[&str], log: &str) -> Process {
+        Spawn::new()
+            .namespace(&ns.name)
+            .args(extra)
+            .log_filter(&std::env::var("OPERATOR_LOG").unwrap_or_else(|_| log.to_owned()))
+            .echo()
+            .start()
     }
 }

@@ -1,0 +1,91 @@
+//! What a reconcile costs: the writes of a weight shift, and none when everything is in place.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use serde_json::json;
+
+use crate::common::lab::{
+    api, apply_release, create_secret, lab, patch_release, wait_ready, wait_weights,
+};
+use crate::common::operator::start_operator;
+use crate::common::{WAIT, setup, wait_for};
+use crate::settle;
+
+#[tokio::test]
+async fn weight_shifts_cost_one_route_write_and_one_status_write() {
+    let Some(ns) = setup("weight-shift").await else {
+        return;
+    };
+    let operator = start_operator(&ns).await;
+    create_secret(&ns).await;
+    apply_release(&ns, lab()).await.expect("apply");
+    wait_ready(&ns, "azureopenaichat").await;
+    settle().await;
+
+    for weight in [50, 0, 100] {
+        let before = operator.writes();
+        patch_release(&ns, "azureopenaichat", json!({"spec": {"weight": weight}})).await;
+        wait_weights(
+            &ns,
+            "azureopenaichat",
+            &[("v1", 100 - weight), ("v2", weight)],
+        )
+        .await;
+        let release = wait_ready(&ns, "azureopenaichat").await;
+        assert_eq!(
+            release.status.as_ref().and_then(|s| s.canary_weight),
+            Some(weight)
+        );
+        settle().await;
+        let writes = operator.writes() - before;
+        assert_eq!(
+            writes, 2,
+            "weight {weight}: one VirtualService write and one status write, got {writes}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reconcile_that_finds_everything_in_place_writes_nothing() {
+    let Some(ns) = setup("steady-state").await else {
+        return;
+    };
+    let operator = start_operator(&ns).await;
+    create_secret(&ns).await;
+    // Quantities the API server stores in another spelling ("500m", "1536Mi") must not look like drift.
+    let mut release = lab();
+    release["spec"]["canary"]["resources"] = json!({"requests": {"cpu": "0.5", "memory": "1.5Gi"}});
+    apply_release(&ns, release).await.expect("apply");
+    wait_ready(&ns, "azureopenaichat").await;
+    settle().await;
+    let stored = api::<Deployment>(&ns)
+        .get("azureopenaichat-v2")
+        .await
+        .expect("deployment");
+    let requests =
+        serde_json::to_value(&stored.spec.template.spec.expect("pod").containers[0].resources)
+            .expect("json");
+    assert_eq!(
+        requests["requests"],
+        json!({"cpu": "500m", "memory": "1536Mi"}),
+        "the server canonicalised them"
+    );
+
+    let (writes, reconciles) = (operator.writes(), operator.reconciles());
+    // A label edit changes the release without changing its spec: it triggers a full reconcile.
+    patch_release(
+        &ns,
+        "azureopenaichat",
+        json!({"metadata": {"labels": {"touched": "yes"}}}),
+    )
+    .await;
+    wait_for("a reconcile after the label edit", WAIT, async || {
+        (operator.reconciles() > reconciles).then_some(())
+    })
+    .await;
+    settle().await;
+    assert_eq!(
+        operator.writes() - writes,
+        0,
+        "nothing changed, so nothing may be written"
+    );
+}
