@@ -4,6 +4,7 @@
 
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::NamespaceResourceScope;
@@ -89,16 +90,43 @@ where
         + Debug,
 {
     let probe = ListParams::default().limit(1);
-    match scoped::<K>(client, namespace).list_metadata(&probe).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Err(missing),
-        Err(kube::Error::Api(s)) if s.code == 403 => Err(StartError::Forbidden {
-            verb: "list",
-            resource: resource_name::<K>(),
-            scope: scope_name(namespace),
-            message: s.message,
-        }),
-        Err(error) => Err(StartError::Api(error)),
+    let api = scoped::<K>(client, namespace);
+    let deadline = tokio::time::Instant::now() + START_PATIENCE;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match api.list_metadata(&probe).await {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Err(missing),
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(StartError::Forbidden {
+                    verb: "list",
+                    resource: resource_name::<K>(),
+                    scope: scope_name(namespace),
+                    message: s.message,
+                });
+            }
+            // An apiserver that is still starting (503 until its APIs are installed), is
+            // overloaded (429) or unreachable for a moment: the answer will change by itself.
+            Err(error) if passing(&error) && tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, resource = resource_name::<K>(), "the Kubernetes API cannot answer yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => return Err(StartError::Api(error)),
+        }
+    }
+}
+
+/// How long the checks at start wait for an apiserver that is still coming up or out of reach,
+/// before the operator gives up with the error (and its restart backoff takes over).
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Errors that time alone may resolve: server errors, throttling, no connection.
+fn passing(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(s) => s.code == 429 || s.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }
 

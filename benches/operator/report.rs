@@ -271,32 +271,32 @@ fn shift_rows(table: &mut Table, label: &str, s: &Summary, p99_goal: Option<(&st
 
 /// The table printed at the end of a run, with each goal checked.
 pub fn table(report: &Report) -> Table {
+    let mut table = Table::default();
+    weight_shift(&mut table, report);
+    cold_convergence(&mut table, report);
+    warm_restart(&mut table, report);
+    steady_state(&mut table, report);
+    memory(&mut table, report);
+    table
+}
+
+fn weight_shift(table: &mut Table, report: &Report) {
     let s = &report.settings;
     let n = s.releases;
-    let at_1000 = n == 1000;
     let at_10000 = n >= 10_000;
-    let (one, cold, loaded, warm) = (
-        &report.one_release,
-        &report.cold,
-        &report.with_n_resident,
-        &report.warm,
-    );
-    let plain = &report.plain_writer_children;
-    let ceiling = &report.trivial_writer_ceiling;
-    let mut table = Table::default();
-
+    let (one, loaded, warm) = (&report.one_release, &report.with_n_resident, &report.warm);
     table.section(format!(
         "Weight shift: {} edits, one at a time, PATCH response -> VirtualService event",
         s.weight_shift_edits
     ));
     shift_rows(
-        &mut table,
+        table,
         "1 release",
         &one.shifts,
         Some(("p99 <= 100 ms", 100.0)),
     );
     shift_rows(
-        &mut table,
+        table,
         &format!("{n} releases resident"),
         &loaded.shifts,
         at_10000.then_some(("p99 <= 50 ms at 10,000", 50.0)),
@@ -342,7 +342,14 @@ pub fn table(report: &Report) -> Table {
         ),
         None,
     );
+}
 
+fn cold_convergence(table: &mut Table, report: &Report) {
+    let n = report.settings.releases;
+    let at_1000 = n == 1000;
+    let cold = &report.cold;
+    let plain = &report.plain_writer_children;
+    let ceiling = &report.trivial_writer_ceiling;
     table.section(format!(
         "Cold convergence: {n} releases created while stopped, then the operator started"
     ));
@@ -474,8 +481,11 @@ pub fn table(report: &Report) -> Table {
         ),
         None,
     );
+}
 
-    let total = n + 1;
+fn warm_restart(table: &mut Table, report: &Report) {
+    let warm = &report.warm;
+    let total = report.settings.releases + 1;
     let restart = &warm.restart;
     table.section(format!("Warm restart: {total} releases in place"));
     table.row(
@@ -509,8 +519,11 @@ pub fn table(report: &Report) -> Table {
         ),
         None,
     );
+}
 
-    let steady = &warm.steady;
+fn steady_state(table: &mut Table, report: &Report) {
+    let total = report.settings.releases + 1;
+    let steady = &report.warm.steady;
     table.section(format!(
         "Steady state: {} s, no changes, {total} releases",
         steady.seconds
@@ -542,7 +555,13 @@ pub fn table(report: &Report) -> Table {
         steady.apiserver.operator_kind_reads.to_string(),
         None,
     );
+}
 
+fn memory(table: &mut Table, report: &Report) {
+    let n = report.settings.releases;
+    let total = n + 1;
+    let (at_1000, at_10000) = (n == 1000, n >= 10_000);
+    let (one, cold, steady) = (&report.one_release, &report.cold, &report.warm.steady);
     table.section("Operator memory (RSS)");
     table.row(
         "idle, 0 releases",
@@ -573,5 +592,4 @@ pub fn table(report: &Report) -> Table {
         format!("{:.1} MiB", cold.memory_end.peak_rss),
         memory_goal(cold.memory_end.peak_rss),
     );
-    table
 }
