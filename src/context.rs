@@ -93,7 +93,7 @@ impl Stores {
 }
 
 /// Longest wait for a cache to show our own write; past it the reconcile goes on anyway.
-const CACHE_LAG_LIMIT: Duration = Duration::from_secs(5);
+pub const CACHE_LAG_LIMIT: Duration = Duration::from_secs(5);
 
 /// Waits (bounded) until `seen` holds, checking the caches every few milliseconds.
 pub async fn await_cache(what: &str, seen: impl Fn() -> bool) {
@@ -118,12 +118,12 @@ pub type Sighting = Box<dyn Fn() -> bool + Send + Sync>;
 /// The writes of each release that the caches may not show yet.
 ///
 /// A reconcile that reads a cache older than the release's last writes would judge those objects
-/// stale and send the same writes again: harmless on the server, but writes all the same. So the
-/// next reconcile of a release first waits until the caches show its predecessor's writes (and
-/// reads the release again from its cache). Waiting there rather than at the end of the reconcile
-/// that wrote keeps the wait out of the controller's concurrency slots: at a cold start with
-/// thousands of releases, the slots go to writing, and the next reconcile, triggered by those
-/// very watch events, usually finds the caches caught up already.
+/// stale and send the same writes again: harmless on the server, but writes all the same. So a
+/// reconcile of a release whose previous writes the caches do not all show yet does nothing: the
+/// watch events of those very writes are on their way, and each one triggers the release again.
+/// Waiting for them instead would hold one of the controller's concurrency slots for as long as
+/// the watches lag, which at a cold start with thousands of releases is what the slots would
+/// spend most of their time on.
 #[derive(Default)]
 pub struct Unseen {
     by_release: Mutex<HashMap<String, (tokio::time::Instant, Vec<Sighting>)>>,
@@ -146,22 +146,32 @@ impl Unseen {
         if by_release.len() > UNSEEN_SWEEP_ABOVE {
             by_release.retain(|_, (at, _)| now.duration_since(*at) < CACHE_LAG_LIMIT);
         }
-        let entry = by_release
+        by_release
             .entry(uid.to_owned())
-            .or_insert_with(|| (now, Vec::new()));
-        entry.0 = now;
-        entry.1.extend(sightings);
+            .or_insert_with(|| (now, Vec::new()))
+            .1
+            .extend(sightings);
     }
 
-    /// Waits (bounded) until the caches show the release's earlier writes.
-    pub async fn wait(&self, uid: &str) {
-        let taken = match self.by_release.lock() {
-            Ok(mut by_release) => by_release.remove(uid),
-            Err(_) => None,
+    /// Whether the caches show every write of the release `uid` noted so far (or the oldest of
+    /// them is older than [`CACHE_LAG_LIMIT`], past which they are not waited for). Forgets
+    /// the writes once true.
+    pub fn shown(&self, uid: &str) -> bool {
+        let Ok(mut by_release) = self.by_release.lock() else {
+            return true;
         };
-        if let Some((_, sightings)) = taken {
-            await_cache("earlier writes", || sightings.iter().all(|seen| seen())).await;
+        let Some((at, sightings)) = by_release.get(uid) else {
+            return true;
+        };
+        let shown = sightings.iter().all(|seen| seen());
+        if !shown && at.elapsed() < CACHE_LAG_LIMIT {
+            return false;
         }
+        if !shown {
+            tracing::debug!("caches did not show the release's writes in time; going on");
+        }
+        by_release.remove(uid);
+        true
     }
 }
 
@@ -252,5 +262,62 @@ pub async fn publish<C: Resource<DynamicType = ()>>(
     let recorder = Recorder::new(ctx.client.clone(), ctx.settings.reporter.clone());
     if let Err(error) = recorder.publish(&event, &release.object_ref(&())).await {
         tracing::warn!(%error, reason, "could not record an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    fn flag() -> (Arc<AtomicBool>, Sighting) {
+        let shown = Arc::new(AtomicBool::new(false));
+        let seen = shown.clone();
+        (shown, Box::new(move || seen.load(Ordering::Relaxed)))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_waits_until_every_write_shows() {
+        let unseen = Unseen::default();
+        let (children, children_seen) = flag();
+        let (status, status_seen) = flag();
+        unseen.hold("a", vec![children_seen]);
+        unseen.hold("a", vec![status_seen]);
+        assert!(!unseen.shown("a"), "nothing shows yet");
+        children.store(true, Ordering::Relaxed);
+        assert!(!unseen.shown("a"), "the status write does not show yet");
+        status.store(true, Ordering::Relaxed);
+        assert!(unseen.shown("a"), "both show");
+        // Forgotten once shown: a later write of the same object is not held against it.
+        children.store(false, Ordering::Relaxed);
+        assert!(unseen.shown("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_release_never_waits_and_a_lost_write_only_for_the_limit() {
+        let unseen = Unseen::default();
+        let (_never, never_seen) = flag();
+        unseen.hold("a", vec![never_seen]);
+        assert!(unseen.shown("b"), "b wrote nothing");
+        tokio::time::advance(CACHE_LAG_LIMIT - Duration::from_millis(1)).await;
+        assert!(!unseen.shown("a"));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            unseen.shown("a"),
+            "past the limit the write is not waited for"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn entries_of_deleted_releases_are_swept() {
+        let unseen = Unseen::default();
+        for i in 0..=UNSEEN_SWEEP_ABOVE {
+            unseen.hold(&format!("old-{i}"), vec![flag().1]);
+        }
+        tokio::time::advance(CACHE_LAG_LIMIT).await;
+        unseen.hold("new", vec![flag().1]);
+        let left = unseen.by_release.lock().map(|m| m.len()).unwrap_or(0);
+        assert_eq!(left, 1, "only the new entry is left");
     }
 }

@@ -319,3 +319,32 @@ pub fn controller(
         .for_each(|_| std::future::ready(()));
     (ctx, running)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("test", "Test")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn only_errors_that_time_resolves_are_waited_out_at_start() {
+        let cases = [
+            (503, true),
+            (500, true),
+            (429, true),
+            (404, false),
+            (403, false),
+            (401, false),
+            (400, false),
+        ];
+        for (code, waited_out) in cases {
+            assert_eq!(passing(&api_error(code)), waited_out, "HTTP {code}");
+        }
+    }
+}

@@ -31,7 +31,7 @@ use kube::runtime::reflector::ObjectRef;
 use self::apply::Converged;
 use self::status::{DEGRADED, Health};
 use crate::api::CanaryRelease;
-use crate::context::Context;
+use crate::context::{CACHE_LAG_LIMIT, Context};
 use crate::{Error, Result};
 
 /// A periodic check even without events, as a safety net for missed watch events. It costs no
@@ -47,17 +47,18 @@ const CONFLICT_RECHECK: Duration = Duration::from_secs(10);
 pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result<Action> {
     ctx.metrics.reconciles.inc();
     let _timer = Timer(&ctx.metrics.duration, std::time::Instant::now());
-    // The caches first show what the previous reconcile of this release wrote; the release is
-    // then read again, as it may have been handed over before its own status write showed.
-    let release = match release.uid() {
-        Some(uid) => {
-            ctx.unseen.wait(&uid).await;
-            ctx.releases
-                .get(&ObjectRef::from(&*release))
-                .unwrap_or(release)
-        }
-        None => release,
-    };
+    // Until the caches show what the previous reconcile of this release wrote, they cannot tell
+    // what is in place; the watch events of those writes bring the release back (see `Unseen`).
+    if release.uid().is_some_and(|uid| !ctx.unseen.shown(&uid)) {
+        tracing::trace!("earlier writes not in the caches yet");
+        return Ok(Action::requeue(CACHE_LAG_LIMIT));
+    }
+    // Read again: the controller may have handed over the release before our last status write
+    // reached its cache.
+    let release = ctx
+        .releases
+        .get(&ObjectRef::from(&*release))
+        .unwrap_or(release);
     let validated = match validate::validate(&release, &ctx.settings.cluster_domain) {
         Ok(validated) => validated,
         Err(problems) => {
