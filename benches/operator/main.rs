@@ -50,6 +50,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::cluster::Observer;
+use crate::figures::{ApiRequests, Requests};
+use crate::latency::{Shifter, Summary};
 use crate::process::{Counters, Operator};
 
 /// Settings from the environment.
@@ -134,6 +136,45 @@ impl Bench {
     pub fn start_operator(&self, log: &str) -> Operator {
         Operator::start(&self.binary, &self.out.join(log))
     }
+
+    /// Edits of the weight-shift release; `offset` varies the weights from one run to the next.
+    pub async fn shifter(&self, offset: usize) -> Shifter {
+        Shifter::start(
+            &self.client,
+            LATENCY_NS,
+            LATENCY_RELEASE,
+            self.versions(),
+            offset,
+        )
+        .await
+    }
+
+    /// A run of weight edits and floor patches with `operator` running, and what it cost.
+    pub async fn shifts(&self, operator: &Operator, offset: usize) -> ShiftRun {
+        let edits = self.settings.weight_shift_edits;
+        let mut shifter = self.shifter(offset).await;
+        let counters = operator.counters().await.unwrap_or_default();
+        let api = api_snapshot(&self.client).await;
+        let shifts = shifter.run(edits).await;
+        ShiftRun {
+            shifts: shifts.summary(),
+            operator_requests: operator
+                .counters()
+                .await
+                .unwrap_or_default()
+                .since(&counters)
+                .into(),
+            apiserver: ApiRequests::from(&api_snapshot(&self.client).await.since(&api)),
+        }
+    }
+}
+
+/// Weight shifts, and the requests they took.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ShiftRun {
+    pub shifts: Summary,
+    pub operator_requests: Requests,
+    pub apiserver: ApiRequests,
 }
 
 fn main() -> ExitCode {
@@ -171,7 +212,16 @@ pub fn say(message: impl AsRef<str>) {
 }
 
 /// Runs `check` every 100 ms until it returns `Some`, at most for `limit`.
-pub async fn poll<T>(limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+pub async fn poll<T>(limit: Duration, check: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+    poll_every(Duration::from_millis(100), limit, check).await
+}
+
+/// Runs `check` every `interval` until it returns `Some`, at most for `limit`.
+pub async fn poll_every<T>(
+    interval: Duration,
+    limit: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
@@ -180,8 +230,14 @@ pub async fn poll<T>(limit: Duration, mut check: impl AsyncFnMut() -> Option<T>)
         if Instant::now() >= deadline {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(interval).await;
     }
+}
+
+/// How often convergence is looked at: counting it walks every release and its children in the
+/// bench's caches, which at 10,000 releases every 100 ms took half a core from the control plane.
+pub fn progress_interval(releases: usize) -> Duration {
+    Duration::from_millis(100 * releases.div_ceil(1000).max(1) as u64)
 }
 
 /// Waits until the operator's counters have not moved for `quiet`, at most for `limit`: the
@@ -305,6 +361,8 @@ async fn setup(settings: Settings) -> (Bench, String) {
 
 async fn run(settings: Settings) {
     let load_before = report::load_average();
+    // Read now: the tree may change while the run takes its minutes.
+    let git = report::git_revision();
     let (mut bench, version) = setup(settings).await;
 
     let ceiling = ceiling::trivial(&bench).await;
@@ -331,7 +389,7 @@ async fn run(settings: Settings) {
             after: report::load_average(),
         },
         kubernetes_version: version,
-        git: report::git_revision(),
+        git,
         operator_binary: bench.binary.display().to_string(),
         notes: report::notes(&bench.settings),
         trivial_writer_ceiling: ceiling,

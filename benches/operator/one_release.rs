@@ -4,18 +4,15 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::figures::{ApiRequests, MemoryMib, Requests};
-use crate::latency::{Shifter, Summary};
-use crate::{Bench, LATENCY_NS, LATENCY_RELEASE, api_snapshot, cluster, poll, say};
+use crate::figures::MemoryMib;
+use crate::{Bench, LATENCY_NS, LATENCY_RELEASE, ShiftRun, cluster, poll, say};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct OneRelease {
     /// From the process's start to `/readyz` answering 200, with no releases.
     pub ready_seconds: Option<f64>,
     pub memory_idle: MemoryMib,
-    pub shifts: Summary,
-    pub operator_requests: Requests,
-    pub apiserver: ApiRequests,
+    pub shifts: ShiftRun,
     pub memory_after_shifts: MemoryMib,
 }
 
@@ -47,36 +44,17 @@ pub async fn run(bench: &mut Bench) -> OneRelease {
     if in_place.is_none() {
         say("warning: the weight-shift release did not converge; latency figures will be timeouts");
     }
-    let edits = bench.settings.weight_shift_edits;
     say(format!(
-        "{edits} weight shifts and floor patches, one release"
+        "{} weight shifts and floor patches, one release",
+        bench.settings.weight_shift_edits
     ));
-    let mut shifter = Shifter::start(
-        &bench.client,
-        LATENCY_NS,
-        LATENCY_RELEASE,
-        bench.versions(),
-        0,
-    )
-    .await;
-    let counters = operator.counters().await.unwrap_or_default();
-    let api = api_snapshot(&bench.client).await;
-    let shifts = shifter.run(edits).await;
-    let operator_requests = operator
-        .counters()
-        .await
-        .unwrap_or_default()
-        .since(&counters)
-        .into();
-    let apiserver = ApiRequests::from(&api_snapshot(&bench.client).await.since(&api));
+    let shifts = bench.shifts(&operator, 0).await;
     let memory_after_shifts = operator.memory().unwrap_or_default().into();
     operator.stop();
     OneRelease {
         ready_seconds,
         memory_idle,
-        shifts: shifts.summary(),
-        operator_requests,
-        apiserver,
+        shifts,
         memory_after_shifts,
     }
 }

@@ -6,13 +6,13 @@ use std::process::Command;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::Settings;
 use crate::ceiling::{Ceiling, Plain};
-use crate::cold::{Cold, Loaded};
+use crate::cold::Cold;
 use crate::figures::Distribution;
 use crate::latency::Summary;
 use crate::one_release::OneRelease;
 use crate::warm::Warm;
+use crate::{Settings, ShiftRun};
 
 /// Rows of figures under section headings, each with its goal (and whether it was met) if it has one.
 #[derive(Default)]
@@ -176,7 +176,7 @@ pub struct Report {
     pub plain_writer_children: Plain,
     pub one_release: OneRelease,
     pub cold: Cold,
-    pub with_n_resident: Loaded,
+    pub with_n_resident: ShiftRun,
     pub warm: Warm,
 }
 
@@ -292,7 +292,7 @@ fn weight_shift(table: &mut Table, report: &Report) {
     shift_rows(
         table,
         "1 release",
-        &one.shifts,
+        &one.shifts.shifts,
         Some(("p99 <= 100 ms", 100.0)),
     );
     shift_rows(
@@ -337,7 +337,7 @@ fn weight_shift(table: &mut Table, report: &Report) {
         "operator writes per edit (1 release / N resident)",
         format!(
             "{:.2} / {:.2}",
-            one.operator_requests.writes / s.weight_shift_edits.max(1) as f64,
+            one.shifts.operator_requests.writes / s.weight_shift_edits.max(1) as f64,
             loaded.operator_requests.writes / s.weight_shift_edits.max(1) as f64
         ),
         None,

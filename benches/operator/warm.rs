@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::figures::{ApiRequests, Distribution, MemoryMib, Requests};
-use crate::latency::{Shifter, Summary};
-use crate::{Bench, LATENCY_NS, LATENCY_RELEASE, api_snapshot, poll, say, settle};
+use crate::latency::Summary;
+use crate::{Bench, api_snapshot, poll, say, settle};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Restart {
@@ -94,14 +94,7 @@ pub async fn run(bench: &mut Bench, loaded: &Summary) -> Warm {
 
     let spells = bench.settings.quiet_edits;
     let quiet_seconds = bench.settings.quiet_seconds;
-    let mut shifter = Shifter::start(
-        &bench.client,
-        LATENCY_NS,
-        LATENCY_RELEASE,
-        bench.versions(),
-        3 * bench.settings.weight_shift_edits,
-    )
-    .await;
+    let mut shifter = bench.shifter(2 * bench.settings.weight_shift_edits).await;
     let mut quiet = Quiet {
         quiet_seconds,
         ..Quiet::default()

@@ -214,7 +214,7 @@ async fn prune<K: Child>(
     let store = K::store(&ctx.stores);
     let keep: Vec<String> = keep.iter().map(ResourceExt::name_any).collect();
     let stale = store
-        .controlled_by(&namespace, uid)
+        .controlled_by(&namespace, &release.name_any(), uid)
         .into_iter()
         .filter(|(name, _)| !keep.contains(name));
     for (name, object_uid) in stale {

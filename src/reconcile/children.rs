@@ -17,6 +17,13 @@ macro_rules! children {
             pub fn counts(&self) -> Vec<(String, usize)> {
                 vec![$((<$kind as Resource>::kind(&()).into_owned(), self.$field.len()),)*]
             }
+
+            /// Every child's name, in apply order.
+            pub fn names(&self) -> Vec<String> {
+                let mut names = Vec::new();
+                $(names.extend(self.$field.iter().map(|c| c.meta().name.clone().unwrap_or_default()));)*
+                names
+            }
         }
     };
 }

@@ -128,6 +128,21 @@ mod tests {
         assert!(children.autoscalers.is_empty());
     }
 
+    /// The caches find a release's children among thousands by the release's name as a prefix
+    /// (see `ChildStore::controlled_by`): a child named otherwise would never be pruned.
+    #[test]
+    fn every_child_is_named_after_its_release() {
+        for (file, v) in examples() {
+            for name in built(&v).names() {
+                assert!(
+                    name.starts_with(&v.name),
+                    "{file}: {name} does not begin with {}",
+                    v.name
+                );
+            }
+        }
+    }
+
     /// Every kind of the list is built for some example: a kind listed but never built would be
     /// watched and granted for nothing.
     #[test]
