@@ -134,7 +134,7 @@ pub struct Unseen {
 const UNSEEN_SWEEP_ABOVE: usize = 1024;
 
 impl Unseen {
-    /// Notes writes of the release `uid` for its next reconcile to wait for.
+    /// Notes writes of the release `uid` that its next reconcile must find in the caches.
     pub fn hold(&self, uid: &str, sightings: Vec<Sighting>) {
         if sightings.is_empty() {
             return;

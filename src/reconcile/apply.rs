@@ -61,8 +61,8 @@ macro_rules! converge_children {
 
             let mut seen = Vec::new();
             $(let $field = enact_all(ctx, release, $field, expect_present, &mut seen).await?;)*
-            // The next reconcile of the release waits for the caches to show these writes (see
-            // `Unseen`). The order above only needs the server to have accepted each write.
+            // The next reconcile of the release does nothing until the caches show these writes
+            // (see `Unseen`). The order above only needs the server to have accepted each write.
             ctx.unseen.hold(&uid, seen);
 
             // Removing what the release no longer wants comes last, once traffic no longer points
