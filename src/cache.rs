@@ -138,14 +138,88 @@ impl Compact for VirtualService {
     const SERVER_FIELDS: &'static [&'static [&'static str]] = &[&["status"]];
 }
 
+/// Text the apiserver generates, held without an allocation of its own when it has the usual
+/// form: a uid is a UUID (16 bytes instead of 36 characters on the heap), a resourceVersion etcd's
+/// revision as a decimal number. Anything else is kept as it is. Either way it reads back as the
+/// exact text it was made from. Every cached child holds three: at 10,000 releases, about 80,000.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Token {
+    Uuid([u8; 16]),
+    Number(u64),
+    Text(Box<str>),
+}
+
+impl Token {
+    pub fn new(text: &str) -> Token {
+        Self::uuid(text)
+            .map(Token::Uuid)
+            .or_else(|| Self::number(text).map(Token::Number))
+            .unwrap_or_else(|| Token::Text(text.into()))
+    }
+
+    /// Whether this is the token of `text`.
+    pub fn is(&self, text: &str) -> bool {
+        *self == Token::new(text)
+    }
+
+    /// A UUID in the lowercase 8-4-4-4-12 form, which is the only one written back.
+    fn uuid(text: &str) -> Option<[u8; 16]> {
+        let text = text.as_bytes();
+        if text.len() != 36 || [8, 13, 18, 23].iter().any(|&i| text[i] != b'-') {
+            return None;
+        }
+        let mut digits = text.iter().filter(|&&c| c != b'-');
+        let mut bytes = [0u8; 16];
+        for byte in &mut bytes {
+            let (high, low) = (digits.next()?, digits.next()?);
+            *byte = (Self::hex(*high)? << 4) | Self::hex(*low)?;
+        }
+        digits.next().is_none().then_some(bytes)
+    }
+
+    fn hex(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+
+    /// A decimal number without a sign or leading zeros, which is the only one written back.
+    fn number(text: &str) -> Option<u64> {
+        let canonical = text.bytes().all(|c| c.is_ascii_digit())
+            && !text.is_empty()
+            && (text == "0" || !text.starts_with('0'));
+        canonical.then(|| text.parse().ok()).flatten()
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Uuid(bytes) => {
+                for (i, byte) in bytes.iter().enumerate() {
+                    if [4, 6, 8, 10].contains(&i) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{byte:02x}")?;
+                }
+                Ok(())
+            }
+            Token::Number(n) => write!(f, "{n}"),
+            Token::Text(text) => f.write_str(text),
+        }
+    }
+}
+
 /// One cached child.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Entry {
-    pub uid: Box<str>,
-    pub resource_version: Box<str>,
+    pub uid: Token,
+    pub resource_version: Token,
     generation: Option<i64>,
     /// The uid of the object's controlling owner, if any.
-    pub controller_uid: Option<Box<str>>,
+    pub controller_uid: Option<Token>,
     /// The name of the controlling CanaryRelease when the owner references are exactly the one
     /// the operator sets: they are then left out of the body (the same 150 bytes in every child).
     release: Option<Box<str>>,
@@ -222,10 +296,10 @@ impl Entry {
             Err(_) => String::new(),
         };
         Entry {
-            uid: meta.uid.as_deref().unwrap_or_default().into(),
-            resource_version: meta.resource_version.as_deref().unwrap_or_default().into(),
+            uid: Token::new(meta.uid.as_deref().unwrap_or_default()),
+            resource_version: Token::new(meta.resource_version.as_deref().unwrap_or_default()),
             generation: meta.generation,
-            controller_uid: controller_uid.map(Into::into),
+            controller_uid: controller_uid.map(Token::new),
             release: release.map(|name| name.as_str().into()),
             deleting: meta.deletion_timestamp.is_some(),
             body: lz4_flex::block::compress_prepend_size_with_dict(
@@ -251,7 +325,10 @@ impl Entry {
         meta.resource_version = Some(self.resource_version.to_string());
         meta.generation = self.generation;
         if let (Some(release), Some(uid)) = (&self.release, &self.controller_uid) {
-            meta.owner_references = Some(vec![CanaryRelease::child_owner_reference(release, uid)]);
+            meta.owner_references = Some(vec![CanaryRelease::child_owner_reference(
+                release,
+                &uid.to_string(),
+            )]);
         }
         Ok(object)
     }
@@ -395,6 +472,7 @@ impl<K: Compact> ChildStore<K> {
         owner_uid: &str,
     ) -> Vec<(String, String)> {
         let namespace_prefix = format!("{namespace}/");
+        let owner = Token::new(owner_uid);
         let start = format!("{namespace_prefix}{prefix}");
         self.read(|state| {
             state
@@ -402,7 +480,7 @@ impl<K: Compact> ChildStore<K> {
                 .ours
                 .range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded))
                 .take_while(|(k, _)| k.starts_with(&start))
-                .filter(|(_, e)| e.controller_uid.as_deref() == Some(owner_uid))
+                .filter(|(_, e)| e.controller_uid.as_ref() == Some(&owner))
                 .filter_map(|(k, e)| {
                     Some((
                         k.strip_prefix(&namespace_prefix)?.to_owned(),
@@ -742,8 +820,8 @@ mod tests {
                 "status": {"readyReplicas": 1, "observedGeneration": 3},
             })
         );
-        assert_eq!(entry.controller_uid.as_deref(), Some("r-1"));
-        assert_eq!(&*entry.resource_version, "42");
+        assert_eq!(entry.controller_uid, Some(Token::new("r-1")));
+        assert_eq!(entry.resource_version, Token::Number(42));
         let back: Deployment = entry
             .object(&dictionary, "lab", "chat-v1")
             .unwrap_or_else(|e| panic!("object: {e}"));
@@ -778,7 +856,7 @@ mod tests {
                 body_text(&entry, &dictionary).contains("ownerReferences"),
                 in_body
             );
-            assert_eq!(entry.controller_uid.as_deref(), Some("r-1"));
+            assert_eq!(entry.controller_uid, Some(Token::new("r-1")));
             let back: ConfigMap = entry
                 .object(&dictionary, "lab", "chat-v1")
                 .unwrap_or_else(|e| panic!("object: {e}"));
@@ -832,5 +910,44 @@ mod tests {
             .object(&dictionary, "lab", "big")
             .unwrap_or_else(|e| panic!("object: {e}"));
         assert_eq!(back.data, unlike.data);
+    }
+
+    /// A token reads back as exactly the text it was made from; only the forms that do are packed.
+    #[test]
+    fn tokens_read_back_as_the_text_they_were_made_from() {
+        let uuid = "8d3b5c1e-0000-4000-8000-00000000000f";
+        let cases: &[(&str, &str)] = &[
+            (uuid, "uuid"),
+            ("8D3B5C1E-0000-4000-8000-00000000000F", "text"),
+            ("8d3b5c1e00004000800000000000000f", "text"),
+            ("8d3b5c1e-0000-4000-8000-00000000000g", "text"),
+            ("8d3b5c1e-0000-4000-8000-00000000000", "text"),
+            ("8d3b5c1e-0000-4000-8000-00000000000ff", "text"),
+            ("8d3b5c1e-0000-4000-80-0000000000000ff", "text"),
+            ("12345", "number"),
+            ("0", "number"),
+            ("18446744073709551615", "number"),
+            ("18446744073709551616", "text"),
+            ("012", "text"),
+            ("+12", "text"),
+            ("", "text"),
+            ("u-1", "text"),
+        ];
+        for &(text, form) in cases {
+            let token = Token::new(text);
+            let packed = match token {
+                Token::Uuid(_) => "uuid",
+                Token::Number(_) => "number",
+                Token::Text(_) => "text",
+            };
+            assert_eq!(
+                (packed, token.to_string().as_str()),
+                (form, text),
+                "{text:?}"
+            );
+            assert!(token.is(text), "{text:?}");
+        }
+        assert!(!Token::new(uuid).is("8d3b5c1e-0000-4000-8000-00000000000e"));
+        assert!(!Token::new("12").is("13"));
     }
 }

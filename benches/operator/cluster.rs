@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
-use canary_operator::cache::ChildStore;
+use canary_operator::cache::{ChildStore, Token};
 use canary_operator::context::{Child, Stores};
 use canary_operator::controller::child_cache;
 use canary_operator::reconcile::children::Children;
@@ -230,13 +230,14 @@ macro_rules! expected {
 canary_operator::with_child_kinds!(expected);
 
 fn all<K: Child>(stores: &Stores, refs: &[ObjectRef<K>], uid: &str) -> bool {
-    refs.iter().all(|r| owned(stores, r, uid))
+    let owner = Token::new(uid);
+    refs.iter().all(|r| owned(stores, r, &owner))
 }
 
-fn owned<K: Child>(stores: &Stores, key: &ObjectRef<K>, uid: &str) -> bool {
+fn owned<K: Child>(stores: &Stores, key: &ObjectRef<K>, owner: &Token) -> bool {
     let namespace = key.namespace.as_deref().unwrap_or_default();
     K::store(stores).inspect(namespace, &key.name, |cached| {
-        cached.is_some_and(|c| c.controller_uid.as_deref() == Some(uid))
+        cached.is_some_and(|c| c.controller_uid.as_ref() == Some(owner))
     })
 }
 

@@ -194,7 +194,11 @@ async fn enact<K: Child>(
         let store = K::store(&ctx.stores).clone();
         sightings.push(Box::new(move || {
             store.inspect(&namespace, &name, |cached| {
-                cached.is_some_and(|c| Some(&*c.resource_version) != current_version.as_deref())
+                cached.is_some_and(|c| {
+                    current_version
+                        .as_deref()
+                        .is_none_or(|version| !c.resource_version.is(version))
+                })
             })
         }));
     }
