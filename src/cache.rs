@@ -13,8 +13,8 @@
 //!
 //! The children of one kind are alike: the same keys, labels and structure, built by the same
 //! code, with names and values that differ. Each JSON string is compressed against a
-//! [`Dictionary`], the first such string of its kind, so what they share is held once: at 10,000
-//! releases the bodies took a fifth of the memory they took compressed one by one.
+//! [`Dictionary`], the first such string of its kind, so what they share is held once: the eight
+//! children of a light lab release went from 5.8 to 3.5 KB (a counting allocator over 2,000).
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
@@ -141,7 +141,8 @@ impl Compact for VirtualService {
 /// Text the apiserver generates, held without an allocation of its own when it has the usual
 /// form: a uid is a UUID (16 bytes instead of 36 characters on the heap), a resourceVersion etcd's
 /// revision as a decimal number. Anything else is kept as it is. Either way it reads back as the
-/// exact text it was made from. Every cached child holds three: at 10,000 releases, about 80,000.
+/// exact text it was made from. Every cached child holds three, and 10,000 releases have about
+/// 80,000 children.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Token {
     Uuid([u8; 16]),

@@ -153,7 +153,7 @@ pub fn desired_status(
     let Health::Converged(validated, applied) = health else {
         return status;
     };
-    let versions: Vec<(VersionStatus, bool)> = validated
+    let versions: Vec<(VersionStatus, Option<String>)> = validated
         .versions()
         .iter()
         .map(|version| version_status(version, &applied.deployments))
@@ -164,13 +164,7 @@ pub fn desired_status(
     status.canary_weight = split.canary;
     let waiting: Vec<String> = versions
         .iter()
-        .filter(|(_, done)| !done)
-        .map(|(v, _)| {
-            format!(
-                "{} has {}/{} replicas ready",
-                v.name, v.ready_replicas, v.desired_replicas
-            )
-        })
+        .filter_map(|(_, waiting)| waiting.clone())
         .collect();
     let split = format!(
         "{}% to {} ({}), {}% to {} ({})",
@@ -225,23 +219,40 @@ fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
 }
 
-/// A version's replica counts, and whether its Deployment has finished rolling out (new template
-/// observed, every replica updated and ready, no old replicas left).
-fn version_status(version: &Version, deployments: &[Deployment]) -> (VersionStatus, bool) {
+/// A version's replica counts, and what its Deployment is still waiting for, if anything: the
+/// deployment controller to see its latest spec, or replicas to be updated and ready (no old
+/// ones left). "0/0 replicas ready" said nothing while a new Deployment was not yet seen.
+fn version_status(
+    version: &Version,
+    deployments: &[Deployment],
+) -> (VersionStatus, Option<String>) {
     let deployment = deployments
         .iter()
         .find(|d| d.name_any() == version.object_name);
     let desired = deployment.and_then(|d| d.spec.replicas).unwrap_or(1);
     let status = deployment.and_then(|d| d.status.as_ref());
     let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-    let done = match (deployment, status) {
-        (Some(d), Some(s)) => {
-            s.observed_generation >= d.metadata.generation
-                && s.updated_replicas.unwrap_or(0) == desired
-                && s.replicas.unwrap_or(0) == desired
-                && ready >= desired
-        }
+    let observed = match (deployment, status) {
+        (Some(d), Some(s)) => s.observed_generation >= d.metadata.generation,
         _ => false,
+    };
+    let rolled_out = status.is_some_and(|s| {
+        s.updated_replicas.unwrap_or(0) == desired
+            && s.replicas.unwrap_or(0) == desired
+            && ready >= desired
+    });
+    let waiting = if !observed {
+        Some(format!(
+            "{} is not yet seen by the deployment controller",
+            version.name
+        ))
+    } else if !rolled_out {
+        Some(format!(
+            "{} has {ready}/{desired} replicas ready",
+            version.name
+        ))
+    } else {
+        None
     };
     (
         VersionStatus {
@@ -251,7 +262,7 @@ fn version_status(version: &Version, deployments: &[Deployment]) -> (VersionStat
             desired_replicas: desired,
             ready_replicas: ready,
         },
-        done,
+        waiting,
     )
 }
 
@@ -293,6 +304,29 @@ mod tests {
 
     fn get<'a>(status: &'a CanaryReleaseStatus, type_: &str) -> &'a Condition {
         find(&status.conditions, type_).unwrap_or_else(|| panic!("no {type_} condition"))
+    }
+
+    /// A Deployment the deployment controller has not seen yet is named as such: with no status,
+    /// or with a status of an older generation (its counts are of the old template).
+    #[test]
+    fn a_deployment_not_yet_seen_is_named_as_such() {
+        let v = lab_validated();
+        let release = lab_release();
+        let mut children = applied([2, 2]);
+        children.deployments[1].status = None;
+        let unseen = desired_status(&release, &Health::Converged(&v, &children), at(0));
+        assert_eq!(
+            get(&unseen, PROGRESSING).message,
+            "waiting for rollout: v2 is not yet seen by the deployment controller"
+        );
+        let mut children = applied([2, 2]);
+        children.deployments[0].metadata.generation = Some(2);
+        let older = desired_status(&release, &Health::Converged(&v, &children), at(0));
+        assert_eq!(
+            get(&older, PROGRESSING).message,
+            "waiting for rollout: v1 is not yet seen by the deployment controller"
+        );
+        assert_eq!(get(&older, READY).status, "False");
     }
 
     #[test]
