@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 use super::children::Children;
 use super::diff::{self, Verdict};
 use crate::api::CanaryRelease;
+use crate::cache::Token;
 use crate::context::{Child, Context, Sighting, await_cache, publish};
 use crate::{Error, FIELD_MANAGER, Result};
 
@@ -192,13 +193,11 @@ async fn enact<K: Child>(
     }
     if applied.resource_version() != current_version {
         let store = K::store(&ctx.stores).clone();
+        // Parsed once: the sighting is looked at on every reconcile until the cache shows it.
+        let before = current_version.as_deref().map(Token::new);
         sightings.push(Box::new(move || {
             store.inspect(&namespace, &name, |cached| {
-                cached.is_some_and(|c| {
-                    current_version
-                        .as_deref()
-                        .is_none_or(|version| !c.resource_version.is(version))
-                })
+                cached.is_some_and(|c| before.as_ref() != Some(&c.resource_version))
             })
         }));
     }
