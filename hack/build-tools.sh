@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the control-plane binaries (and helm) from the wrapper Go modules under hack/tools/ and caches
+# Builds the control-plane binaries (and helm, and Prometheus) from the wrapper Go modules under hack/tools/ and caches
 # them in ~/.cache/canary-operator/<version>/ (or $CANARY_CACHE). A binary already in the cache is reused,
 # so only the first run on a machine is slow. Prints the bin directory on stdout as its last line.
 set -euo pipefail
@@ -66,6 +66,12 @@ build kwok "$KWOK_VERSION" "$cache/kwok-$KWOK_VERSION" "-X sigs.k8s.io/kwok/pkg/
 build helm "$HELM_VERSION" "$cache/helm-$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
   helm=helm.sh/helm/v3/cmd/helm
 
+# The metric analysis of automatic rollouts is tested against a real Prometheus. Built without the
+# web UI's assets (a Go build tag the module's release process sets): the HTTP API is all we use.
+build prometheus "$PROMETHEUS_VERSION" "$cache/prometheus-$PROMETHEUS_VERSION" \
+  "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+  prometheus=github.com/prometheus/prometheus/cmd/prometheus
+
 # Istio's CRDs come from the pinned istio.io/api module.
 istio_crds=$cache/istio-crds-$ISTIO_API_VERSION.yaml
 if [ ! -s "$istio_crds" ]; then
@@ -90,7 +96,7 @@ fi
 # when a link changes: a running cluster's scripts use it, and for a moment it would be missing.
 links=()
 for f in "$cache/kubernetes-$kv"/* "$cache/etcd-$ETCD_VERSION/etcd" "$cache/kwok-$KWOK_VERSION/kwok" \
-  "$cache/helm-$HELM_VERSION/helm" "$istio_crds" "$kwok_stages"; do
+  "$cache/helm-$HELM_VERSION/helm" "$cache/prometheus-$PROMETHEUS_VERSION/prometheus" "$istio_crds" "$kwok_stages"; do
   name=$(basename "$f")
   case $name in istio-crds-*) name=istio-crds.yaml ;; stages.yaml) name=kwok-stages.yaml ;; esac
   links+=("$name=$f")

@@ -37,5 +37,6 @@ gen "$k8s_dir" canary-operator/hack/tools/k8s true
 gen "$here/tools/etcd" canary-operator/hack/tools/etcd go get -tool "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
 gen "$here/tools/kwok" canary-operator/hack/tools/kwok go get -tool "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 gen "$here/tools/helm" canary-operator/hack/tools/helm go get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
-for d in etcd kwok helm; do (cd "$here/tools/$d" && go mod tidy); done
+gen "$here/tools/prometheus" canary-operator/hack/tools/prometheus go get -tool "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
+for d in etcd kwok helm prometheus; do (cd "$here/tools/$d" && go mod tidy); done
 echo "wrapper modules written under $here/tools"

@@ -17,6 +17,7 @@ pub mod plugin;
 pub mod readiness;
 pub mod reconcile;
 pub mod requests;
+pub mod rollout;
 
 /// Field manager of every server-side apply the operator sends. One manager for all writes, so
 /// that the apiserver's managedFields show exactly which fields are ours.

@@ -1,0 +1,67 @@
+//! The automatic canary, decided without any Kubernetes type: the plan a release declares (steps
+//! and analysis), the state a rollout is in (kept in the release's status, so an operator restarted
+//! mid-step resumes it), and the one function that moves it on ([`machine::advance`]).
+//!
+//! Nothing here does I/O or imports `kube`: the observe step brings the time, the canary's ready
+//! replicas, a user's request and the measured values; the status step writes the state back.
+
+pub mod analysis;
+pub mod machine;
+pub mod template;
+
+use std::time::Duration;
+
+pub use analysis::{Bounds, Judged, Ratio, Sample, Verdict};
+pub use machine::{
+    Capacity, CheckState, Inputs, Measurement, Note, Outcome, PauseReason, Phase, State, Verb,
+    advance, measurement_due,
+};
+
+/// What a release in automatic mode declares.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Weights strictly increasing, the last one 100 (checked by validate).
+    pub steps: Vec<Step>,
+    /// Without it, steps advance on time (and approvals) alone.
+    pub analysis: Option<Analysis>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Step {
+    pub weight: i32,
+    pub duration: Duration,
+    /// Hold after the step until a person promotes.
+    pub approval: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    /// Base URL of the Prometheus HTTP API.
+    pub address: String,
+    pub timeout: Duration,
+    pub interval: Duration,
+    /// No measurement this long after a weight change: the window would still hold the old split.
+    pub warmup: Duration,
+    /// Failed measurements tolerated per step; one more rolls back.
+    pub failure_limit: u32,
+    /// Inconclusive measurements per step that pause the rollout (NoData).
+    pub inconclusive_limit: u32,
+    /// Query errors in a row that pause the rollout (MetricsUnavailable).
+    pub error_limit: u32,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub name: String,
+    /// PromQL with placeholders ([`template`]).
+    pub query: String,
+    pub bounds: Bounds,
+}
+
+impl Check {
+    /// Whether the stable version is measured too, with the same query and window.
+    pub fn compares_to_stable(&self) -> bool {
+        self.bounds.ratio.is_some()
+    }
+}
