@@ -29,6 +29,8 @@ pub struct Settings {
     pub cluster_domain: String,
     /// Reported as the source of Events (`reportingController`/`reportingInstance`).
     pub reporter: Reporter,
+    /// Shortest analysis interval a release may ask for (`--min-analysis-interval`).
+    pub min_analysis_interval: Duration,
 }
 
 impl Default for Settings {
@@ -40,6 +42,7 @@ impl Default for Settings {
                 controller: crate::FIELD_MANAGER.to_owned(),
                 instance: None,
             },
+            min_analysis_interval: crate::reconcile::validate::DEFAULT_MIN_INTERVAL,
         }
     }
 }
@@ -206,6 +209,9 @@ pub struct Context {
     /// failing leaves a few bytes behind.
     pub failures: Failures,
     pub unseen: Unseen,
+    /// The client of the rollouts' metric analysis; `None` if it could not be built (then every
+    /// query is an error, which pauses rollouts and never rolls them back).
+    pub prometheus: Option<crate::prometheus::Prometheus>,
 }
 
 /// Consecutive failures per release; shared with the controller, which clears them after an outage.

@@ -310,6 +310,9 @@ pub fn controller(
         metrics,
         failures,
         unseen: Unseen::default(),
+        prometheus: crate::prometheus::Prometheus::new()
+            .inspect_err(|error| tracing::error!(%error, "cannot build the Prometheus client; metric analysis will fail"))
+            .ok(),
     });
     let running = controller
         .reconcile_all_on(recoveries)

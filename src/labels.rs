@@ -19,6 +19,12 @@ pub const MANAGED_BY_VALUE: &str = "canary-operator";
 /// we stopped setting, which a plain subset comparison cannot see.
 pub const APPLIED_HASH: &str = "canary.dev/applied-hash";
 
+/// Annotation through which a user asks something of an automatic rollout without editing its
+/// spec (`pause`, `resume`, `promote`, `promote-full`, `abort`, `retry`, each optionally followed by
+/// `@` and a timestamp). The operator acts on each value once and records it in status; it never
+/// writes the annotation, which stays the user's.
+pub const REQUEST: &str = "canary.dev/request";
+
 /// Pod-template annotation with a hash of the version's configuration: changing the config changes
 /// the template, and so rolls the pods, which `envFrom` alone would not do.
 pub const CONFIG_HASH: &str = "canary.dev/config-hash";

@@ -14,6 +14,7 @@ pub mod memory;
 pub mod metrics;
 pub mod operator;
 pub mod plugin;
+pub mod prometheus;
 pub mod readiness;
 pub mod reconcile;
 pub mod requests;
@@ -91,6 +92,10 @@ mod tests {
                 include_str!("reconcile/validated.rs"),
             ),
             ("plugin::stats", include_str!("plugin/stats.rs")),
+            ("rollout", include_str!("rollout/mod.rs")),
+            ("rollout::machine", include_str!("rollout/machine.rs")),
+            ("rollout::analysis", include_str!("rollout/analysis.rs")),
+            ("rollout::template", include_str!("rollout/template.rs")),
         ];
         let pure = |path: &str| {
             modules

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub failures: Family<Labels, Counter>,
     pub duration: Histogram,
     pub leader: Gauge,
+    /// Measurements of checks, by verdict.
+    measurements: Family<Labels, Counter>,
+    /// Queries to Prometheus, by outcome.
+    queries: Family<Labels, Counter>,
     releases: Arc<ReleaseWeights>,
 }
 
@@ -66,6 +70,18 @@ impl Metrics {
             "1 while this instance holds the leader Lease (or runs without leader election)",
             leader.clone(),
         );
+        let measurements = Family::<Labels, Counter>::default();
+        registry.register(
+            "check_measurements",
+            "Checks of automatic rollouts measured, by verdict (Pass, Fail, Inconclusive, Error)",
+            measurements.clone(),
+        );
+        let queries = Family::<Labels, Counter>::default();
+        registry.register(
+            "prometheus_queries",
+            "Queries sent to Prometheus for rollout analysis, by outcome (answered, failed)",
+            queries.clone(),
+        );
         registry.register_collector(Box::new(Requests(requests)));
         let releases = Arc::new(ReleaseWeights::default());
         registry.register_collector(Box::new(releases.clone()));
@@ -75,8 +91,23 @@ impl Metrics {
             failures,
             duration,
             leader,
+            measurements,
+            queries,
             releases,
         }
+    }
+
+    pub fn measured(&self, verdict: &str) {
+        self.measurements
+            .get_or_create(&vec![("verdict", verdict.to_owned())])
+            .inc();
+    }
+
+    pub fn queried(&self, answered: bool) {
+        let outcome = if answered { "answered" } else { "failed" };
+        self.queries
+            .get_or_create(&vec![("outcome", outcome.to_owned())])
+            .inc();
     }
 
     /// Makes the releases of a running controller visible to `/metrics`.
@@ -146,6 +177,45 @@ impl Collector for ReleaseWeights {
             ];
             ConstGauge::new(i64::from(weight)).encode(family.encode_family(&labels)?)?;
         }
+        drop(family);
+        // Automatic releases only: one series per phase (1 for the current one), as kube-state-
+        // metrics shows phases, so alerts can select `phase="RolledBack"`.
+        let rolling: Vec<_> = stores
+            .iter()
+            .flat_map(Store::state)
+            .filter_map(|r| {
+                let rollout = r.status.as_ref()?.rollout.clone()?;
+                Some((r.namespace().unwrap_or_default(), r.name_any(), rollout))
+            })
+            .collect();
+        let mut phases = encoder.encode_descriptor(
+            "rollout_phase",
+            "1 for the phase an automatic rollout is in, per release and phase",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (namespace, name, rollout) in &rolling {
+            for phase in crate::rollout::Phase::ALL {
+                let labels: Labels = vec![
+                    ("namespace", namespace.clone()),
+                    ("name", name.clone()),
+                    ("phase", phase.as_str().to_owned()),
+                ];
+                let on = i64::from(rollout.phase == phase.as_str());
+                ConstGauge::new(on).encode(phases.encode_family(&labels)?)?;
+            }
+        }
+        drop(phases);
+        let mut steps = encoder.encode_descriptor(
+            "rollout_step",
+            "Current step of an automatic rollout, counted from 1, per release",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (namespace, name, rollout) in &rolling {
+            let labels: Labels = vec![("namespace", namespace.clone()), ("name", name.clone())];
+            ConstGauge::new(i64::from(rollout.step)).encode(steps.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -163,6 +233,8 @@ mod tests {
             .get_or_create(&vec![("reason", "api".to_owned())])
             .inc();
         metrics.duration.observe(0.002);
+        metrics.measured("Pass");
+        metrics.queried(false);
         let text = metrics.encode().unwrap_or_default();
         for line in [
             "canary_operator_reconciles_total 1",
@@ -170,6 +242,8 @@ mod tests {
             "canary_operator_reconcile_duration_seconds_count 1",
             "canary_operator_api_requests_total{client=\"controller\",kind=\"write\"} 0",
             "canary_operator_leader 0",
+            "canary_operator_check_measurements_total{verdict=\"Pass\"} 1",
+            "canary_operator_prometheus_queries_total{outcome=\"failed\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
         }

@@ -34,6 +34,8 @@ pub struct Options {
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     pub http_address: SocketAddr,
     pub leader_election: Option<LeaderElection>,
+    /// Shortest analysis interval a release may ask for.
+    pub min_analysis_interval: std::time::Duration,
 }
 
 /// Which Lease decides the leader, and for how long a lost leader keeps it.
@@ -212,6 +214,7 @@ async fn run_controllers(
                 controller: crate::FIELD_MANAGER.to_owned(),
                 instance: Some(options.instance.clone()),
             },
+            min_analysis_interval: options.min_analysis_interval,
         };
         let (ctx, future) = controller::controller(
             clients.clone(),

@@ -347,7 +347,7 @@ async fn status_and_set_weight_with_the_operator_running() {
     assert_eq!(vs.weights(), [("v1".to_owned(), 50), ("v2".to_owned(), 50)]);
     let releases: Api<CanaryRelease> = Api::namespaced(ns.client.clone(), n);
     let release = releases.get(&name).await.expect("release");
-    assert_eq!(release.spec.weight, 50);
+    assert_eq!(release.spec.weight, Some(50));
     let managers: Vec<String> = release
         .managed_fields()
         .iter()
@@ -441,7 +441,7 @@ async fn set_weight_says_when_the_split_does_not_follow() {
         .get(&name)
         .await
         .expect("release");
-    assert_eq!(release.spec.weight, 30, "the weight itself was set");
+    assert_eq!(release.spec.weight, Some(30), "the weight itself was set");
 }
 
 #[tokio::test]

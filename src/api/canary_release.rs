@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::{CustomResource, KubeSchema, Resource};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +59,12 @@ pub const DEFAULT_MODEL_ENV: &str = "AZURE_MODEL_NAME";
         priority = 1
     ),
     printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.rollout.phase",
+        description = "Where an automatic rollout stands (empty in manual mode)"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status",
@@ -78,6 +84,8 @@ pub const DEFAULT_MODEL_ENV: &str = "AZURE_MODEL_NAME";
 )]
 #[x_kube(validation = Rule::new("self.stable.name != self.canary.name").message("stable.name and canary.name must differ"))]
 #[x_kube(validation = Rule::new("!has(self.autoscaling) || (!has(self.stable.replicas) && !has(self.canary.replicas))").message("stable.replicas and canary.replicas must be unset when autoscaling is set: the autoscaler owns the replica count"))]
+#[x_kube(validation = Rule::new("has(self.weight) != has(self.strategy)").message("set exactly one of weight (manual: you set the split) or strategy (automatic: steps, with optional analysis)"))]
+#[x_kube(validation = Rule::new("!has(self.analysis) || has(self.strategy)").message("analysis applies only to an automatic release: set strategy too"))]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryReleaseSpec {
     /// Container image both versions run unless a version sets its own `image`.
@@ -117,9 +125,22 @@ pub struct CanaryReleaseSpec {
     /// The version under test.
     pub canary: VersionSpec,
 
-    /// Percent of requests the canary receives; the stable version receives the rest.
+    /// Manual mode: percent of requests the canary receives; the stable version receives the rest.
+    /// Set this or `strategy`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
-    pub weight: i32,
+    pub weight: Option<i32>,
+
+    /// Automatic mode: the steps the canary's share goes through, each held for a while (and
+    /// judged by `analysis` when set) before the next; the canary is promoted to 100 % after the
+    /// last step, or rolled back to 0 % when its checks fail. Set this or `weight`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategySpec>,
+
+    /// Automatic mode: how each step is judged, by queries to Prometheus. Without it, steps advance
+    /// on time (and approvals) alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
 
     /// Horizontal pod autoscaling for each version. When set, the operator creates one HPA per version
     /// and leaves the Deployments' replica count to it; when unset, `replicas` applies.
@@ -133,6 +154,184 @@ pub struct CanaryReleaseSpec {
 
 fn default_model_env() -> String {
     DEFAULT_MODEL_ENV.to_owned()
+}
+
+/// The steps of an automatic rollout.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.steps.size() == 0 || self.steps[self.steps.size() - 1].weight == 100").message("the last step's weight must be 100: the rollout ends with the canary serving everything"))]
+#[x_kube(validation = Rule::new("self.steps.all(a, self.steps.filter(b, b.weight == a.weight).size() == 1) && self.steps.map(s, s.weight).isSorted()").message("step weights must be strictly increasing"))]
+pub struct StrategySpec {
+    /// Weights strictly increasing, the last one 100. At most 20 steps.
+    #[schemars(length(min = 1, max = 20))]
+    pub steps: Vec<StepSpec>,
+}
+
+/// One step: a share of traffic for the canary, held for a while.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepSpec {
+    /// Percent of requests the canary receives during the step. Sent only once the canary has the
+    /// replicas for it.
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+
+    /// How long the step lasts at least, counted from when its weight was applied, as a Go
+    /// duration (`30s`, `5m`, `1h30m`). With analysis, the step also waits for its last
+    /// measurement to pass.
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    pub duration: String,
+
+    /// Hold after this step (its duration passed and its checks passed) until someone runs
+    /// `kubectl canary promote`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub approval: bool,
+}
+
+/// How an automatic rollout is judged: PromQL checks run against Prometheus once per `interval`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// The Prometheus that holds the versions' metrics.
+    pub prometheus: PrometheusSpec,
+
+    /// Time between measurements, and the window `{{interval}}` stands for in queries (Go
+    /// duration; default 1m; at least the operator's `--min-analysis-interval`).
+    #[serde(default = "default_interval")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    pub interval: String,
+
+    /// No measurement for this long after a weight change, while the window still holds the old
+    /// split (Go duration; default 30s; `0s` for none).
+    #[serde(default = "default_warmup")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    pub warmup: String,
+
+    /// Failed measurements tolerated in one step; one more rolls the canary back to 0 % (default 1).
+    #[serde(default = "default_failure_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failure_limit: i32,
+
+    /// Inconclusive measurements (no data, NaN) in one step that pause the rollout with reason
+    /// NoData and the weight held (default 5). An inconclusive measurement never counts as a pass.
+    #[serde(default = "default_inconclusive_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub inconclusive_limit: i32,
+
+    /// Query errors in a row (Prometheus unreachable, 5xx, timeout, bad PromQL) that pause the
+    /// rollout with reason MetricsUnavailable and the weight held (default 3). It resumes by itself
+    /// when queries answer again: not being able to see never rolls back nor promotes.
+    #[serde(default = "default_error_limit")]
+    #[schemars(range(min = 1, max = 100))]
+    pub error_limit: i32,
+
+    /// The checks; each measurement runs every one of them. At most 10.
+    #[schemars(length(min = 1, max = 10), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub checks: Vec<CheckSpec>,
+}
+
+fn default_interval() -> String {
+    "1m".to_owned()
+}
+
+fn default_warmup() -> String {
+    "30s".to_owned()
+}
+
+fn default_failure_limit() -> i32 {
+    1
+}
+
+fn default_inconclusive_limit() -> i32 {
+    5
+}
+
+fn default_error_limit() -> i32 {
+    3
+}
+
+/// Where Prometheus answers.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// Base URL of Prometheus's HTTP API, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(
+        length(min = 1, max = 2048),
+        regex(pattern = r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    )]
+    pub address: String,
+
+    /// Longest wait for one query (Go duration; default 5s). A query that takes longer is an error.
+    #[serde(default = "default_query_timeout")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    pub timeout: String,
+}
+
+fn default_query_timeout() -> String {
+    "5s".to_owned()
+}
+
+/// One PromQL check of the canary.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.min) || has(self.max) || has(self.compareToStable)").message("a check needs a bound: min, max or compareToStable"))]
+#[x_kube(validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("min must not exceed max"))]
+pub struct CheckSpec {
+    /// Name shown in status and Events; unique in the release.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// PromQL instant query that returns one number for one version. Placeholders:
+    /// `{{namespace}}`, `{{release}}`, `{{version}}` (the version measured), `{{model}}` (its model)
+    /// and `{{interval}}` (the analysis interval, e.g. `60s`). An empty result or NaN (as a ratio
+    /// with no requests gives) is inconclusive.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+
+    /// Lowest acceptable value of the canary's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+
+    /// Highest acceptable value of the canary's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+
+    /// Also run the query for the stable version over the same window, and bound the canary's
+    /// value divided by the stable's. Not compared when the stable's value is 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_to_stable: Option<ComparisonSpec>,
+}
+
+/// Bounds of the canary's value divided by the stable's.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.minRatio) || has(self.maxRatio)").message("set minRatio, maxRatio or both"))]
+#[x_kube(validation = Rule::new("!has(self.minRatio) || !has(self.maxRatio) || self.minRatio <= self.maxRatio").message("minRatio must not exceed maxRatio"))]
+pub struct ComparisonSpec {
+    /// Lowest acceptable canary / stable ratio, e.g. 0.8 for "at least 80 % of the stable's".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub min_ratio: Option<f64>,
+
+    /// Highest acceptable canary / stable ratio, e.g. 1.5 for "at most 50 % worse than stable".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_ratio: Option<f64>,
 }
 
 /// A reference to a Secret in the release's namespace.
@@ -267,6 +466,10 @@ pub struct CanaryReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<VersionStatus>,
 
+    /// Where an automatic rollout stands; absent in manual mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+
     /// `Ready`, `Progressing` and `Degraded`, per the Kubernetes API conventions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
@@ -287,6 +490,111 @@ pub struct VersionStatus {
     pub desired_replicas: i32,
     /// Replicas that are ready.
     pub ready_replicas: i32,
+}
+
+/// An automatic rollout's state. All of it lives here, so an operator restarted mid-step goes on
+/// with the same step and the same start time.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Idle, Progressing, Paused, Promoted (the canary serves 100 %), RolledBack (a check failed
+    /// too often: canary at 0 %) or Aborted (by request: canary at 0 %).
+    pub phase: String,
+
+    /// Why a Paused rollout waits: Requested (`kubectl canary pause`; `resume` continues),
+    /// AwaitingApproval (`promote` continues), NoData (too many inconclusive measurements) or
+    /// MetricsUnavailable (queries fail; resumes by itself when they answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_reason: Option<String>,
+
+    /// Where the rollout stands, in a sentence.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+
+    /// Hash of the canary's effective spec (image, model, config, resources) being rolled out.
+    pub revision: String,
+
+    /// The last revision rolled back; it is not rolled out again until `kubectl canary retry` or
+    /// a change to the canary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_revision: Option<String>,
+
+    /// Current step, counted from 1.
+    pub step: i32,
+
+    /// Number of steps.
+    pub steps: i32,
+
+    /// When the current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_start_time: Option<Time>,
+
+    /// When the current step's weight was applied (its duration and warmup count from here);
+    /// unset while the canary's replicas are awaited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_applied_time: Option<Time>,
+
+    /// Percent of traffic the rollout gives the canary now.
+    pub weight: i32,
+
+    /// `kubectl canary promote --full` is in progress: 100 % once the replicas are ready.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full_promotion: bool,
+
+    /// When the checks were last measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_measurement_time: Option<Time>,
+
+    /// Verdict of the last measurement in this step: Pass, Fail, Inconclusive or Error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict: Option<String>,
+
+    /// Failed measurements in this step.
+    #[serde(default)]
+    pub failures: i32,
+
+    /// Inconclusive measurements in this step.
+    #[serde(default)]
+    pub inconclusive: i32,
+
+    /// Query errors in a row.
+    #[serde(default)]
+    pub consecutive_errors: i32,
+
+    /// The last `canary.dev/request` acted on; the same request is not acted on twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<String>,
+
+    /// Each check as last measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub checks: Vec<CheckStatus>,
+}
+
+/// One check as last measured, with its counts in the current step.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckStatus {
+    pub name: String,
+    /// Pass, Fail, Inconclusive or Error.
+    pub verdict: String,
+    /// The canary's value (absent when there was none, or NaN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    /// The stable's value, when the check compares with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_value: Option<f64>,
+    /// Both values and the bound.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default)]
+    pub passes: i32,
+    #[serde(default)]
+    pub failures: i32,
+    #[serde(default)]
+    pub inconclusive: i32,
+    #[serde(default)]
+    pub errors: i32,
 }
 
 impl CanaryRelease {

@@ -5,6 +5,7 @@ pub mod canary_release;
 pub mod istio;
 
 pub use canary_release::{
-    AutoscalingSpec, CanaryRelease, CanaryReleaseSpec, CanaryReleaseStatus, GatewaySpec,
-    SecretReference, VersionSpec, VersionStatus,
+    AnalysisSpec, AutoscalingSpec, CanaryRelease, CanaryReleaseSpec, CanaryReleaseStatus,
+    CheckSpec, CheckStatus, ComparisonSpec, GatewaySpec, PrometheusSpec, RolloutStatus,
+    SecretReference, StepSpec, StrategySpec, VersionSpec, VersionStatus,
 };

@@ -340,19 +340,28 @@ async fn expectation(options: &ConnectOptions, args: &VerifyArgs) -> Result<Expe
     };
     let target = cluster::connect(options).await?;
     let release = target.release(name).await?;
-    let declared = u8::try_from(release.spec.weight).unwrap_or(u8::MAX);
+    // An automatic release is tested against the weight its rollout gives the canary now.
+    let rollout_weight = release
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .map(|r| r.weight);
+    let (asked, what) = match (release.spec.weight, rollout_weight) {
+        (Some(weight), _) => (weight, "spec.weight"),
+        (None, weight) => (weight.unwrap_or_default(), "the rollout's weight"),
+    };
+    let declared = u8::try_from(asked).unwrap_or(u8::MAX);
     let applied = release.status.as_ref().and_then(|s| s.canary_weight);
-    if args.expect_weight.is_none() && applied.is_some_and(|w| w != release.spec.weight) {
+    if args.expect_weight.is_none() && applied.is_some_and(|w| w != asked) {
         err(&format!(
-            "warning: spec.weight is {} but the VirtualService still sends {}% to the canary; \
-             the test is against spec.weight",
-            release.spec.weight,
+            "warning: {what} is {asked} but the VirtualService still sends {}% to the canary; \
+             the test is against {what}",
             applied.unwrap_or_default()
         ));
     }
     let source = match args.expect_weight {
         Some(_) => "--expect-weight".to_owned(),
-        None => format!("spec.weight of canaryrelease {}/{name}", target.namespace),
+        None => format!("{what} of canaryrelease {}/{name}", target.namespace),
     };
     Ok(Expectation {
         models: Models {

@@ -77,7 +77,7 @@ pub async fn set_weight(
     let (before, after) = patch_weight(target, name, weight).await?;
     let mut change = Change {
         name: name.to_owned(),
-        old: before.spec.weight,
+        old: before.spec.weight.unwrap_or_default(),
         new: weight,
         stable: after.spec.stable.name.clone(),
         canary: after.spec.canary.name.clone(),
@@ -107,6 +107,11 @@ async fn patch_weight(
     loop {
         attempt += 1;
         let before = target.release(name).await?;
+        if before.spec.strategy.is_some() {
+            return Err(Error::Usage(format!(
+                "canaryrelease {name} is automatic (spec.strategy): its weight follows the steps. Steer it with `kubectl canary pause|resume|promote|abort|retry {name}`, or remove spec.strategy and set spec.weight to steer it by hand"
+            )));
+        }
         // A merge patch, as `kubectl edit` and `kubectl patch --type merge` send for custom
         // resources: only this field changes, whoever manages the rest.
         let patch = json!({
@@ -138,7 +143,8 @@ async fn wait_applied(
         // The operator names the VirtualService after the release.
         let service = services.get_opt(&name).await?;
         let split = service.as_ref().map(|vs| split_of(vs, release));
-        if split == Some((Some(100 - release.spec.weight), Some(release.spec.weight))) {
+        let weight = release.spec.weight.unwrap_or_default();
+        if split == Some((Some(100 - weight), Some(weight))) {
             return Ok(());
         }
         let current = target.releases().get_opt(&name).await?;
@@ -149,7 +155,7 @@ async fn wait_applied(
             return Err(Error::WaitTimeout {
                 what: format!(
                     "VirtualService {name} to send {}% to {}",
-                    release.spec.weight, release.spec.canary.name
+                    weight, release.spec.canary.name
                 ),
                 after: timeout,
                 seen: describe(split, current.as_ref(), generation),

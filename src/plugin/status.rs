@@ -24,8 +24,11 @@ pub struct Summary {
     pub namespace: String,
     pub generation: Option<i64>,
     pub observed_generation: Option<i64>,
-    /// `spec.weight`: percent asked for the canary.
-    pub weight: i32,
+    /// `spec.weight`: percent asked for the canary (absent for an automatic release).
+    pub weight: Option<i32>,
+    /// The weight an automatic rollout gives the canary now, from `status.rollout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout_weight: Option<i32>,
     pub versions: Vec<VersionSummary>,
     pub conditions: Vec<ConditionSummary>,
     /// Oldest first, at most the most recent few.
@@ -119,6 +122,7 @@ pub fn summarize(release: &CanaryRelease, events: &[Event]) -> Summary {
         generation: release.metadata.generation,
         observed_generation: status.observed_generation,
         weight: spec.weight,
+        rollout_weight: status.rollout.as_ref().map(|r| r.weight),
         versions: vec![
             version(
                 "stable",
@@ -201,16 +205,23 @@ impl Summary {
         let canary = self.versions.iter().find(|v| v.role == "canary");
         out.push_str(&format!("Name:        {}\n", self.name));
         out.push_str(&format!("Namespace:   {}\n", self.namespace));
-        let applied = match (stable.and_then(|v| v.weight), canary.and_then(|v| v.weight)) {
-            (Some(s), Some(c)) if c == self.weight => format!("{s}% stable / {c}% canary"),
-            (Some(s), Some(c)) => format!(
-                "{s}% stable / {c}% canary; spec.weight {} is not applied yet",
-                self.weight
-            ),
-            _ => format!(
-                "not applied yet (spec.weight {}); is the operator running?",
-                self.weight
-            ),
+        let asked = self.weight.or(self.rollout_weight);
+        let what = match self.weight {
+            Some(_) => "spec.weight",
+            None => "the rollout's weight",
+        };
+        let applied = match (
+            stable.and_then(|v| v.weight),
+            canary.and_then(|v| v.weight),
+            asked,
+        ) {
+            (Some(s), Some(c), Some(a)) if c == a => format!("{s}% stable / {c}% canary"),
+            (Some(s), Some(c), None) => format!("{s}% stable / {c}% canary"),
+            (Some(s), Some(c), Some(a)) => {
+                format!("{s}% stable / {c}% canary; {what} {a} is not applied yet")
+            }
+            (_, _, Some(a)) => format!("not applied yet ({what} {a}); is the operator running?"),
+            (_, _, None) => "not applied yet; is the operator running?".to_owned(),
         };
         out.push_str(&format!("Traffic:     {applied}\n"));
         let generation = match (self.generation, self.observed_generation) {
@@ -402,7 +413,7 @@ LAST SEEN   TYPE     REASON           MESSAGE
         let mut status = ready_status();
         status["observedGeneration"] = json!(2);
         let mut r = release(status);
-        r.spec.weight = 50;
+        r.spec.weight = Some(50);
         let text = summarize(&r, &[]).render(at("2025-01-01T12:00:00Z"));
         assert!(
             text.contains(

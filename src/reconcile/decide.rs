@@ -1,25 +1,56 @@
 //! Pure, and free of any Kubernetes type: which split to apply now, from the release's strategy
-//! and what was observed. Today a release is steered by hand (`spec.weight`), so the decision is
-//! that weight; the automatic strategy (steps, analysis, promotion and rollback) will be decided
-//! here, from an [`Observation`] that the observe step fills.
+//! and what was observed. A manual release gets the weight its spec sets; an automatic one is
+//! moved on by the rollout state machine ([`crate::rollout::advance`]) from the state its status
+//! holds and what the observe step measured.
+
+use std::time::SystemTime;
+
+use crate::rollout::{self, Capacity, Measurement, Outcome, Plan, State};
 
 /// How a release's traffic split is steered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Strategy {
     /// The user sets the canary's share (`spec.weight`) and the operator applies it as it is.
     Manual { canary_weight: i32 },
+    /// Steps, analysis, promotion and rollback ([`crate::rollout`]).
+    Automatic(Box<Automatic>),
 }
 
-/// What the observe step learned that a decision may depend on. Nothing yet: a manual release
-/// needs nothing beyond its spec.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Observation {}
+/// An automatic release: its plan, and the canary revision it rolls out.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Automatic {
+    pub plan: Plan,
+    /// Hash of the canary's effective spec: a new one starts a new rollout.
+    pub revision: String,
+}
 
-/// The split to apply.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What the observe step learned that a decision may depend on. A manual release needs nothing
+/// beyond its spec; an automatic one needs the rest.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    pub rollout: Option<RolloutObservation>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutObservation {
+    pub now: SystemTime,
+    /// The state the release's status holds, if it has one.
+    pub previous: Option<State>,
+    /// The text of the `canary.dev/request` annotation.
+    pub request: Option<String>,
+    pub canary_ready: i32,
+    pub capacity: Capacity,
+    pub measurement: Option<Measurement>,
+}
+
+/// The split to apply, and for an automatic release where its rollout now stands.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     /// Percent of requests for the canary.
     pub canary_weight: i32,
+    /// The least replicas the canary's autoscaler must keep (raised for a step's share).
+    pub canary_min_replicas: Option<i32>,
+    pub rollout: Option<Outcome>,
 }
 
 impl Decision {
@@ -27,19 +58,50 @@ impl Decision {
     pub fn stable_weight(&self) -> i32 {
         100 - self.canary_weight
     }
+
+    pub fn manual(canary_weight: i32) -> Decision {
+        Decision {
+            canary_weight: canary_weight.clamp(0, 100),
+            canary_min_replicas: None,
+            rollout: None,
+        }
+    }
 }
 
-pub fn decide(strategy: &Strategy, _observation: &Observation) -> Decision {
-    match strategy {
-        Strategy::Manual { canary_weight } => Decision {
-            canary_weight: (*canary_weight).clamp(0, 100),
-        },
+pub fn decide(strategy: &Strategy, observation: &Observation) -> Decision {
+    match (strategy, &observation.rollout) {
+        (Strategy::Manual { canary_weight }, _) => Decision::manual(*canary_weight),
+        (Strategy::Automatic(automatic), Some(seen)) => {
+            let outcome = rollout::advance(
+                &automatic.plan,
+                seen.previous.as_ref(),
+                &rollout::Inputs {
+                    now: seen.now,
+                    revision: &automatic.revision,
+                    request: seen.request.as_deref(),
+                    canary_ready: seen.canary_ready,
+                    capacity: seen.capacity,
+                    measurement: seen.measurement.clone(),
+                },
+            );
+            Decision {
+                canary_weight: outcome.canary_weight,
+                canary_min_replicas: outcome.canary_min_replicas,
+                rollout: Some(outcome),
+            }
+        }
+        // Observe always fills the rollout's part for an automatic release; without it, the
+        // safe split is all to stable.
+        (Strategy::Automatic(_), None) => Decision::manual(0),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::rollout::{Phase, Step};
 
     /// Each case: the strategy, and the canary and stable weights decided.
     #[test]
@@ -64,5 +126,53 @@ mod tests {
                 "asked {asked}"
             );
         }
+    }
+
+    #[test]
+    fn an_automatic_release_starts_at_its_first_step() {
+        let strategy = Strategy::Automatic(Box::new(Automatic {
+            plan: Plan {
+                steps: vec![
+                    Step {
+                        weight: 10,
+                        duration: Duration::from_secs(60),
+                        approval: false,
+                    },
+                    Step {
+                        weight: 100,
+                        duration: Duration::from_secs(60),
+                        approval: false,
+                    },
+                ],
+                analysis: None,
+            },
+            revision: "abc".to_owned(),
+        }));
+        let observation = |ready| Observation {
+            rollout: Some(RolloutObservation {
+                now: SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+                previous: None,
+                request: None,
+                canary_ready: ready,
+                capacity: Capacity::Autoscaled {
+                    stable: 4,
+                    min: 1,
+                    max: 4,
+                },
+                measurement: None,
+            }),
+        };
+        let waiting = decide(&strategy, &observation(0));
+        assert_eq!(
+            (waiting.canary_weight, waiting.canary_min_replicas),
+            (0, Some(1))
+        );
+        let started = decide(&strategy, &observation(1));
+        assert_eq!(started.canary_weight, 10);
+        assert_eq!(
+            started.rollout.map(|o| o.state.phase),
+            Some(Phase::Progressing)
+        );
+        assert_eq!(decide(&strategy, &Observation::default()).canary_weight, 0);
     }
 }

@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod decide;
 pub mod diff;
 pub mod observe;
+pub mod rollout_status;
 pub mod status;
 pub mod validate;
 pub mod validated;
@@ -59,7 +60,11 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         .releases
         .get(&ObjectRef::from(&*release))
         .unwrap_or(release);
-    let validated = match validate::validate(&release, &ctx.settings.cluster_domain) {
+    let validated = match validate::validate_with(
+        &release,
+        &ctx.settings.cluster_domain,
+        ctx.settings.min_analysis_interval,
+    ) {
         Ok(validated) => validated,
         Err(problems) => {
             status::report(&ctx, &release, &Health::Invalid(&problems)).await?;
@@ -81,7 +86,8 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     });
     match apply::converge(&ctx, &release, children, expect_present).await {
         Ok(Converged::Done(applied)) => {
-            status::report(&ctx, &release, &Health::Converged(&validated, &applied)).await?;
+            let health = Health::Converged(&validated, &applied, decision.rollout.as_ref());
+            status::report(&ctx, &release, &health).await?;
         }
         Ok(Converged::Conflict(conflicts)) => {
             status::report(&ctx, &release, &Health::Conflict(&conflicts)).await?;
@@ -106,7 +112,16 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     }
     ctx.reset_backoff(&release);
     tracing::debug!("in place");
-    Ok(Action::requeue(RESYNC))
+    // A rolling release is looked at again when its step ends or its next measurement is due.
+    let next = decision
+        .rollout
+        .as_ref()
+        .and_then(|o| o.wake)
+        .and_then(|wake| wake.duration_since(std::time::SystemTime::now()).ok())
+        .map_or(RESYNC, |wait| {
+            wait.clamp(Duration::from_millis(100), RESYNC)
+        });
+    Ok(Action::requeue(next))
 }
 
 /// Observes a reconcile's duration when dropped, so every return path is measured.

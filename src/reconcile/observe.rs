@@ -1,17 +1,129 @@
 //! Observe: reads what a decision needs beyond the spec and the children. A manual release needs
-//! nothing, so this step reads nothing today; the automatic strategy's metric analysis (queries to
-//! Prometheus) will be made here, the only step besides apply and status that does I/O.
+//! nothing. For an automatic one: the rollout's state from status, the user's request annotation,
+//! the canary's ready replicas from the caches, and, when a measurement is due, the checks'
+//! values from Prometheus. It is the only step besides apply and status that does I/O, and it
+//! never writes.
 
-use super::decide::Observation;
-use super::validated::Validated;
-use crate::Result;
+use std::time::SystemTime;
+
+use futures::future::join_all;
+use kube::ResourceExt;
+
+use super::decide::{Automatic, Observation, RolloutObservation, Strategy};
+use super::rollout_status::{state_of, to_second};
+use super::validated::{Validated, Version};
 use crate::api::CanaryRelease;
 use crate::context::Context;
+use crate::rollout::analysis::judge;
+use crate::rollout::template::{Vars, render};
+use crate::rollout::{Analysis, Capacity, Check, Measurement, Sample, measurement_due};
+use crate::{Result, labels};
 
 pub async fn observe(
-    _ctx: &Context,
-    _release: &CanaryRelease,
-    _validated: &Validated,
+    ctx: &Context,
+    release: &CanaryRelease,
+    validated: &Validated,
 ) -> Result<Observation> {
-    Ok(Observation::default())
+    let Strategy::Automatic(automatic) = &validated.strategy else {
+        return Ok(Observation::default());
+    };
+    let now = to_second(SystemTime::now());
+    let previous = release
+        .status
+        .as_ref()
+        .and_then(|s| s.rollout.as_ref())
+        .and_then(state_of);
+    let replicas = |version: &Version| {
+        ctx.stores
+            .deployments
+            .get(&validated.namespace, &version.object_name)
+            .and_then(Result::ok)
+            .map(|d| {
+                let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                (ready, d.spec.replicas.unwrap_or(1))
+            })
+            .unwrap_or((0, 1))
+    };
+    let (canary_ready, _) = replicas(&validated.canary);
+    let (_, stable_replicas) = replicas(&validated.stable);
+    let capacity = match &validated.autoscaling {
+        Some(scaling) => Capacity::Autoscaled {
+            stable: stable_replicas,
+            min: scaling.min_replicas,
+            max: scaling.max_replicas,
+        },
+        None => Capacity::Fixed(validated.canary.replicas.unwrap_or(1)),
+    };
+    let due = previous
+        .as_ref()
+        .filter(|p| p.revision == automatic.revision)
+        .is_some_and(|p| measurement_due(&automatic.plan, Some(p), now));
+    let measurement = match &automatic.plan.analysis {
+        Some(analysis) if due => Some(measure(ctx, validated, automatic, analysis, now).await),
+        _ => None,
+    };
+    Ok(Observation {
+        rollout: Some(RolloutObservation {
+            now,
+            previous,
+            request: release.annotations().get(labels::REQUEST).cloned(),
+            canary_ready,
+            capacity,
+            measurement,
+        }),
+    })
+}
+
+/// Runs every check's queries at once (the canary's, and the stable's where compared) and judges
+/// them.
+async fn measure(
+    ctx: &Context,
+    v: &Validated,
+    _automatic: &Automatic,
+    analysis: &Analysis,
+    now: SystemTime,
+) -> Measurement {
+    fn vars<'a>(v: &'a Validated, version: &'a Version, analysis: &Analysis) -> Vars<'a> {
+        Vars {
+            namespace: &v.namespace,
+            release: &v.name,
+            version: &version.name,
+            model: &version.model,
+            interval: analysis.interval,
+        }
+    }
+    let (canary, stable) = (vars(v, &v.canary, analysis), vars(v, &v.stable, analysis));
+    let judged = join_all(analysis.checks.iter().map(|check| async {
+        let canary_sample = query(ctx, analysis, check, &canary);
+        let stable_sample = async {
+            match check.compares_to_stable() {
+                true => Some(query(ctx, analysis, check, &stable).await),
+                false => None,
+            }
+        };
+        let (canary_sample, stable_sample) = futures::join!(canary_sample, stable_sample);
+        let judged = judge(&check.bounds, &canary_sample, stable_sample.as_ref());
+        ctx.metrics.measured(judged.verdict.as_str());
+        (check.name.clone(), judged)
+    }))
+    .await;
+    Measurement {
+        at: now,
+        checks: judged,
+    }
+}
+
+async fn query(ctx: &Context, analysis: &Analysis, check: &Check, vars: &Vars<'_>) -> Sample {
+    let Some(prometheus) = &ctx.prometheus else {
+        return Err("the operator has no HTTP client for Prometheus (see its log)".to_owned());
+    };
+    let promql = render(&check.query, vars);
+    let answer = prometheus
+        .query(&analysis.address, &promql, analysis.timeout)
+        .await;
+    ctx.metrics.queried(answer.is_ok());
+    if let Err(error) = &answer {
+        tracing::debug!(check = check.name, version = vars.version, %error, "query failed");
+    }
+    answer.map_err(|e| e.to_string())
 }

@@ -12,10 +12,13 @@ use serde_json::json;
 
 use super::build::traffic;
 use super::children::Children;
+use super::decide::Strategy;
+use super::rollout_status::status_of;
 use super::validate::Problems;
 use super::validated::{Validated, Version};
 use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
 use crate::context::{Context, publish};
+use crate::rollout::{Outcome, Phase};
 use crate::{FIELD_MANAGER, Result};
 
 pub const READY: &str = "Ready";
@@ -32,8 +35,8 @@ pub enum Health<'a> {
     Rejected(String),
     /// A request failed; it will be retried.
     Failed(String),
-    /// Every child is in place: the children as applied.
-    Converged(&'a Validated, &'a Children),
+    /// Every child is in place: the children as applied, and where an automatic rollout stands.
+    Converged(&'a Validated, &'a Children, Option<&'a Outcome>),
 }
 
 impl Health<'_> {
@@ -98,6 +101,7 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
             })],
         );
     }
+    announce(ctx, release, health, &status).await;
     let previous = release
         .status
         .as_ref()
@@ -110,6 +114,54 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
         publish::<CanaryRelease>(ctx, release, EventType::Warning, reason, message, None).await;
     }
     Ok(())
+}
+
+/// Normal and Warning Events for what changed: each rollout transition, and in manual mode each
+/// weight the route now carries, so `kubectl describe` tells the story of the release.
+async fn announce(
+    ctx: &Context,
+    release: &CanaryRelease,
+    health: &Health<'_>,
+    status: &CanaryReleaseStatus,
+) {
+    let Health::Converged(validated, _, rollout) = health else {
+        return;
+    };
+    if let Some(outcome) = rollout {
+        for note in &outcome.notes {
+            let kind = if note.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish::<CanaryRelease>(ctx, release, kind, note.reason, note.message.clone(), None)
+                .await;
+        }
+        return;
+    }
+    let before = release.status.as_ref().and_then(|s| s.canary_weight);
+    if let (Some(before), Some(now)) = (before, status.canary_weight)
+        && before != now
+    {
+        let message = format!(
+            "{}% to {} ({}), {}% to {} ({}); the canary had {before}%",
+            100 - now,
+            validated.stable.name,
+            validated.stable.model,
+            now,
+            validated.canary.name,
+            validated.canary.model
+        );
+        publish::<CanaryRelease>(
+            ctx,
+            release,
+            EventType::Normal,
+            "WeightChanged",
+            message,
+            None,
+        )
+        .await;
+    }
 }
 
 /// The status a release should show. Conditions keep their `lastTransitionTime` unless their
@@ -150,8 +202,14 @@ pub fn desired_status(
         ];
         return status;
     }
-    let Health::Converged(validated, applied) = health else {
+    let Health::Converged(validated, applied, rollout) = health else {
         return status;
+    };
+    status.rollout = match (&validated.strategy, rollout) {
+        (Strategy::Automatic(automatic), Some(outcome)) => {
+            Some(status_of(&outcome.state, automatic.plan.steps.len()))
+        }
+        _ => None,
     };
     let versions: Vec<(VersionStatus, Option<String>)> = validated
         .versions()
@@ -209,6 +267,28 @@ pub fn desired_status(
             ),
         ]
     };
+    // An automatic rollout's own progress, when the versions themselves are rolled out.
+    if let Some(rollout) = &status.rollout
+        && waiting.is_empty()
+        && let Some(phase) = Phase::parse(&rollout.phase)
+    {
+        let (progressing, reason) = match phase {
+            Phase::Progressing => (true, "RolloutProgressing"),
+            Phase::Paused => (false, "RolloutPaused"),
+            Phase::Promoted => (false, "RolloutPromoted"),
+            Phase::RolledBack => (false, "RolledBack"),
+            Phase::Aborted => (false, "RolloutAborted"),
+            Phase::Idle => (false, "RolloutComplete"),
+        };
+        let message = match &rollout.pause_reason {
+            Some(why) => format!("{why}: {}", rollout.message),
+            None => rollout.message.clone(),
+        };
+        status.conditions.retain(|c| c.type_ != PROGRESSING);
+        status
+            .conditions
+            .insert(1, condition(PROGRESSING, progressing, reason, message));
+    }
     let mut versions = versions.into_iter().map(|(v, _)| v);
     status.stable = versions.next();
     status.canary = versions.next();
@@ -314,14 +394,14 @@ mod tests {
         let release = lab_release();
         let mut children = applied([2, 2]);
         children.deployments[1].status = None;
-        let unseen = desired_status(&release, &Health::Converged(&v, &children), at(0));
+        let unseen = desired_status(&release, &Health::Converged(&v, &children, None), at(0));
         assert_eq!(
             get(&unseen, PROGRESSING).message,
             "waiting for rollout: v2 is not yet seen by the deployment controller"
         );
         let mut children = applied([2, 2]);
         children.deployments[0].metadata.generation = Some(2);
-        let older = desired_status(&release, &Health::Converged(&v, &children), at(0));
+        let older = desired_status(&release, &Health::Converged(&v, &children, None), at(0));
         assert_eq!(
             get(&older, PROGRESSING).message,
             "waiting for rollout: v1 is not yet seen by the deployment controller"
@@ -333,7 +413,11 @@ mod tests {
     fn rolling_out_then_ready() {
         let v = lab_validated();
         let mut release = lab_release();
-        let rolling = desired_status(&release, &Health::Converged(&v, &applied([2, 1])), at(0));
+        let rolling = desired_status(
+            &release,
+            &Health::Converged(&v, &applied([2, 1]), None),
+            at(0),
+        );
         assert_eq!(rolling.observed_generation, Some(1));
         assert_eq!(
             (rolling.stable_weight, rolling.canary_weight),
@@ -357,7 +441,11 @@ mod tests {
         );
 
         release.status = Some(rolling.clone());
-        let ready = desired_status(&release, &Health::Converged(&v, &applied([2, 2])), at(60));
+        let ready = desired_status(
+            &release,
+            &Health::Converged(&v, &applied([2, 2]), None),
+            at(60),
+        );
         assert_eq!(get(&ready, READY).status, "True");
         assert_eq!(get(&ready, READY).reason, "Available");
         assert!(
@@ -378,7 +466,11 @@ mod tests {
 
         release.status = Some(ready.clone());
         assert_eq!(
-            desired_status(&release, &Health::Converged(&v, &applied([2, 2])), at(120)),
+            desired_status(
+                &release,
+                &Health::Converged(&v, &applied([2, 2]), None),
+                at(120)
+            ),
             ready,
             "nothing changed, so the status is identical and will not be written"
         );
@@ -390,7 +482,7 @@ mod tests {
         let mut release = lab_release();
         release.status = Some(desired_status(
             &release,
-            &Health::Converged(&v, &applied([2, 2])),
+            &Health::Converged(&v, &applied([2, 2]), None),
             at(0),
         ));
         let problems = Problems(vec![Problem {

@@ -7,15 +7,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
 use super::credentials;
-use super::decide::Strategy;
+use super::decide::{Automatic, Strategy};
 use super::validated::{Autoscaling, Claim, Gateway, Resources, Role, Validated, Version};
-use crate::api::{AutoscalingSpec, CanaryRelease, VersionSpec};
+use crate::api::{AutoscalingSpec, CanaryRelease, CanaryReleaseSpec, VersionSpec};
+use crate::rollout::{Analysis, Bounds, Check, Plan, Ratio, Step, template};
 
 /// One thing wrong with a spec, addressed by the field path a user would edit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,7 +46,19 @@ impl fmt::Display for Problems {
 /// Default HTTP port of a Gateway the operator creates.
 const DEFAULT_GATEWAY_PORT: i32 = 80;
 
+/// Shortest analysis interval the operator accepts unless told otherwise (`--min-analysis-interval`):
+/// each interval costs a query per check and version, and a status write, per rolling release.
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10);
+
 pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validated, Problems> {
+    validate_with(release, cluster_domain, DEFAULT_MIN_INTERVAL)
+}
+
+pub fn validate_with(
+    release: &CanaryRelease,
+    cluster_domain: &str,
+    min_interval: Duration,
+) -> Result<Validated, Problems> {
     let mut problems = Vec::new();
     let mut problem = |field: &str, message: String| {
         problems.push(Problem {
@@ -127,6 +141,8 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
         }
     }
 
+    let plan = strategy_plan(spec, min_interval, &mut problem);
+
     // Children name their controller by name and uid; a release read from the API server has
     // both, one built in memory may not.
     let uid = match (&release.metadata.name, &release.metadata.uid) {
@@ -169,21 +185,244 @@ pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validat
             None => Some(v.replicas.unwrap_or(1)),
         },
     };
+    let stable = version(Role::Stable, &spec.stable);
+    let canary = version(Role::Canary, &spec.canary);
+    let strategy = match (plan, spec.weight) {
+        (Some(plan), _) => Strategy::Automatic(Box::new(Automatic {
+            plan,
+            revision: canary.revision(),
+        })),
+        (None, weight) => Strategy::Manual {
+            canary_weight: weight.unwrap_or_default(),
+        },
+    };
     Ok(Validated {
         host: format!("{name}.{namespace}.svc.{cluster_domain}"),
-        stable: version(Role::Stable, &spec.stable),
-        canary: version(Role::Canary, &spec.canary),
+        stable,
+        canary,
         name,
         namespace,
         uid,
         port: spec.port,
         secret_name: spec.secret_ref.as_ref().map(|s| s.name.clone()),
-        strategy: Strategy::Manual {
-            canary_weight: spec.weight,
-        },
+        strategy,
         autoscaling: spec.autoscaling.as_ref().map(autoscaling),
         gateway,
     })
+}
+
+/// The automatic strategy's plan, or `None` in manual mode; every problem of the new fields is
+/// reported with its field, so an apiserver without the CRD's CEL rules (or a release built in
+/// memory) is held to the same rules.
+fn strategy_plan(
+    spec: &CanaryReleaseSpec,
+    min_interval: Duration,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<Plan> {
+    match (&spec.weight, &spec.strategy) {
+        (Some(_), Some(_)) => problem(
+            "spec.weight",
+            "set exactly one of weight (manual) or strategy (automatic), not both".to_owned(),
+        ),
+        (None, None) => problem(
+            "spec.weight",
+            "set weight (manual: you set the split) or strategy (automatic)".to_owned(),
+        ),
+        _ => {}
+    }
+    if spec.analysis.is_some() && spec.strategy.is_none() {
+        problem(
+            "spec.analysis",
+            "analysis applies only to an automatic release: set strategy too".to_owned(),
+        );
+    }
+    let strategy = spec.strategy.as_ref()?;
+    let mut steps = Vec::new();
+    if strategy.steps.is_empty() {
+        problem(
+            "spec.strategy.steps",
+            "at least one step is needed, the last with weight 100".to_owned(),
+        );
+    }
+    let mut previous = 0;
+    for (i, step) in strategy.steps.iter().enumerate() {
+        let at = format!("spec.strategy.steps[{i}]");
+        if !(1..=100).contains(&step.weight) {
+            problem(
+                &format!("{at}.weight"),
+                format!("{} is not a percent from 1 to 100", step.weight),
+            );
+        } else if step.weight <= previous {
+            problem(
+                &format!("{at}.weight"),
+                format!(
+                    "{} does not exceed the step before ({previous}): weights must be strictly increasing",
+                    step.weight
+                ),
+            );
+        }
+        previous = step.weight;
+        let duration = parse_duration(&format!("{at}.duration"), &step.duration, problem);
+        steps.push(Step {
+            weight: step.weight,
+            duration: duration.unwrap_or_default(),
+            approval: step.approval,
+        });
+    }
+    if let Some(last) = strategy.steps.last()
+        && last.weight != 100
+    {
+        problem(
+            &format!("spec.strategy.steps[{}].weight", strategy.steps.len() - 1),
+            format!(
+                "the last step's weight is {}, not 100: the rollout must end with the canary serving everything",
+                last.weight
+            ),
+        );
+    }
+    if spec.autoscaling.is_none() && spec.canary.replicas == Some(0) {
+        problem(
+            "spec.canary.replicas",
+            "an automatic rollout needs at least one canary replica to send traffic to".to_owned(),
+        );
+    }
+    let analysis = spec.analysis.as_ref().map(|a| {
+        let interval = parse_duration("spec.analysis.interval", &a.interval, problem).unwrap_or(min_interval);
+        if interval < min_interval {
+            problem(
+                "spec.analysis.interval",
+                format!("{} is shorter than the operator's minimum of {min_interval:?} (--min-analysis-interval)", a.interval),
+            );
+        }
+        let warmup = parse_duration("spec.analysis.warmup", &a.warmup, problem).unwrap_or_default();
+        let timeout = parse_duration("spec.analysis.prometheus.timeout", &a.prometheus.timeout, problem).unwrap_or_default();
+        if timeout.is_zero() {
+            problem("spec.analysis.prometheus.timeout", "must be longer than zero".to_owned());
+        } else if timeout > interval {
+            problem(
+                "spec.analysis.prometheus.timeout",
+                format!("{} is longer than the interval ({}): a query must end before the next is due", a.prometheus.timeout, a.interval),
+            );
+        }
+        if let Err(why) = check_address(&a.prometheus.address) {
+            problem("spec.analysis.prometheus.address", why);
+        }
+        for (field, value, least) in [
+            ("failureLimit", a.failure_limit, 0),
+            ("inconclusiveLimit", a.inconclusive_limit, 1),
+            ("errorLimit", a.error_limit, 1),
+        ] {
+            if value < least {
+                problem(&format!("spec.analysis.{field}"), format!("{value} is below {least}"));
+            }
+        }
+        if a.checks.is_empty() {
+            problem("spec.analysis.checks", "at least one check is needed".to_owned());
+        }
+        let mut checks = Vec::new();
+        for (i, check) in a.checks.iter().enumerate() {
+            let at = format!("spec.analysis.checks[{i}]");
+            if a.checks[..i].iter().any(|c| c.name == check.name) {
+                problem(&format!("{at}.name"), format!("{:?} is used by an earlier check", check.name));
+            }
+            let unknown = template::unknown(&check.query);
+            if !unknown.is_empty() {
+                let known: Vec<String> = template::PLACEHOLDERS.iter().map(|(p, _)| format!("{{{{{p}}}}}")).collect();
+                problem(
+                    &format!("{at}.query"),
+                    format!("unknown placeholder {}; known: {}", unknown.join(", "), known.join(", ")),
+                );
+            }
+            if check.query.trim().is_empty() {
+                problem(&format!("{at}.query"), "is empty".to_owned());
+            }
+            let ratio = check.compare_to_stable.as_ref().map(|c| Ratio {
+                min: c.min_ratio,
+                max: c.max_ratio,
+            });
+            if check.min.is_none() && check.max.is_none() && ratio.as_ref().is_none_or(|r| r.min.is_none() && r.max.is_none()) {
+                problem(&at, "a check needs a bound: min, max or compareToStable with minRatio or maxRatio".to_owned());
+            }
+            if let (Some(min), Some(max)) = (check.min, check.max)
+                && min > max
+            {
+                problem(&format!("{at}.min"), format!("{min} exceeds max {max}"));
+            }
+            if let Some(r) = &ratio {
+                if let (Some(min), Some(max)) = (r.min, r.max)
+                    && min > max
+                {
+                    problem(&format!("{at}.compareToStable.minRatio"), format!("{min} exceeds maxRatio {max}"));
+                }
+                for (field, value) in [("minRatio", r.min), ("maxRatio", r.max)] {
+                    if value.is_some_and(|v| v < 0.0) {
+                        problem(&format!("{at}.compareToStable.{field}"), "a ratio cannot be negative".to_owned());
+                    }
+                }
+            }
+            checks.push(Check {
+                name: check.name.clone(),
+                query: check.query.clone(),
+                bounds: Bounds {
+                    min: check.min,
+                    max: check.max,
+                    ratio,
+                },
+            });
+        }
+        Analysis {
+            address: a.prometheus.address.trim_end_matches('/').to_owned(),
+            timeout,
+            interval,
+            warmup,
+            failure_limit: u32::try_from(a.failure_limit).unwrap_or_default(),
+            inconclusive_limit: u32::try_from(a.inconclusive_limit).unwrap_or(1).max(1),
+            error_limit: u32::try_from(a.error_limit).unwrap_or(1).max(1),
+            checks,
+        }
+    });
+    Some(Plan { steps, analysis })
+}
+
+/// A Go duration (as kubectl and Kubernetes write them), not negative.
+fn parse_duration(
+    field: &str,
+    text: &str,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<Duration> {
+    match text.trim().parse::<kube::core::Duration>() {
+        Ok(d) if d.is_negative() => {
+            problem(field, format!("{text:?} is negative"));
+            None
+        }
+        Ok(d) => Some(Duration::from(d)),
+        Err(e) => {
+            problem(
+                field,
+                format!("{text:?} is not a duration like 30s, 5m or 1h30m: {e}"),
+            );
+            None
+        }
+    }
+}
+
+/// An http(s) URL with a host, and nothing a base address cannot have (query, fragment).
+fn check_address(address: &str) -> Result<(), String> {
+    let uri: http::Uri = address
+        .parse()
+        .map_err(|e| format!("{address:?} is not a URL: {e}"))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{address:?} must start with http:// or https://"));
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{address:?} names no host"));
+    }
+    if uri.query().is_some() || address.contains('#') {
+        return Err(format!(
+            "{address:?} must be a base URL, without ?query or #fragment"
+        ));
+    }
+    Ok(())
 }
 
 /// What the settings of `config` are checked against.

@@ -68,6 +68,20 @@ pub struct Version {
     pub object_name: String,
 }
 
+impl Version {
+    /// What a rollout is about: a hash of what the version runs (image, model, config, resources),
+    /// so any change to them is a new revision to roll out, and its name or replica count is not.
+    pub fn revision(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let text = format!(
+            "{}\n{}\n{:?}\n{:?}",
+            self.image, self.model, self.config, self.resources
+        );
+        let digest = Sha256::digest(text.as_bytes());
+        digest[..5].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// A container's compute resources exactly as the user wrote them. Quantities stay text ("500m",
 /// "0.5", "1Gi"): the operator passes them on and never computes with them, and a normalized
 /// form would differ from what earlier versions of the operator wrote, making it rewrite every
@@ -158,6 +172,37 @@ mod tests {
             autoscaling: None,
             gateway,
             host: "chat.lab.svc.cluster.local".to_owned(),
+        }
+    }
+
+    /// Each case: an edit of the canary, and whether it is a new revision.
+    #[test]
+    fn revisions_change_with_what_runs() {
+        type Edit = fn(&mut Version);
+        let cases: [(&str, Edit, bool); 6] = [
+            ("nothing", |_| {}, false),
+            ("image", |v| v.image = "repo/app:2".to_owned(), true),
+            ("model", |v| v.model = "gpt-5".to_owned(), true),
+            (
+                "config",
+                |v| {
+                    v.config.insert("TEMPERATURE".to_owned(), "0.2".to_owned());
+                },
+                true,
+            ),
+            (
+                "resources",
+                |v| v.resources = Some(Resources::default()),
+                true,
+            ),
+            ("replicas", |v| v.replicas = Some(3), false),
+        ];
+        let before = version(Role::Canary, "v2").revision();
+        assert_eq!(before.len(), 10);
+        for (what, edit, changes) in cases {
+            let mut v = version(Role::Canary, "v2");
+            edit(&mut v);
+            assert_eq!(v.revision() != before, changes, "{what}");
         }
     }
 

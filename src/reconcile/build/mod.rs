@@ -14,7 +14,7 @@ pub mod traffic;
 
 use super::children::Children;
 use super::decide::Decision;
-use super::validated::Validated;
+use super::validated::{Autoscaling, Role, Validated};
 
 pub use config_map::config_map;
 pub use deployment::deployment;
@@ -32,7 +32,17 @@ pub fn build(v: &Validated, decision: &Decision) -> Children {
         autoscalers: match &v.autoscaling {
             Some(scaling) => versions
                 .iter()
-                .map(|ver| autoscaler(v, ver, scaling))
+                .map(|ver| match (ver.role, decision.canary_min_replicas) {
+                    // A rollout step needs the canary to keep replicas for its share of traffic.
+                    (Role::Canary, Some(least)) => {
+                        let raised = Autoscaling {
+                            min_replicas: least.clamp(scaling.min_replicas, scaling.max_replicas),
+                            ..scaling.clone()
+                        };
+                        autoscaler(v, ver, &raised)
+                    }
+                    _ => autoscaler(v, ver, scaling),
+                })
                 .collect(),
             None => Vec::new(),
         },
@@ -100,7 +110,7 @@ mod tests {
             hash(&children.virtual_services[0].metadata).unwrap_or_else(|| panic!("no hash"));
         assert_eq!(before.len(), 16);
         let mut release = lab_release();
-        release.spec.weight = 50;
+        release.spec.weight = Some(50);
         let after = built(&validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}")));
         assert_ne!(
             hash(&after.virtual_services[0].metadata),

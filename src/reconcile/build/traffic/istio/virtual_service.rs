@@ -86,7 +86,7 @@ mod tests {
     fn weights_always_sum_to_100_and_both_subsets_stay_listed() {
         for weight in [0, 1, 50, 99, 100] {
             let mut release = lab_release();
-            release.spec.weight = weight;
+            release.spec.weight = Some(weight);
             let v = validate::validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
             assert_eq!(
                 to_json(&virtual_service(&v, &decided(&v)))["spec"]["http"],
