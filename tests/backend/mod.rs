@@ -105,6 +105,9 @@ fn backend_command(env: &[(&str, &str)]) -> Command {
         "UPSTREAM_TIMEOUT_SECONDS",
         "PORT",
         "HOST",
+        "FAULT_EVERY",
+        "FAULT_STATUS",
+        "FAULT_DELAY_MS",
     ] {
         command.env_remove(name);
     }
