@@ -9,7 +9,8 @@ use std::time::Duration;
 use canary_operator::plugin::cluster::{self, ConnectOptions};
 use canary_operator::plugin::sample::{self, Models, Plan};
 use canary_operator::plugin::verify::{self, Expectation, Verdict};
-use canary_operator::plugin::{Error, Output, duration, set_weight, status};
+use canary_operator::plugin::{Error, Output, duration, request, set_weight, status};
+use canary_operator::rollout::Verb;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::jiff::Timestamp;
 
@@ -155,6 +156,60 @@ Examples:
 "
     )]
     Verify(VerifyArgs),
+
+    /// Hold an automatic rollout at its current weight until `resume`.
+    #[command(help_template = COMMAND_TEMPLATE, after_help = REQUEST_HELP)]
+    Pause(RequestArgs),
+
+    /// Continue a paused rollout (paused by request, or for missing data).
+    #[command(help_template = COMMAND_TEMPLATE, after_help = REQUEST_HELP)]
+    Resume(RequestArgs),
+
+    /// End the current step (or approve a step that waits) and go to the next; --full goes to 100%.
+    #[command(help_template = COMMAND_TEMPLATE, after_help = REQUEST_HELP)]
+    Promote {
+        #[command(flatten)]
+        request: RequestArgs,
+
+        /// Skip the remaining steps: 100% to the canary once it has the replicas for it.
+        #[arg(long)]
+        full: bool,
+    },
+
+    /// Stop the rollout: the canary gets no traffic until `retry` or a new revision.
+    #[command(help_template = COMMAND_TEMPLATE, after_help = REQUEST_HELP)]
+    Abort(RequestArgs),
+
+    /// Roll out a rolled-back or aborted canary again, from the first step.
+    #[command(help_template = COMMAND_TEMPLATE, after_help = REQUEST_HELP)]
+    Retry(RequestArgs),
+}
+
+const REQUEST_HELP: &str = "\
+The request is the annotation canary.dev/request (VERB@TIME) on the CanaryRelease; the operator acts
+on it once and records it in status.rollout.lastRequest. The spec is not changed.
+
+Examples:
+  # Hold the rollout of azureopenaichat where it is
+  kubectl canary pause azureopenaichat -n azureopenai
+
+  # Approve the step that waits, and go on
+  kubectl canary promote azureopenaichat -n azureopenai
+";
+
+#[derive(Args, Debug)]
+struct RequestArgs {
+    /// Name of the CanaryRelease.
+    name: String,
+
+    /// Wait until the operator has acted on the request.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
+          action = clap::ArgAction::Set)]
+    wait: bool,
+
+    /// How long to wait (for example 30s, 2m).
+    #[arg(long, default_value = "30s", value_parser = duration::parse)]
+    timeout: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -226,6 +281,18 @@ async fn main() -> ExitCode {
             };
             finish(done.await.map(|change| out(&format!("{change}\n"))))
         }
+        Command::Pause(args) => finish(run_request(&options, args, Verb::Pause).await),
+        Command::Resume(args) => finish(run_request(&options, args, Verb::Resume).await),
+        Command::Promote { request, full } => {
+            let verb = if full {
+                Verb::PromoteFull
+            } else {
+                Verb::Promote
+            };
+            finish(run_request(&options, request, verb).await)
+        }
+        Command::Abort(args) => finish(run_request(&options, args, Verb::Abort).await),
+        Command::Retry(args) => finish(run_request(&options, args, Verb::Retry).await),
         Command::Verify(args) => match run_verify(&options, args).await {
             Ok(verdict) => {
                 if let Verdict::Unmeasured(reason) = &verdict {
@@ -263,6 +330,14 @@ fn finish(result: Result<(), Error>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_request(options: &ConnectOptions, args: RequestArgs, verb: Verb) -> Result<(), Error> {
+    let target = cluster::connect(options).await?;
+    let answer =
+        request::request(&target, &args.name, verb, args.wait.then_some(args.timeout)).await?;
+    out(&format!("{answer}\n"));
+    Ok(())
 }
 
 async fn run_status(options: &ConnectOptions, name: &str, output: Output) -> Result<(), Error> {

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod duration;
 pub mod http;
+pub mod request;
 pub mod sample;
 pub mod set_weight;
 pub mod stats;

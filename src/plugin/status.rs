@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::Error;
 use super::cluster::Target;
 use super::table;
-use crate::api::{CanaryRelease, VersionSpec, VersionStatus};
+use crate::api::{CanaryRelease, RolloutStatus, StepSpec, VersionSpec, VersionStatus};
 
 /// Events shown in the text output; `kubectl describe` shows a similar handful.
 const EVENTS_SHOWN: usize = 10;
@@ -29,6 +29,12 @@ pub struct Summary {
     /// The weight an automatic rollout gives the canary now, from `status.rollout`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout_weight: Option<i32>,
+    /// An automatic release's steps, as declared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<StepSpec>,
+    /// Where its rollout stands, from `status.rollout`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     pub versions: Vec<VersionSummary>,
     pub conditions: Vec<ConditionSummary>,
     /// Oldest first, at most the most recent few.
@@ -123,6 +129,12 @@ pub fn summarize(release: &CanaryRelease, events: &[Event]) -> Summary {
         observed_generation: status.observed_generation,
         weight: spec.weight,
         rollout_weight: status.rollout.as_ref().map(|r| r.weight),
+        steps: spec
+            .strategy
+            .as_ref()
+            .map(|s| s.steps.clone())
+            .unwrap_or_default(),
+        rollout: status.rollout.clone(),
         versions: vec![
             version(
                 "stable",
@@ -184,6 +196,101 @@ fn event_summary(event: &Event) -> EventSummary {
 }
 
 /// `5s`, `3m`, `2h`, `4d`: kubectl's ages.
+impl Summary {
+    /// The steps as a progress list (done, current, to come) and the checks as last measured.
+    fn render_rollout(&self, now: Timestamp) -> String {
+        let mut out = String::new();
+        let Some(r) = &self.rollout else {
+            out.push_str("Rollout:     not started; is the operator running?\n");
+            return out;
+        };
+        let phase = match &r.pause_reason {
+            Some(why) => format!("{} ({why})", r.phase),
+            None => r.phase.clone(),
+        };
+        out.push_str(&format!("Rollout:     {phase}, revision {}\n", r.revision));
+        if !r.message.is_empty() {
+            out.push_str(&format!("             {}\n", r.message));
+        }
+        let current = usize::try_from(r.step - 1).unwrap_or_default();
+        let finished = matches!(r.phase.as_str(), "Promoted");
+        let rows: Vec<Vec<String>> = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, step)| {
+                let mark = match i.cmp(&current) {
+                    _ if finished => "done",
+                    std::cmp::Ordering::Less => "done",
+                    std::cmp::Ordering::Equal => match r.phase.as_str() {
+                        "Progressing" | "Paused" => "now",
+                        "RolledBack" => "failed",
+                        "Aborted" => "aborted",
+                        _ => "",
+                    },
+                    std::cmp::Ordering::Greater => "",
+                };
+                let since = if i == current && mark == "now" {
+                    match &r.weight_applied_time {
+                        Some(t) => format!("for {}", age(Some(t), now)),
+                        None => "waiting for replicas".to_owned(),
+                    }
+                } else {
+                    String::new()
+                };
+                vec![
+                    (i + 1).to_string(),
+                    format!("{}%", step.weight),
+                    step.duration.clone(),
+                    if step.approval { "approval" } else { "" }.to_owned(),
+                    mark.to_owned(),
+                    since,
+                ]
+            })
+            .collect();
+        out.push_str(&table::render(
+            &["STEP", "WEIGHT", "DURATION", "GATE", "STATE", "SINCE"],
+            &rows,
+        ));
+        if !r.checks.is_empty() {
+            out.push_str(&format!(
+                "\nChecks (measured {} ago):\n",
+                age(r.last_measurement_time.as_ref(), now)
+            ));
+            let number = |v: Option<f64>| v.map_or("-".to_owned(), crate::rollout::analysis::show);
+            let rows: Vec<Vec<String>> = r
+                .checks
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.name.clone(),
+                        c.verdict.clone(),
+                        number(c.value),
+                        number(c.stable_value),
+                        format!(
+                            "{}/{}/{}/{}",
+                            c.passes, c.failures, c.inconclusive, c.errors
+                        ),
+                        c.message.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table::render(
+                &[
+                    "CHECK",
+                    "VERDICT",
+                    "CANARY",
+                    "STABLE",
+                    "PASS/FAIL/NODATA/ERR",
+                    "MESSAGE",
+                ],
+                &rows,
+            ));
+        }
+        out
+    }
+}
+
 pub fn age(since: Option<&Time>, now: Timestamp) -> String {
     let Some(since) = since else {
         return "<unknown>".to_owned();
@@ -253,6 +360,11 @@ impl Summary {
             &["VERSION", "ROLE", "MODEL", "TRAFFIC", "READY", "IMAGE"],
             &rows,
         ));
+
+        if !self.steps.is_empty() {
+            out.push('\n');
+            out.push_str(&self.render_rollout(now));
+        }
 
         out.push('\n');
         if self.conditions.is_empty() {

@@ -627,6 +627,242 @@ mod tests {
         );
     }
 
+    fn progressive() -> CanaryRelease {
+        let mut release: CanaryRelease =
+            serde_norway::from_str(include_str!("../../examples/progressive.yaml"))
+                .unwrap_or_else(|e| panic!("examples/progressive.yaml: {e}"));
+        release.metadata.uid = Some(crate::reconcile::testing::UID.to_owned());
+        release
+    }
+
+    #[test]
+    fn the_progressive_example_is_automatic() {
+        let v = validate(&progressive(), "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+        let Strategy::Automatic(automatic) = &v.strategy else {
+            panic!("not automatic: {:?}", v.strategy);
+        };
+        let weights: Vec<i32> = automatic.plan.steps.iter().map(|s| s.weight).collect();
+        assert_eq!(weights, [10, 50, 100]);
+        assert_eq!(automatic.plan.steps[1].duration, Duration::from_secs(600));
+        assert!(automatic.plan.steps[1].approval);
+        let analysis = automatic
+            .plan
+            .analysis
+            .as_ref()
+            .unwrap_or_else(|| panic!("no analysis"));
+        assert_eq!(
+            (analysis.interval, analysis.warmup, analysis.timeout),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+                Duration::from_secs(5)
+            )
+        );
+        assert_eq!(analysis.checks.len(), 2);
+        assert_eq!(automatic.revision, v.canary.revision());
+    }
+
+    /// At least twelve bad inputs of the automatic mode, each reported with its field. The CRD
+    /// refuses most of them at admission too (tests/rollout/admission.rs); these hold for a
+    /// release that reaches the operator some other way.
+    #[test]
+    fn rejects_bad_automatic_specs() {
+        use crate::api::{CheckSpec, ComparisonSpec, StepSpec};
+        type Edit = fn(&mut CanaryRelease);
+        let step = |weight, duration: &str| StepSpec {
+            weight,
+            duration: duration.to_owned(),
+            approval: false,
+        };
+        fn steps(r: &mut CanaryRelease) -> &mut Vec<StepSpec> {
+            &mut r
+                .spec
+                .strategy
+                .as_mut()
+                .unwrap_or_else(|| panic!("no strategy"))
+                .steps
+        }
+        fn analysis(r: &mut CanaryRelease) -> &mut crate::api::AnalysisSpec {
+            r.spec
+                .analysis
+                .as_mut()
+                .unwrap_or_else(|| panic!("no analysis"))
+        }
+        fn check(r: &mut CanaryRelease) -> &mut CheckSpec {
+            &mut analysis(r).checks[0]
+        }
+        let _ = step;
+        let cases: Vec<(&str, Edit, &str, &str)> = vec![
+            (
+                "empty steps",
+                |r| steps(r).clear(),
+                "spec.strategy.steps",
+                "at least one step",
+            ),
+            (
+                "decreasing weights",
+                |r| steps(r)[1].weight = 5,
+                "spec.strategy.steps[1].weight",
+                "strictly increasing",
+            ),
+            (
+                "equal weights",
+                |r| steps(r)[1].weight = 10,
+                "spec.strategy.steps[1].weight",
+                "strictly increasing",
+            ),
+            (
+                "last weight not 100",
+                |r| steps(r)[2].weight = 90,
+                "spec.strategy.steps[2].weight",
+                "not 100",
+            ),
+            (
+                "weight zero",
+                |r| steps(r)[0].weight = 0,
+                "spec.strategy.steps[0].weight",
+                "percent from 1 to 100",
+            ),
+            (
+                "bad duration",
+                |r| steps(r)[0].duration = "5 minutes".to_owned(),
+                "spec.strategy.steps[0].duration",
+                "not a duration",
+            ),
+            (
+                "negative duration",
+                |r| steps(r)[0].duration = "-5m".to_owned(),
+                "spec.strategy.steps[0].duration",
+                "negative",
+            ),
+            (
+                "both weight and strategy",
+                |r| r.spec.weight = Some(10),
+                "spec.weight",
+                "not both",
+            ),
+            (
+                "neither weight nor strategy",
+                |r| {
+                    r.spec.strategy = None;
+                    r.spec.analysis = None;
+                },
+                "spec.weight",
+                "set weight",
+            ),
+            (
+                "analysis without strategy",
+                |r| {
+                    r.spec.strategy = None;
+                    r.spec.weight = Some(5);
+                },
+                "spec.analysis",
+                "set strategy too",
+            ),
+            (
+                "unknown placeholder",
+                |r| check(r).query = "up{pod=\"{{pod}}\"}".to_owned(),
+                "spec.analysis.checks[0].query",
+                "unknown placeholder {{pod}}",
+            ),
+            (
+                "address not a URL",
+                |r| analysis(r).prometheus.address = "prometheus:9090".to_owned(),
+                "spec.analysis.prometheus.address",
+                "http://",
+            ),
+            (
+                "address with a query",
+                |r| analysis(r).prometheus.address = "http://p:9090/?x=1".to_owned(),
+                "spec.analysis.prometheus.address",
+                "base URL",
+            ),
+            (
+                "min above max",
+                |r| {
+                    check(r).min = Some(1.0);
+                    check(r).max = Some(0.5);
+                },
+                "spec.analysis.checks[0].min",
+                "exceeds max",
+            ),
+            (
+                "no bound",
+                |r| {
+                    check(r).max = None;
+                    check(r).compare_to_stable = None;
+                },
+                "spec.analysis.checks[0]",
+                "needs a bound",
+            ),
+            (
+                "minRatio above maxRatio",
+                |r| {
+                    check(r).compare_to_stable = Some(ComparisonSpec {
+                        min_ratio: Some(2.0),
+                        max_ratio: Some(1.5),
+                    })
+                },
+                "spec.analysis.checks[0].compareToStable.minRatio",
+                "exceeds maxRatio",
+            ),
+            (
+                "interval below the minimum",
+                |r| analysis(r).interval = "1s".to_owned(),
+                "spec.analysis.interval",
+                "--min-analysis-interval",
+            ),
+            (
+                "timeout longer than the interval",
+                |r| analysis(r).prometheus.timeout = "2m".to_owned(),
+                "spec.analysis.prometheus.timeout",
+                "longer than the interval",
+            ),
+            (
+                "zero timeout",
+                |r| analysis(r).prometheus.timeout = "0s".to_owned(),
+                "spec.analysis.prometheus.timeout",
+                "longer than zero",
+            ),
+            (
+                "duplicate check names",
+                |r| {
+                    let c = check(r).clone();
+                    analysis(r).checks.push(c);
+                },
+                "spec.analysis.checks[2].name",
+                "used by an earlier check",
+            ),
+            (
+                "no checks",
+                |r| analysis(r).checks.clear(),
+                "spec.analysis.checks",
+                "at least one check",
+            ),
+            (
+                "errorLimit zero",
+                |r| analysis(r).error_limit = 0,
+                "spec.analysis.errorLimit",
+                "below 1",
+            ),
+        ];
+        assert!(cases.len() >= 12);
+        for (what, edit, field, fragment) in cases {
+            let mut release = progressive();
+            edit(&mut release);
+            let problems = match validate(&release, "cluster.local") {
+                Ok(_) => panic!("{what}: accepted"),
+                Err(Problems(problems)) => problems,
+            };
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.field == field && p.message.contains(fragment)),
+                "{what}: no problem at {field} mentioning {fragment:?} in {problems:?}"
+            );
+        }
+    }
+
     /// Each case: what is wrong, the edit that makes it so, the field reported and a fragment of the message.
     #[test]
     fn rejects_what_the_schema_cannot() {
