@@ -1,17 +1,20 @@
-//! Real processes for the tests of `kubectl canary verify` and of the example chat backend: the
-//! backend as cargo builds it, and nginx (Debian's package) as a weighted traffic splitter. All of
-//! them listen on 127.0.0.1 only, on ports the system picks, and are killed when dropped.
+//! Real processes for the tests of `kubectl canary verify`, of the example chat backend and of the
+//! ingress gateway stand-in: the examples as cargo builds them, and nginx (Debian's package) as a
+//! weighted traffic splitter. All of them listen on 127.0.0.1 only, on ports the system picks, and
+//! are stopped when dropped.
 //!
 //! A test crate that includes it provides `crate::host` (tests/common/host.rs): by `mod common`
 //! and `use common::host`, or by including that file alone.
 // Each test crate that includes this module uses a different part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -23,26 +26,65 @@ use crate::host::skip;
 /// Longest wait for a process to start listening.
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// Longest wait for `cargo build --example chat_backend`. `cargo test --all-targets` has built
-/// it already, so this is normally a no-op check; the bound is for a cold build on 2 cores.
+/// Longest wait for `cargo build --example NAME`. `cargo test --all-targets` has built the
+/// examples already, so this is normally a no-op check; the bound is for a cold build on 2 cores.
 const BUILD: Duration = Duration::from_secs(900);
 
 /// The chat backend executable, built once per test binary.
 pub fn chat_backend_binary() -> &'static Path {
-    static BINARY: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match BINARY.get_or_init(build_chat_backend) {
+    example_binary("chat_backend")
+}
+
+/// The executable of `examples/<name>.rs`, built once per test binary: cargo does not build
+/// examples for `cargo test --test NAME`, and a stale one would test old code.
+pub fn example_binary(name: &'static str) -> &'static Path {
+    // Each path is leaked once, so callers keep it without holding the lock: it lives as long as
+    // the test binary anyway. The lock is held during a build, so tests that want the same
+    // example build it once, and a failed build is reported to each without being run again.
+    static BINARIES: Mutex<BTreeMap<&str, Result<&'static Path, String>>> =
+        Mutex::new(BTreeMap::new());
+    let mut binaries = BINARIES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let built = binaries.entry(name).or_insert_with(|| {
+        build_example(name).map(|path| -> &'static Path { Box::leak(path.into_boxed_path()) })
+    });
+    match built {
         Ok(path) => path,
-        Err(why) => panic!("cannot build the example chat backend: {why}"),
+        Err(why) => panic!("cannot build the example {name}: {why}"),
     }
 }
 
-fn build_chat_backend() -> Result<PathBuf, String> {
+fn build_example(name: &str) -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let mut child = std::process::Command::new(cargo)
+    let mut command = std::process::Command::new(cargo);
+    // What cargo sets for a test it runs, and not for the `cargo test` that runs it. ring's build
+    // script is rerun when CARGO_MANIFEST_DIR changes, so with them inherited this build and the
+    // next `cargo test` each found ring and everything above it stale: a minute of rebuilding
+    // on 2 cores, twice, on every run.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key == "OUT_DIR"
+            || key.starts_with("CARGO_PKG_")
+            || key.starts_with("CARGO_BIN_EXE_")
+            || key.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .contains(&key.as_ref())
+        {
+            command.env_remove(key.as_ref());
+        }
+    }
+    let mut child = command
         .args([
             "build",
             "--example",
-            "chat_backend",
+            name,
             "--message-format=json-render-diagnostics",
         ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -76,9 +118,9 @@ fn build_chat_backend() -> Result<PathBuf, String> {
     messages
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "chat_backend")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == name)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo reported no chat_backend executable".to_owned())
+        .ok_or_else(|| format!("cargo reported no {name} executable"))
 }
 
 /// A running chat backend.
@@ -285,4 +327,163 @@ http {{
 }}
 "
     )
+}
+
+/// `examples/ingress_standin.rs` as a process: nginx on 127.0.0.1 following one VirtualService's
+/// weights. Needs a cluster (`KUBECONFIG`, inherited) and nginx. Its waits block the thread, as
+/// the operator's process harness does: nothing in the test's runtime has to run meanwhile.
+pub struct IngressStandin {
+    child: std::process::Child,
+    pub port: u16,
+    dir: PathBuf,
+    /// Its stdout, line by line: `applied ...` and the load generator's reports.
+    stdout: mpsc::Receiver<String>,
+    /// Its stderr so far, for failure messages.
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl IngressStandin {
+    /// Starts the stand-in for VirtualService `namespace/name` with `upstreams` (subset, address)
+    /// and waits until nginx serves (answering 503 until the VirtualService is read).
+    pub fn start(
+        nginx: &Path,
+        namespace: &str,
+        name: &str,
+        upstreams: &[(&str, SocketAddr)],
+    ) -> IngressStandin {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "canary-standin-{}-{}",
+            std::process::id(),
+            SEQUENCE.fetch_add(1, Ordering::Relaxed)
+        ));
+        // The port is picked free and then handed to nginx, so another process may take it in
+        // between; a few attempts make that race harmless.
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let mut command = std::process::Command::new(example_binary("ingress_standin"));
+            command
+                .args(["--namespace", namespace, "--name", name])
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--nginx")
+                .arg(nginx);
+            for (subset, addr) in upstreams {
+                command.arg("--upstream").arg(format!("{subset}={addr}"));
+            }
+            let mut child = command
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting the ingress stand-in: {e}"));
+            let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+                panic!("the ingress stand-in's output is not piped");
+            };
+            let (tx, stdout) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let stderr = Arc::new(Mutex::new(Vec::new()));
+            let lines = stderr.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                    if let Ok(mut lines) = lines.lock() {
+                        lines.push(line);
+                    }
+                }
+            });
+            let mut standin = IngressStandin {
+                child,
+                port,
+                dir: dir.clone(),
+                stdout,
+                stderr,
+            };
+            let deadline = Instant::now() + STARTUP;
+            loop {
+                if standin.logged("listening on") {
+                    return standin;
+                }
+                if let Ok(Some(status)) = standin.child.try_wait() {
+                    // The reader may not have reached the end of the output yet.
+                    std::thread::sleep(Duration::from_millis(200));
+                    last_error = format!("exited with {status}:\n{}", standin.stderr_text());
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    panic!(
+                        "the ingress stand-in did not listen within {STARTUP:?}:\n{}",
+                        standin.stderr_text()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !last_error.contains("Address already in use") {
+                break;
+            }
+        }
+        panic!("the ingress stand-in would not start: {last_error}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn logged(&self, fragment: &str) -> bool {
+        self.stderr
+            .lock()
+            .is_ok_and(|lines| lines.iter().any(|line| line.contains(fragment)))
+    }
+
+    /// Everything it wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .map(|lines| lines.join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// The next `applied ...` line it prints (other stdout lines are skipped), waiting at most
+    /// `within`; panics with its stderr if none comes.
+    pub fn next_applied(&mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) if line.starts_with("applied") => return line,
+                Ok(_) => {}
+                Err(e) => panic!(
+                    "no `applied` line from the ingress stand-in within {within:?} ({e}); \
+                     its stderr:\n{}",
+                    self.stderr_text()
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for IngressStandin {
+    /// SIGTERM first: the stand-in stops nginx's master and workers, which SIGKILL would leave
+    /// running.
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

@@ -8,6 +8,7 @@ pub mod host;
 pub mod lab;
 pub mod operator;
 pub mod process;
+pub mod prometheus;
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
