@@ -90,6 +90,8 @@ pub async fn start_operator(ns: &TestNs) -> Operator {
     }
     let settings = Settings {
         namespace: Some(ns.name.clone()),
+        // Rollout tests measure every second or two, against a Prometheus scraping every second.
+        min_analysis_interval: Duration::from_secs(1),
         ..Settings::default()
     };
     let metrics = Arc::new(Metrics::default());

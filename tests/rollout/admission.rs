@@ -1,0 +1,247 @@
+//! Bad automatic specs: refused at admission by the CRD's schema and CEL rules, or (what the
+//! schema cannot judge) reported by the operator as InvalidSpec naming the field.
+
+use canary_operator::api::CanaryRelease;
+use kube::Resource;
+use kube::core::{ApiResource, DynamicObject};
+use serde_json::{Value, json};
+
+use crate::common::lab::wait_condition;
+use crate::common::operator::{install_crd, start_operator};
+use crate::common::setup;
+use crate::stage::{NAME, analysis, apply, automatic};
+
+fn base(ns: &crate::common::TestNs) -> Value {
+    automatic(
+        ns,
+        &[(10, "1m", false), (50, "1m", true), (100, "1m", false)],
+        Some(analysis("http://prometheus.monitoring:9090")),
+    )
+}
+
+/// Each case: what is wrong, the edit, and a fragment of the apiserver's message.
+#[tokio::test]
+async fn bad_automatic_specs_are_refused_at_admission() {
+    let Some(ns) = setup("rollout-admission").await else {
+        return;
+    };
+    install_crd(&ns).await;
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "empty steps",
+            |r| r["spec"]["strategy"]["steps"] = json!([]),
+            "spec.strategy.steps",
+        ),
+        (
+            "decreasing weights",
+            |r| r["spec"]["strategy"]["steps"][1]["weight"] = json!(5),
+            "strictly increasing",
+        ),
+        (
+            "repeated weight",
+            |r| r["spec"]["strategy"]["steps"][1]["weight"] = json!(10),
+            "strictly increasing",
+        ),
+        (
+            "last weight not 100",
+            |r| r["spec"]["strategy"]["steps"][2]["weight"] = json!(90),
+            "the last step's weight must be 100",
+        ),
+        (
+            "weight 0 in a step",
+            |r| r["spec"]["strategy"]["steps"][0]["weight"] = json!(0),
+            "spec.strategy.steps[0].weight",
+        ),
+        (
+            "bad duration",
+            |r| r["spec"]["strategy"]["steps"][0]["duration"] = json!("5 minutes"),
+            "spec.strategy.steps[0].duration",
+        ),
+        (
+            "duration as a number",
+            |r| r["spec"]["strategy"]["steps"][0]["duration"] = json!(300),
+            "spec.strategy.steps[0].duration",
+        ),
+        (
+            "both weight and strategy",
+            |r| r["spec"]["weight"] = json!(10),
+            "set exactly one of weight",
+        ),
+        (
+            "neither weight nor strategy",
+            |r| {
+                let spec = r["spec"].as_object_mut().expect("spec");
+                spec.remove("strategy");
+                spec.remove("analysis");
+            },
+            "set exactly one of weight",
+        ),
+        (
+            "analysis without strategy",
+            |r| {
+                let spec = r["spec"].as_object_mut().expect("spec");
+                spec.remove("strategy");
+                spec.insert("weight".to_owned(), json!(5));
+            },
+            "analysis applies only to an automatic release",
+        ),
+        (
+            "address not a URL",
+            |r| r["spec"]["analysis"]["prometheus"]["address"] = json!("prometheus:9090"),
+            "spec.analysis.prometheus.address",
+        ),
+        (
+            "min above max",
+            |r| r["spec"]["analysis"]["checks"][0]["min"] = json!(1.0),
+            "min must not exceed max",
+        ),
+        (
+            "a check without a bound",
+            |r| {
+                let check = r["spec"]["analysis"]["checks"][0]
+                    .as_object_mut()
+                    .expect("check");
+                check.remove("max");
+                check.remove("compareToStable");
+            },
+            "a check needs a bound",
+        ),
+        (
+            "minRatio above maxRatio",
+            |r| r["spec"]["analysis"]["checks"][0]["compareToStable"]["minRatio"] = json!(3.0),
+            "minRatio must not exceed maxRatio",
+        ),
+        (
+            "empty comparison",
+            |r| r["spec"]["analysis"]["checks"][0]["compareToStable"] = json!({}),
+            "set minRatio, maxRatio or both",
+        ),
+        (
+            "negative failureLimit",
+            |r| r["spec"]["analysis"]["failureLimit"] = json!(-1),
+            "spec.analysis.failureLimit",
+        ),
+        (
+            "errorLimit 0",
+            |r| r["spec"]["analysis"]["errorLimit"] = json!(0),
+            "spec.analysis.errorLimit",
+        ),
+        (
+            "duplicate check names",
+            |r| {
+                let check = r["spec"]["analysis"]["checks"][0].clone();
+                r["spec"]["analysis"]["checks"]
+                    .as_array_mut()
+                    .expect("checks")
+                    .push(check);
+            },
+            "Duplicate value",
+        ),
+        (
+            "check name not a DNS label",
+            |r| r["spec"]["analysis"]["checks"][0]["name"] = json!("Error Rate"),
+            "spec.analysis.checks[0].name",
+        ),
+        (
+            "unknown field",
+            |r| r["spec"]["strategy"]["stepz"] = json!([]),
+            "stepz",
+        ),
+    ];
+    assert!(cases.len() >= 12);
+    // Created as `kubectl create` does: POST with strict field validation.
+    let resource = ApiResource::erase::<CanaryRelease>(&());
+    let url = format!(
+        "{}?fieldValidation=Strict",
+        DynamicObject::url_path(&resource, Some(&ns.name))
+    );
+    for (i, (what, edit, fragment)) in cases.into_iter().enumerate() {
+        let mut release = base(&ns);
+        release["metadata"]["name"] = json!(format!("bad-{i}"));
+        edit(&mut release);
+        let request = http::Request::post(url.as_str())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&release).expect("serialize"))
+            .expect("request");
+        match ns.client.request::<DynamicObject>(request).await {
+            Err(kube::Error::Api(s)) => {
+                assert!(
+                    s.code == 422 || s.code == 400,
+                    "{what}: expected 422/400, got {}: {}",
+                    s.code,
+                    s.message
+                );
+                assert!(
+                    s.message.contains(fragment),
+                    "{what}: message {:?} lacks {fragment:?}",
+                    s.message
+                );
+            }
+            other => panic!("{what}: expected a rejection, got {other:?}"),
+        }
+    }
+    // The base itself is accepted: each refusal above is the edit's.
+    let mut good = base(&ns);
+    good["metadata"]["name"] = json!("good");
+    let request = http::Request::post(url.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&good).expect("serialize"))
+        .expect("request");
+    ns.client
+        .request::<DynamicObject>(request)
+        .await
+        .expect("the base release is accepted");
+}
+
+/// What only the operator can judge: reported as InvalidSpec with the field, nothing created.
+#[tokio::test]
+async fn what_the_schema_cannot_judge_is_reported_with_its_field() {
+    let Some(ns) = setup("rollout-invalid").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    type Edit = fn(&mut Value);
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "unknown placeholder",
+            |r| r["spec"]["analysis"]["checks"][0]["query"] = json!("up{pod=\"{{pod}}\"}"),
+            "spec.analysis.checks[0].query: unknown placeholder {{pod}}",
+        ),
+        (
+            "timeout longer than the interval",
+            |r| r["spec"]["analysis"]["prometheus"]["timeout"] = json!("5s"),
+            "spec.analysis.prometheus.timeout",
+        ),
+        (
+            "interval below the operator's minimum (1s here)",
+            |r| r["spec"]["analysis"]["interval"] = json!("500ms"),
+            "spec.analysis.interval: 500ms is shorter than the operator's minimum of 1s",
+        ),
+    ];
+    for (what, edit, fragment) in cases {
+        let mut release = base(&ns);
+        edit(&mut release);
+        apply(&ns, release).await;
+        let invalid = wait_condition(&ns, NAME, "Degraded", "True", "InvalidSpec").await;
+        let message = invalid
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        assert!(
+            message.contains(fragment),
+            "{what}: {message:?} lacks {fragment:?}"
+        );
+        assert!(
+            invalid
+                .status
+                .as_ref()
+                .and_then(|s| s.rollout.as_ref())
+                .is_none(),
+            "{what}: no rollout started"
+        );
+        let _ = invalid.meta();
+    }
+}

@@ -1,0 +1,230 @@
+//! What a rollout test stands on: an automatic release, and (for analysis) the real parts behind
+//! it, plus the waits on its rollout status and on the VirtualService's weights.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canary_operator::api::istio::VirtualService;
+use canary_operator::api::{CanaryRelease, RolloutStatus};
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+
+use crate::backend::{Backend, IngressStandin, nginx, start_backend};
+use crate::common::lab::{api, apply_release, create_secret, release};
+use crate::common::prometheus::{self, Prometheus, ScrapeTarget};
+use crate::common::{TestNs, wait_for};
+
+pub const NAME: &str = "chat";
+
+/// The lab's release named `chat`, automatic: `steps` as (weight, duration, approval), and
+/// `analysis` (a JSON object) when given.
+pub fn automatic(ns: &TestNs, steps: &[(i32, &str, bool)], analysis: Option<Value>) -> Value {
+    let mut r = release(ns, NAME);
+    let spec = r["spec"].as_object_mut().expect("spec");
+    spec.remove("weight");
+    spec.insert(
+        "strategy".to_owned(),
+        json!({"steps": steps.iter().map(|(w, d, a)| json!({"weight": w, "duration": d, "approval": a})).collect::<Vec<_>>()}),
+    );
+    if let Some(analysis) = analysis {
+        spec.insert("analysis".to_owned(), analysis);
+    }
+    r
+}
+
+/// The canary's error rate over the last 5 s; 0 when it answered without errors (the error series
+/// does not exist then), NaN or nothing when it had no requests.
+pub const ERROR_RATE: &str = r#"(sum(rate(gen_ai_client_operation_duration_seconds_count{namespace="{{namespace}}",version="{{version}}",error_type!=""}[5s])) or vector(0)) / sum(rate(gen_ai_client_operation_duration_seconds_count{namespace="{{namespace}}",version="{{version}}"}[5s]))"#;
+
+/// Analysis every second after 2 s of warmup, one check on the error rate.
+pub fn analysis(prometheus: &str) -> Value {
+    json!({
+        "prometheus": {"address": prometheus, "timeout": "1s"},
+        "interval": "1s",
+        "warmup": "2s",
+        "failureLimit": 1,
+        "inconclusiveLimit": 4,
+        "errorLimit": 2,
+        "checks": [{
+            "name": "error-rate",
+            "query": ERROR_RATE,
+            "max": 0.05,
+            "compareToStable": {"maxRatio": 2.0},
+        }],
+    })
+}
+
+/// `kubectl apply --server-side` of `release`, with the Secret it references.
+pub async fn apply(ns: &TestNs, release: Value) -> CanaryRelease {
+    let secrets = api::<k8s_openapi::api::core::v1::Secret>(ns);
+    if secrets
+        .get_opt("azure-openai")
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        create_secret(ns).await;
+    }
+    apply_release(ns, release).await.expect("apply the release")
+}
+
+pub async fn rollout(ns: &TestNs) -> Option<RolloutStatus> {
+    api::<CanaryRelease>(ns)
+        .get(NAME)
+        .await
+        .ok()?
+        .status?
+        .rollout
+}
+
+/// Waits until the rollout is in `phase` (and `reason`, when given).
+pub async fn wait_phase(
+    ns: &TestNs,
+    phase: &str,
+    reason: Option<&str>,
+    within: Duration,
+) -> RolloutStatus {
+    let mut last = None;
+    let found = tokio::time::timeout(within, async {
+        loop {
+            if let Some(r) = rollout(ns).await {
+                if r.phase == phase && (reason.is_none() || r.pause_reason.as_deref() == reason) {
+                    return r;
+                }
+                last = Some(r);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    match found {
+        Ok(r) => r,
+        Err(_) => panic!("rollout not {phase} {reason:?} within {within:?}; last: {last:#?}"),
+    }
+}
+
+/// Sends a request as `kubectl canary VERB` does: the annotation, stamped now.
+pub async fn ask(ns: &TestNs, verb: canary_operator::rollout::Verb) -> String {
+    let text =
+        canary_operator::plugin::request::request_text(verb, k8s_openapi::jiff::Timestamp::now());
+    let patch = json!({"metadata": {"annotations": {canary_operator::labels::REQUEST: text}}});
+    api::<CanaryRelease>(ns)
+        .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate the release");
+    wait_for(
+        &format!("the operator to record {text}"),
+        Duration::from_secs(30),
+        async || (rollout(ns).await?.last_request.as_deref() == Some(text.as_str())).then_some(()),
+    )
+    .await;
+    text
+}
+
+/// Every canary weight the release's VirtualService carried, in order, as a watch sees it.
+pub struct WeightLog(Arc<Mutex<Vec<i32>>>, tokio::task::JoinHandle<()>);
+
+impl WeightLog {
+    pub fn start(ns: &TestNs) -> WeightLog {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let services = api::<VirtualService>(ns);
+        let task = tokio::spawn(async move {
+            let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
+            let mut stream = watcher(services, config).applied_objects().boxed();
+            while let Some(event) = stream.next().await {
+                if let Ok(vs) = event
+                    && let Some(weight) = vs.weight_of("v2")
+                    && let Ok(mut log) = log.lock()
+                    && log.last() != Some(&weight)
+                {
+                    log.push(weight);
+                }
+            }
+        });
+        WeightLog(seen, task)
+    }
+
+    pub fn weights(&self) -> Vec<i32> {
+        self.0.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for WeightLog {
+    fn drop(&mut self) {
+        self.1.abort();
+    }
+}
+
+/// The real parts behind a rolling release: a chat backend per version, Prometheus scraping
+/// both (with the namespace and version labels a pod's labels would give), and the ingress
+/// gateway stand-in. `None` when nginx or Prometheus is missing outside CI (after saying so).
+pub struct Stage {
+    /// The stable's and the canary's processes, kept running while the stage lives.
+    _backends: (Backend, Backend),
+    pub prometheus: Prometheus,
+    pub gateway: IngressStandin,
+    load: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Stage {
+    pub async fn start(ns: &TestNs, test: &str, canary_env: &[(&str, &str)]) -> Option<Stage> {
+        let nginx = nginx(test)?;
+        let binary = prometheus::binary(test)?;
+        let stable = start_backend(&[("AZURE_MODEL_NAME", "m-stable")]).await;
+        let mut env = vec![("AZURE_MODEL_NAME", "m-canary")];
+        env.extend_from_slice(canary_env);
+        let canary = start_backend(&env).await;
+        let prometheus = Prometheus::start(
+            &binary,
+            &[
+                ScrapeTarget::new(stable.addr, &[("namespace", &ns.name), ("version", "v1")]),
+                ScrapeTarget::new(canary.addr, &[("namespace", &ns.name), ("version", "v2")]),
+            ],
+        )
+        .await;
+        let gateway = IngressStandin::start(
+            &nginx,
+            &ns.name,
+            NAME,
+            &[("v1", stable.addr), ("v2", canary.addr)],
+        );
+        Some(Stage {
+            _backends: (stable, canary),
+            prometheus,
+            gateway,
+            load: None,
+        })
+    }
+
+    /// Steady traffic through the gateway stand-in: `rps` requests a second, as users would send.
+    pub fn load(&mut self, rps: u32) {
+        let url = self.gateway.url("/chat");
+        // reqwest has no TLS provider of its own here; ring is the one kube links.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
+        self.load = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
+            loop {
+                tick.tick().await;
+                let request = client.post(&url).json(&json!({"message": "hi"})).send();
+                tokio::spawn(request);
+            }
+        }));
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if let Some(load) = self.load.take() {
+            load.abort();
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Rollouts steered by time, approvals and requests, without analysis: the steps' weights reach
+//! the VirtualService in order; approval, pause, resume, abort and retry act once; an operator
+//! killed mid-step resumes it; a GitOps re-apply of the same spec changes nothing.
+
+use std::time::{Duration, Instant};
+
+use canary_operator::api::istio::VirtualService;
+use canary_operator::rollout::Verb;
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+
+use crate::common::lab::{api, wait_canary_weight, wait_event_noting};
+use crate::common::operator::start_operator;
+use crate::common::process::Process;
+use crate::common::setup;
+use crate::stage::{NAME, WeightLog, apply, ask, automatic, rollout, wait_phase};
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// Without analysis, each step lasts its duration and the weights are exactly the steps.
+#[tokio::test]
+async fn steps_advance_on_time_and_the_canary_is_promoted() {
+    let Some(ns) = setup("rollout-steps").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    let log = WeightLog::start(&ns);
+    let started = Instant::now();
+    apply(
+        &ns,
+        automatic(
+            &ns,
+            &[(10, "2s", false), (50, "2s", false), (100, "1s", false)],
+            None,
+        ),
+    )
+    .await;
+    let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
+    let took = started.elapsed();
+    wait_canary_weight(&ns, NAME, 100, WITHIN).await;
+    let mut weights = log.weights();
+    // 0 while the canary has no ready replica yet, then the steps.
+    if weights.first() == Some(&0) {
+        weights.remove(0);
+    }
+    assert_eq!(
+        weights,
+        [10, 50, 100],
+        "the canary's weights, as the VirtualService carried them"
+    );
+    assert!(
+        took >= Duration::from_secs(4),
+        "two steps of 2 s cannot end in {took:?}"
+    );
+    assert_eq!(
+        (promoted.step, promoted.steps, promoted.weight),
+        (3, 3, 100)
+    );
+    for reason in ["RolloutStarted", "StepStarted", "Promoted"] {
+        wait_event_noting(&ns, reason, "").await;
+    }
+    // Promotion moves the pointer: the stable's Deployment is not touched.
+    let release = rollout(&ns).await.expect("rollout status");
+    assert_eq!(release.phase, "Promoted");
+}
+
+/// An approval step holds until `promote`; `resume` does not approve.
+#[tokio::test]
+async fn an_approval_step_waits_for_promote() {
+    let Some(ns) = setup("rollout-approval").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    apply(
+        &ns,
+        automatic(
+            &ns,
+            &[(10, "1s", false), (50, "1s", true), (100, "1s", false)],
+            None,
+        ),
+    )
+    .await;
+    let waiting = wait_phase(&ns, "Paused", Some("AwaitingApproval"), WITHIN).await;
+    assert_eq!((waiting.step, waiting.weight), (2, 50));
+    wait_canary_weight(&ns, NAME, 50, WITHIN).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        rollout(&ns).await.map(|r| (r.phase, r.weight)),
+        Some(("Paused".to_owned(), 50)),
+        "still waiting"
+    );
+    ask(&ns, Verb::Resume).await;
+    assert_eq!(
+        rollout(&ns).await.map(|r| r.phase),
+        Some("Paused".to_owned()),
+        "resume does not approve"
+    );
+    ask(&ns, Verb::Promote).await;
+    wait_phase(&ns, "Promoted", None, WITHIN).await;
+    wait_canary_weight(&ns, NAME, 100, WITHIN).await;
+}
+
+/// Pause holds the weight past the step's end; resume goes on; abort sends the canary nothing
+/// and stays so; retry starts over.
+#[tokio::test]
+async fn pause_resume_abort_and_retry() {
+    let Some(ns) = setup("rollout-requests").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    apply(
+        &ns,
+        automatic(
+            &ns,
+            &[(10, "3s", false), (50, "1h", false), (100, "1s", false)],
+            None,
+        ),
+    )
+    .await;
+    wait_canary_weight(&ns, NAME, 10, WITHIN).await;
+    ask(&ns, Verb::Pause).await;
+    let paused = wait_phase(&ns, "Paused", Some("Requested"), WITHIN).await;
+    assert_eq!(paused.weight, 10);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        rollout(&ns).await.map(|r| (r.phase, r.step, r.weight)),
+        Some(("Paused".to_owned(), 1, 10)),
+        "held past the step's 3 s"
+    );
+    ask(&ns, Verb::Resume).await;
+    wait_canary_weight(&ns, NAME, 50, WITHIN).await;
+    ask(&ns, Verb::Abort).await;
+    let aborted = wait_phase(&ns, "Aborted", None, WITHIN).await;
+    assert_eq!(aborted.weight, 0);
+    wait_canary_weight(&ns, NAME, 0, WITHIN).await;
+    wait_event_noting(&ns, "Aborted", "aborted by request").await;
+    // A request acted on is not acted on again, whoever re-applies it.
+    let services = api::<VirtualService>(&ns);
+    let before = services
+        .get(NAME)
+        .await
+        .expect("VirtualService")
+        .resource_version();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        services
+            .get(NAME)
+            .await
+            .expect("VirtualService")
+            .resource_version(),
+        before
+    );
+    assert_eq!(
+        rollout(&ns).await.map(|r| r.phase),
+        Some("Aborted".to_owned())
+    );
+    ask(&ns, Verb::Retry).await;
+    let again = wait_phase(&ns, "Progressing", None, WITHIN).await;
+    assert_eq!(again.step, 1);
+    wait_canary_weight(&ns, NAME, 10, WITHIN).await;
+}
+
+/// An operator killed (SIGKILL) mid-step: the next one resumes the same step with the same start,
+/// never sends a lower weight, and ends the step on time.
+#[tokio::test]
+async fn an_operator_killed_mid_step_resumes_it() {
+    let Some(ns) = setup("rollout-sigkill").await else {
+        return;
+    };
+    crate::common::operator::install_crd(&ns).await;
+    let args = ["--min-analysis-interval=1s"];
+    let operator = Process::start(&ns, &args);
+    let log = WeightLog::start(&ns);
+    apply(
+        &ns,
+        automatic(
+            &ns,
+            &[(10, "2s", false), (50, "8s", false), (100, "1s", false)],
+            None,
+        ),
+    )
+    .await;
+    wait_canary_weight(&ns, NAME, 50, WITHIN).await;
+    let before = rollout(&ns).await.expect("rollout status");
+    assert_eq!(before.step, 2);
+    drop(operator); // SIGKILL
+    let killed_at = Instant::now();
+    let _operator = Process::start(&ns, &args);
+    let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
+    let applied = before
+        .weight_applied_time
+        .clone()
+        .expect("step 2's weight time");
+    let left = Duration::from_secs(8).saturating_sub(Duration::from_secs(
+        u64::try_from(k8s_openapi::jiff::Timestamp::now().as_second() - applied.0.as_second())
+            .unwrap_or_default(),
+    ));
+    assert!(
+        killed_at.elapsed() <= left + Duration::from_secs(20),
+        "the step ended {:?} after the restart",
+        killed_at.elapsed()
+    );
+    let mut weights = log.weights();
+    if weights.first() == Some(&0) {
+        weights.remove(0);
+    }
+    assert_eq!(
+        weights,
+        [10, 50, 100],
+        "no lower weight was sent after the restart"
+    );
+    assert_eq!(promoted.phase, "Promoted");
+    // The resumed step kept its start: the status history shows one start of step 2.
+    let step_starts: Vec<_> = crate::common::lab::events(&ns)
+        .await
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("StepStarted")
+                && e.note.as_deref().is_some_and(|n| n.starts_with("step 2/3"))
+        })
+        .collect();
+    assert_eq!(step_starts.len(), 1, "step 2 started once: {step_starts:?}");
+}
+
+/// A re-apply of the same spec by another field manager (as Argo CD syncs) changes nothing:
+/// no write to the route, the rollout where it was.
+#[tokio::test]
+async fn a_gitops_reapply_changes_nothing() {
+    let Some(ns) = setup("rollout-reapply").await else {
+        return;
+    };
+    let operator = start_operator(&ns).await;
+    let release = automatic(
+        &ns,
+        &[(10, "1s", false), (50, "1h", false), (100, "1s", false)],
+        None,
+    );
+    apply(&ns, release.clone()).await;
+    wait_canary_weight(&ns, NAME, 50, WITHIN).await;
+    let before = rollout(&ns).await.expect("rollout status");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = operator.writes();
+    let services = api::<VirtualService>(&ns);
+    let route = services
+        .get(NAME)
+        .await
+        .expect("VirtualService")
+        .resource_version();
+    api::<canary_operator::api::CanaryRelease>(&ns)
+        .patch(
+            NAME,
+            &PatchParams::apply("argocd-controller").force(),
+            &Patch::Apply(&release),
+        )
+        .await
+        .expect("re-apply");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        operator.writes(),
+        writes,
+        "the operator wrote after a re-apply that changed nothing"
+    );
+    assert_eq!(
+        services
+            .get(NAME)
+            .await
+            .expect("VirtualService")
+            .resource_version(),
+        route
+    );
+    assert_eq!(rollout(&ns).await, Some(before));
+}
