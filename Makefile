@@ -6,7 +6,7 @@ SHELL := bash
 CARGO ?= cargo
 
 .PHONY: help deps tools cluster-up cluster-down cluster-env cluster-status fmt lint lint-docker helm-lint \
-	test chart-test bench demo crd release plugin
+	test chart-test bench demo demo-rollout crd release plugin
 
 help: ## List the targets
 	@awk -F':.*## ' '/^[a-zA-Z0-9_-]+:.*## /{printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +53,9 @@ bench: ## Benchmark the operator on a cluster of its own (BENCH_N=1000); table +
 
 demo: ## Run the operator on the local control plane against the lab's example, and shift its weight
 	@hack/demo.sh
+
+demo-rollout: ## An automatic rollout 10% -> 50% -> 100% judged by a real Prometheus, then a faulty canary rolled back
+	@hack/demo-rollout.sh
 
 crd: ## Regenerate crd/canaryrelease.yaml and the Helm chart's copy from the Rust types
 	$(CARGO) run --quiet -- crd > crd/canaryrelease.yaml

@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# `make demo-rollout`: an automatic rollout, end to end, on the local control plane, with the real
+# parts the tests use (tests/rollout/stage.rs): two chat backends (offline: stable gpt-4.1 = v1,
+# canary gpt-4o = v2), a Prometheus scraping both every second, the ingress gateway stand-in
+# (nginx following the release's VirtualService, sending 20 requests a second through it) and the
+# operator, all on 127.0.0.1. examples/demo-rollout.yaml goes 10% -> 50% -> 100% in about a
+# minute, each step judged on the canary's error rate; every step is shown as it happens, and
+# `kubectl canary verify` measures the split through the gateway. Then the canary backend fails
+# every second request, a new canary revision starts, and it is rolled back.
+# Everything started here is stopped at the end (logs stay in the cluster's run dir); the cluster
+# is left running (`make cluster-down` stops it).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ns=rollout-demo
+release=azureopenaichat
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+hack/install-deps.sh
+say "Starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+hack/cluster.sh up
+eval "$(hack/cluster.sh env)"
+if ! command -v prometheus >/dev/null; then
+  PATH="$(hack/build-tools.sh | tail -n 1):$PATH"
+fi
+target=$(cd "${CARGO_TARGET_DIR:-target}" 2>/dev/null && pwd || echo "$PWD/target")
+# kubectl finds `kubectl canary` on PATH.
+export PATH="$target/debug:$PATH"
+
+say "Building the operator, kubectl-canary, the chat backend and the ingress gateway stand-in"
+cargo build --quiet --bin canary-operator --bin kubectl-canary --example chat_backend --example ingress_standin
+
+run_dir=$(dirname "$KUBECONFIG")
+dir=$run_dir/demo-rollout
+rm -rf "$dir"
+mkdir -p "$dir"
+
+# Processes started here, stopped on exit whatever happens: SIGTERM (the stand-in then stops its
+# nginx), SIGKILL after 10 s.
+pids=()
+operator_log=
+stop_all() {
+  local pid n
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    for ((n = 0; n < 100; n++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap 'rc=$?; stop_all; exit $rc' EXIT
+
+fail() { # message [log]
+  printf '\n\033[1;31mdemo-rollout: %s\033[0m\n' "$1" >&2
+  if [ -n "${2:-}" ] && [ -f "$2" ]; then
+    echo "----- last 30 lines of $2 -----" >&2
+    tail -n 30 "$2" >&2
+  fi
+  if [ -n "$operator_log" ] && [ "${2:-}" != "$operator_log" ]; then
+    echo "----- last 30 lines of $operator_log -----" >&2
+    tail -n 30 "$operator_log" >&2
+  fi
+  echo "logs: $dir" >&2
+  exit 1
+}
+
+# Polls a command until it succeeds, at most TIMEOUT seconds; fails early if process PID died.
+wait_until() { # timeout what pid log command...
+  local timeout=$1 what=$2 pid=$3 log=$4
+  shift 4
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then fail "exited while waiting for $what" "$log"; fi
+    ((SECONDS < deadline)) || fail "timed out after ${timeout}s waiting for $what" "$log"
+    sleep 0.25
+  done
+}
+
+free_ports() { # count
+  python3 - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+say "Installing the CanaryRelease CRD"
+kubectl apply --server-side -f crd/canaryrelease.yaml
+kubectl wait --for=condition=Established --timeout=60s crd/canaryreleases.canary.dev
+
+say "Namespace $ns, the Secret with the API key (a demo value), no release left from an earlier run"
+kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
+kubectl -n "$ns" create secret generic azure-openai --from-literal=AZURE_API_KEY=demo-not-a-real-key \
+  --dry-run=client -o yaml | kubectl apply -f -
+# Foreground: returns once the children are gone too, so the new release owns fresh ones.
+kubectl -n "$ns" delete "canaryrelease/$release" --ignore-not-found --cascade=foreground --wait --timeout=90s
+
+# The chat backend prints `chat backend listening on http://ADDR (...)` once it serves.
+addr=
+start_backend() { # version model
+  local log=$dir/backend-$1.log
+  env -u AZURE_API_URL -u AZURE_API_KEY -u AZURE_API_VERSION -u UPSTREAM_TIMEOUT_SECONDS \
+    -u FAULT_EVERY -u FAULT_STATUS -u FAULT_DELAY_MS \
+    HOST=127.0.0.1 PORT=0 AZURE_MODEL_NAME="$2" "$target/debug/examples/chat_backend" >"$log" 2>&1 </dev/null &
+  pids+=("$!")
+  wait_until 30 "the $1 chat backend to listen" "$!" "$log" grep -q 'listening on http://' "$log"
+  addr=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$log" | head -n 1)
+  echo "$1: chat backend answering as $2 at http://$addr (offline; log $log)"
+}
+
+say "Starting the two chat backends, offline"
+start_backend v1 gpt-4.1
+v1=$addr
+start_backend v2 gpt-4o
+v2=$addr
+
+read -r prom_port gw_port op_port < <(free_ports 3)
+prometheus_url=http://127.0.0.1:$prom_port
+say "Starting Prometheus at $prometheus_url, scraping both every second"
+# Static labels play what relabelling copies from the pods' labels in a cluster.
+cat >"$dir/prometheus.yml" <<EOF
+global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}
+scrape_configs:
+- job_name: canary
+  static_configs:
+  - targets: ["$v1"]
+    labels: {namespace: $ns, version: v1}
+  - targets: ["$v2"]
+    labels: {namespace: $ns, version: v2}
+EOF
+cat "$dir/prometheus.yml"
+prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/prometheus-data" \
+  --web.listen-address="127.0.0.1:$prom_port" >"$dir/prometheus.log" 2>&1 </dev/null &
+pids+=("$!")
+targets_up() {
+  curl -sf --max-time 2 --get --data-urlencode 'query=count(up{job="canary"} == 1)' \
+    "$prometheus_url/api/v1/query" | grep -q '"2"\]'
+}
+wait_until 60 "Prometheus to scrape both backends" "$!" "$dir/prometheus.log" targets_up
+
+say "Starting the ingress gateway stand-in at http://127.0.0.1:$gw_port (VirtualService $ns/$release, 20 requests/s)"
+"$target/debug/examples/ingress_standin" --namespace "$ns" --name "$release" \
+  --upstream "v1=$v1" --upstream "v2=$v2" --listen "127.0.0.1:$gw_port" --dir "$dir/gateway" \
+  --load-rps 20 >"$dir/gateway.out" 2>"$dir/gateway.log" </dev/null &
+pids+=("$!")
+wait_until 30 "the gateway stand-in to listen" "$!" "$dir/gateway.log" grep -q 'listening on' "$dir/gateway.log"
+gateway_url=http://127.0.0.1:$gw_port
+
+operator_log=$dir/operator.log
+say "Starting the operator for namespace $ns, analysis down to every second (log: $operator_log)"
+"$target/debug/canary-operator" --namespace "$ns" --min-analysis-interval=1s \
+  --http-address "127.0.0.1:$op_port" >"$operator_log" 2>&1 </dev/null &
+pids+=("$!")
+wait_until 60 "the operator to be ready" "$!" "$operator_log" curl -sf --max-time 2 "http://127.0.0.1:$op_port/readyz"
+
+# One line per state: phase, pause reason, step, steps, weight, last verdict, revision, then each
+# check (name, verdict, canary value, stable value, passes, failures, message).
+jsonpath='{.status.rollout.phase}|{.status.rollout.pauseReason}|{.status.rollout.step}|{.status.rollout.steps}|{.status.rollout.weight}|{.status.rollout.lastVerdict}|{.status.rollout.revision}|{range .status.rollout.checks[*]}{.name}~{.verdict}~{.value}~{.stableValue}~{.passes}~{.failures}~{.message}{end}'
+state() { kubectl -n "$ns" get "canaryrelease/$release" --request-timeout=5s -o "jsonpath=$jsonpath"; }
+num() { if [ -n "$1" ]; then printf '%.3f' "$1"; else printf -- '-'; fi; }
+applied() { grep '^applied' "$dir/gateway.out" | tail -n 1 | sed 's/^applied //'; }
+
+# Follows status.rollout until its phase is one of DONE (fails on BAD or after TIMEOUT seconds):
+# a line on every change of step, phase or verdict, and `kubectl canary verify` through the
+# gateway on every change of the canary's weight.
+phase=
+revision=
+follow() { # timeout done-phase bad-phases
+  local timeout=$1 done=$2 bad=$3 t0=$SECONDS last= last_weight=
+  local deadline=$((SECONDS + timeout)) line pause step steps weight verdict checks key
+  local name cverdict value stable passes failures message out rc
+  while true; do
+    line=$(state 2>/dev/null) || line=
+    IFS='|' read -r phase pause step steps weight verdict revision checks <<<"$line"
+    key="$phase|$pause|$step|$weight|$verdict|$revision"
+    if [ -n "$phase" ] && [ "$key" != "$last" ]; then
+      last=$key
+      IFS='~' read -r name cverdict value stable passes failures message <<<"$checks"
+      printf '[%3ss] step %s/%s  weight %3s%%  %-22s' "$((SECONDS - t0))" "$step" "$steps" "$weight" \
+        "$phase${pause:+ ($pause)}"
+      if [ -n "$name" ] && [ -z "$verdict" ]; then
+        printf '  %s: not measured yet in this step' "$name"
+      elif [ -n "$name" ]; then
+        printf '  %s: %-12s canary %s  stable %s  (passes %s, failures %s)' "$name" "${cverdict:-waiting}" \
+          "$(num "$value")" "$(num "$stable")" "${passes:-0}" "${failures:-0}"
+      fi
+      printf '  gateway %s\n' "$(applied)"
+      if [ "$cverdict" = Fail ]; then echo "       $message"; fi
+      if [ "$weight" != "$last_weight" ]; then
+        last_weight=$weight
+        rc=0
+        out=$(kubectl canary verify "$release" -n "$ns" --url "$gateway_url" --requests 200 2>&1) || rc=$?
+        # Its summary: the canary's share, failed requests (table rows `(cause) error N`), verdict.
+        echo "       kubectl canary verify --requests 200 (exit $rc):"
+        grep -E '^(Canary share|Result):|^\(.*  error  ' <<<"$out" | sed 's/^/         /' || printf '%s\n' "$out" | tail -n 3
+
+      fi
+    fi
+    if [ "$phase" = "$done" ]; then return 0; fi
+    if [ -n "$phase" ] && [[ " $bad " == *" $phase "* ]]; then fail "the rollout ended $phase, not $done"; fi
+    ((SECONDS < deadline)) || fail "the rollout was not $done within ${timeout}s (last: ${line:-no status})"
+    sleep 1
+  done
+}
+
+say "Applying examples/demo-rollout.yaml: 10% -> 50% -> 100%, judged by the canary's error rate"
+sed "s|PROMETHEUS_URL|$prometheus_url|" examples/demo-rollout.yaml >"$dir/release.yaml"
+sed -n '/^  strategy:/,/^  autoscaling:/p' "$dir/release.yaml" | sed '$d'
+kubectl apply --server-side -f "$dir/release.yaml"
+start=$SECONDS
+say "Following status.rollout (one line per change; verify measures 200 requests through the gateway)"
+follow 180 Promoted "RolledBack Aborted"
+wait_until 30 "status.canaryWeight 100" "" "$operator_log" \
+  kubectl -n "$ns" wait "canaryrelease/$release" --for=jsonpath='{.status.canaryWeight}'=100 --timeout=5s
+echo "Promoted in $((SECONDS - start))s"
+
+say "kubectl canary status $release"
+kubectl canary status "$release" -n "$ns"
+
+say "A faulty canary: its backend now fails every second request with 500"
+curl -sf --max-time 5 -X PUT "http://$v2/fault" -H 'content-type: application/json' -d '{"every":2,"status":500}'
+echo
+promoted_revision=$revision
+say "A new canary revision (spec.canary.config: AZURE_API_VERSION 2025-01-01-preview) starts a new rollout"
+kubectl -n "$ns" patch "canaryrelease/$release" --type merge \
+  -p '{"spec":{"canary":{"config":{"AZURE_API_VERSION":"2025-01-01-preview"}}}}'
+new_revision() { [ "$(kubectl -n "$ns" get "canaryrelease/$release" -o 'jsonpath={.status.rollout.revision}')" != "$promoted_revision" ]; }
+wait_until 30 "a new revision in status.rollout" "" "$operator_log" new_revision
+echo "(verify counts answers: the canary's failed requests are the error row, so its share looks halved)"
+start=$SECONDS
+follow 120 RolledBack "Promoted Aborted"
+wait_until 30 "status.canaryWeight 0" "" "$operator_log" \
+  kubectl -n "$ns" wait "canaryrelease/$release" --for=jsonpath='{.status.canaryWeight}'=0 --timeout=5s
+echo "Rolled back in $((SECONDS - start))s"
+echo "rollout: $(kubectl -n "$ns" get "canaryrelease/$release" -o 'jsonpath={.status.rollout.message}')"
+echo "check:   $(kubectl -n "$ns" get "canaryrelease/$release" -o 'jsonpath={range .status.rollout.checks[*]}{.name}: {.message}{end}')"
+echo "VirtualService: $(kubectl -n "$ns" get "virtualservices.networking.istio.io/$release" \
+  -o jsonpath='{range .spec.http[0].route[*]}{.destination.subset}={.weight}% {end}')  gateway: $(applied)"
+
+say "kubectl canary status $release"
+kubectl canary status "$release" -n "$ns"
+
+say "kubectl describe: the rollouts' Events"
+kubectl -n "$ns" describe "canaryrelease/$release" | sed -n '/^Events:/,$p'
+
+say "Done. Logs: $dir. The cluster is still running: eval \$(make -s cluster-env) to use it, make cluster-down to stop it."
