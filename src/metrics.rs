@@ -177,7 +177,6 @@ impl Collector for ReleaseWeights {
             ];
             ConstGauge::new(i64::from(weight)).encode(family.encode_family(&labels)?)?;
         }
-        drop(family);
         // Automatic releases only: one series per phase (1 for the current one), as kube-state-
         // metrics shows phases, so alerts can select `phase="RolledBack"`.
         let rolling: Vec<_> = stores
@@ -205,7 +204,6 @@ impl Collector for ReleaseWeights {
                 ConstGauge::new(on).encode(phases.encode_family(&labels)?)?;
             }
         }
-        drop(phases);
         let mut steps = encoder.encode_descriptor(
             "rollout_step",
             "Current step of an automatic rollout, counted from 1, per release",

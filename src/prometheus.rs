@@ -140,7 +140,8 @@ mod tests {
     #[test]
     fn answers_are_read() {
         let ok = |v: Option<f64>| Ok::<_, String>(v);
-        let cases: Vec<(u16, &str, Result<Option<f64>, String>)> = vec![
+        type Case<'a> = (u16, &'a str, Result<Option<f64>, String>);
+        let cases: Vec<Case> = vec![
             (
                 200,
                 r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.25"]}]}}"#,

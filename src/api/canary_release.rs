@@ -82,9 +82,11 @@ pub const DEFAULT_MODEL_ENV: &str = "AZURE_MODEL_NAME";
         json_path = ".metadata.creationTimestamp"
     )
 )]
-#[x_kube(validation = Rule::new("self.stable.name != self.canary.name").message("stable.name and canary.name must differ"))]
-#[x_kube(validation = Rule::new("!has(self.autoscaling) || (!has(self.stable.replicas) && !has(self.canary.replicas))").message("stable.replicas and canary.replicas must be unset when autoscaling is set: the autoscaler owns the replica count"))]
-#[x_kube(validation = Rule::new("has(self.weight) != has(self.strategy)").message("set exactly one of weight (manual: you set the split) or strategy (automatic: steps, with optional analysis)"))]
+#[x_kube(validation = Rule::new("!has(self.canary) || self.stable.name != self.canary.name").message("stable.name and canary.name must differ"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || (!has(self.stable.replicas) && (!has(self.canary) || !has(self.canary.replicas)))").message("stable.replicas and canary.replicas must be unset when autoscaling is set: the autoscaler owns the replica count"))]
+#[x_kube(validation = Rule::new("!(has(self.weight) && has(self.strategy))").message("set exactly one of weight (manual: you set the split) or strategy (automatic: steps, with optional analysis)"))]
+#[x_kube(validation = Rule::new("!has(self.canary) || has(self.weight) || has(self.strategy)").message("set exactly one of weight (manual: you set the split) or strategy (automatic: steps, with optional analysis)"))]
+#[x_kube(validation = Rule::new("has(self.canary) || !has(self.weight) || self.weight == 0").message("weight must be 0 (or unset) without a canary: the stable version serves everything"))]
 #[x_kube(validation = Rule::new("!has(self.analysis) || has(self.strategy)").message("analysis applies only to an automatic release: set strategy too"))]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryReleaseSpec {
@@ -122,8 +124,12 @@ pub struct CanaryReleaseSpec {
     /// The version that serves the traffic the canary does not get.
     pub stable: VersionSpec,
 
-    /// The version under test.
-    pub canary: VersionSpec,
+    /// The version under test. Without it the release is in its steady state: the stable version
+    /// serves everything. To finish a promoted rollout, give `stable` the canary's spec and remove
+    /// `canary` (`kubectl canary finalize` does both): no traffic moves and the old version's
+    /// objects are removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<VersionSpec>,
 
     /// Manual mode: percent of requests the canary receives; the stable version receives the rest.
     /// Set this or `strategy`, not both.

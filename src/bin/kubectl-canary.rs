@@ -9,7 +9,7 @@ use std::time::Duration;
 use canary_operator::plugin::cluster::{self, ConnectOptions};
 use canary_operator::plugin::sample::{self, Models, Plan};
 use canary_operator::plugin::verify::{self, Expectation, Verdict};
-use canary_operator::plugin::{Error, Output, duration, request, set_weight, status};
+use canary_operator::plugin::{Error, Output, duration, finalize, request, set_weight, status};
 use canary_operator::rollout::Verb;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::jiff::Timestamp;
@@ -183,6 +183,31 @@ Examples:
     /// Roll out a rolled-back or aborted canary again, from the first step.
     #[command(help_template = COMMAND_TEMPLATE, after_help = REQUEST_HELP)]
     Retry(RequestArgs),
+
+    /// Make a promoted canary the stable version: a spec edit (stable takes the canary's spec,
+    /// canary is removed); no traffic moves and the old version's objects are removed.
+    #[command(
+        help_template = COMMAND_TEMPLATE,
+        after_help = "\
+Refused unless the canary already serves 100% (a promoted rollout, or set-weight 100 in manual
+mode), so finalizing never moves traffic.
+
+Examples:
+  # Finish the rollout of azureopenaichat
+  kubectl canary finalize azureopenaichat -n azureopenai
+
+  # Print the edited release for a pull request instead (GitOps), changing nothing
+  kubectl canary finalize azureopenaichat -n azureopenai --print > release.yaml
+"
+    )]
+    Finalize {
+        /// Name of the CanaryRelease.
+        name: String,
+
+        /// Print the edited release as YAML instead of changing it.
+        #[arg(long)]
+        print: bool,
+    },
 }
 
 const REQUEST_HELP: &str = "\
@@ -293,6 +318,19 @@ async fn main() -> ExitCode {
         }
         Command::Abort(args) => finish(run_request(&options, args, Verb::Abort).await),
         Command::Retry(args) => finish(run_request(&options, args, Verb::Retry).await),
+        Command::Finalize { name, print } => {
+            let done = async {
+                let target = cluster::connect(&options).await?;
+                if print {
+                    let release = target.release(&name).await?;
+                    out(&finalize::manifest(&finalize::finalized(&release)?)?);
+                } else {
+                    out(&format!("{}\n", finalize::finalize(&target, &name).await?));
+                }
+                Ok(())
+            };
+            finish(done.await)
+        }
         Command::Verify(args) => match run_verify(&options, args).await {
             Ok(verdict) => {
                 if let Verdict::Unmeasured(reason) = &verdict {
@@ -444,10 +482,15 @@ async fn expectation(options: &ConnectOptions, args: &VerifyArgs) -> Result<Expe
                 .stable_model
                 .clone()
                 .unwrap_or(release.spec.stable.model),
-            canary: args
-                .canary_model
-                .clone()
-                .unwrap_or(release.spec.canary.model),
+            canary: match (args.canary_model.clone(), release.spec.canary) {
+                (Some(model), _) => model,
+                (None, Some(canary)) => canary.model,
+                (None, None) => {
+                    return Err(Error::Usage(format!(
+                        "canaryrelease {name} has no canary: everything goes to its stable version; give --canary-model to check that no other model answers"
+                    )));
+                }
+            },
         },
         weight: args.expect_weight.unwrap_or(declared),
         source,

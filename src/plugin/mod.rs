@@ -6,6 +6,7 @@
 
 pub mod cluster;
 pub mod duration;
+pub mod finalize;
 pub mod http;
 pub mod request;
 pub mod sample;

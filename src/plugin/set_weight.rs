@@ -80,7 +80,12 @@ pub async fn set_weight(
         old: before.spec.weight.unwrap_or_default(),
         new: weight,
         stable: after.spec.stable.name.clone(),
-        canary: after.spec.canary.name.clone(),
+        canary: after
+            .spec
+            .canary
+            .as_ref()
+            .map(|c| c.name.clone())
+            .unwrap_or_default(),
         applied: false,
     };
     if let Some(timeout) = wait {
@@ -155,7 +160,12 @@ async fn wait_applied(
             return Err(Error::WaitTimeout {
                 what: format!(
                     "VirtualService {name} to send {}% to {}",
-                    weight, release.spec.canary.name
+                    weight,
+                    release
+                        .spec
+                        .canary
+                        .as_ref()
+                        .map_or("the canary", |c| c.name.as_str())
                 ),
                 after: timeout,
                 seen: describe(split, current.as_ref(), generation),
@@ -169,7 +179,11 @@ async fn wait_applied(
 pub fn split_of(service: &VirtualService, release: &CanaryRelease) -> (Option<i32>, Option<i32>) {
     (
         service.weight_of(&release.spec.stable.name),
-        service.weight_of(&release.spec.canary.name),
+        release
+            .spec
+            .canary
+            .as_ref()
+            .and_then(|c| service.weight_of(&c.name)),
     )
 }
 

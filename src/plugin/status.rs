@@ -135,20 +135,21 @@ pub fn summarize(release: &CanaryRelease, events: &[Event]) -> Summary {
             .map(|s| s.steps.clone())
             .unwrap_or_default(),
         rollout: status.rollout.clone(),
-        versions: vec![
-            version(
-                "stable",
-                &spec.stable,
-                status.stable.as_ref(),
-                status.stable_weight,
-            ),
+        versions: std::iter::once(version(
+            "stable",
+            &spec.stable,
+            status.stable.as_ref(),
+            status.stable_weight,
+        ))
+        .chain(spec.canary.as_ref().map(|canary| {
             version(
                 "canary",
-                &spec.canary,
+                canary,
                 status.canary.as_ref(),
                 status.canary_weight,
-            ),
-        ],
+            )
+        }))
+        .collect(),
         conditions: status
             .conditions
             .iter()

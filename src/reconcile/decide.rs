@@ -20,8 +20,9 @@ pub enum Strategy {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Automatic {
     pub plan: Plan,
-    /// Hash of the canary's effective spec: a new one starts a new rollout.
-    pub revision: String,
+    /// Hash of the canary's effective spec: a new one starts a new rollout. `None` without a
+    /// canary: nothing to roll out.
+    pub revision: Option<String>,
 }
 
 /// What the observe step learned that a decision may depend on. A manual release needs nothing
@@ -72,12 +73,20 @@ pub fn decide(strategy: &Strategy, observation: &Observation) -> Decision {
     match (strategy, &observation.rollout) {
         (Strategy::Manual { canary_weight }, _) => Decision::manual(*canary_weight),
         (Strategy::Automatic(automatic), Some(seen)) => {
+            let Some(revision) = &automatic.revision else {
+                let outcome = rollout::idle(seen.previous.as_ref(), seen.now);
+                return Decision {
+                    canary_weight: 0,
+                    canary_min_replicas: None,
+                    rollout: Some(outcome),
+                };
+            };
             let outcome = rollout::advance(
                 &automatic.plan,
                 seen.previous.as_ref(),
                 &rollout::Inputs {
                     now: seen.now,
-                    revision: &automatic.revision,
+                    revision,
                     request: seen.request.as_deref(),
                     canary_ready: seen.canary_ready,
                     capacity: seen.capacity,
@@ -146,7 +155,7 @@ mod tests {
                 ],
                 analysis: None,
             },
-            revision: "abc".to_owned(),
+            revision: Some("abc".to_owned()),
         }));
         let observation = |ready| Observation {
             rollout: Some(RolloutObservation {

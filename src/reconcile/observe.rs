@@ -44,7 +44,7 @@ pub async fn observe(
             })
             .unwrap_or((0, 1))
     };
-    let (canary_ready, _) = replicas(&validated.canary);
+    let (canary_ready, _) = validated.canary.as_ref().map_or((0, 0), replicas);
     let (_, stable_replicas) = replicas(&validated.stable);
     let capacity = match &validated.autoscaling {
         Some(scaling) => Capacity::Autoscaled {
@@ -52,11 +52,17 @@ pub async fn observe(
             min: scaling.min_replicas,
             max: scaling.max_replicas,
         },
-        None => Capacity::Fixed(validated.canary.replicas.unwrap_or(1)),
+        None => Capacity::Fixed(
+            validated
+                .canary
+                .as_ref()
+                .and_then(|c| c.replicas)
+                .unwrap_or(1),
+        ),
     };
     let due = previous
         .as_ref()
-        .filter(|p| p.revision == automatic.revision)
+        .filter(|p| Some(&p.revision) == automatic.revision.as_ref())
         .is_some_and(|p| measurement_due(&automatic.plan, Some(p), now));
     let measurement = match &automatic.plan.analysis {
         Some(analysis) if due => Some(measure(ctx, validated, automatic, analysis, now).await),
@@ -92,7 +98,16 @@ async fn measure(
             interval: analysis.interval,
         }
     }
-    let (canary, stable) = (vars(v, &v.canary, analysis), vars(v, &v.stable, analysis));
+    let Some(canary_version) = &v.canary else {
+        return Measurement {
+            at: now,
+            checks: Vec::new(),
+        };
+    };
+    let (canary, stable) = (
+        vars(v, canary_version, analysis),
+        vars(v, &v.stable, analysis),
+    );
     let judged = join_all(analysis.checks.iter().map(|check| async {
         let canary_sample = query(ctx, analysis, check, &canary);
         let stable_sample = async {

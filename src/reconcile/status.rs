@@ -144,13 +144,8 @@ async fn announce(
         && before != now
     {
         let message = format!(
-            "{}% to {} ({}), {}% to {} ({}); the canary had {before}%",
-            100 - now,
-            validated.stable.name,
-            validated.stable.model,
-            now,
-            validated.canary.name,
-            validated.canary.model
+            "{}; the canary had {before}%",
+            validated.describe_split(100 - now, now)
         );
         publish::<CanaryRelease>(
             ctx,
@@ -224,14 +219,9 @@ pub fn desired_status(
         .iter()
         .filter_map(|(_, waiting)| waiting.clone())
         .collect();
-    let split = format!(
-        "{}% to {} ({}), {}% to {} ({})",
+    let split = validated.describe_split(
         status.stable_weight.unwrap_or_default(),
-        validated.stable.name,
-        validated.stable.model,
         status.canary_weight.unwrap_or_default(),
-        validated.canary.name,
-        validated.canary.model
     );
     status.conditions = if waiting.is_empty() {
         vec![

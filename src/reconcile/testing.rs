@@ -101,3 +101,18 @@ pub fn to_json<T: serde::Serialize>(object: &T) -> serde_json::Value {
     }
     value
 }
+
+/// The canary of a validated release that has one.
+pub fn canary(v: &super::validated::Validated) -> &super::validated::Version {
+    v.canary
+        .as_ref()
+        .unwrap_or_else(|| panic!("{} has no canary", v.name))
+}
+
+/// The canary of a release's spec that has one, to edit.
+pub fn canary_spec(r: &mut CanaryRelease) -> &mut crate::api::VersionSpec {
+    r.spec
+        .canary
+        .as_mut()
+        .unwrap_or_else(|| panic!("the release has no canary"))
+}

@@ -89,7 +89,11 @@ pub fn validate_with(
         not_secret: &spec.not_secret,
     };
     rules.check("spec.config", &spec.config, &mut problem);
-    for (field, version) in [("spec.stable", &spec.stable), ("spec.canary", &spec.canary)] {
+    let declared = [
+        ("spec.stable", Some(&spec.stable)),
+        ("spec.canary", spec.canary.as_ref()),
+    ];
+    for (field, version) in declared.iter().filter_map(|(f, v)| Some((*f, (*v)?))) {
         rules.check(&format!("{field}.config"), &version.config, &mut problem);
         if let Some(image) = &version.image
             && image.chars().any(char::is_whitespace)
@@ -103,7 +107,10 @@ pub fn validate_with(
     for (i, key) in spec.not_secret.iter().enumerate() {
         let known = spec.config.contains_key(key)
             || spec.stable.config.contains_key(key)
-            || spec.canary.config.contains_key(key);
+            || spec
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.config.contains_key(key));
         if !known {
             problem(
                 &format!("spec.notSecret[{i}]"),
@@ -186,11 +193,11 @@ pub fn validate_with(
         },
     };
     let stable = version(Role::Stable, &spec.stable);
-    let canary = version(Role::Canary, &spec.canary);
+    let canary = spec.canary.as_ref().map(|c| version(Role::Canary, c));
     let strategy = match (plan, spec.weight) {
         (Some(plan), _) => Strategy::Automatic(Box::new(Automatic {
             plan,
-            revision: canary.revision(),
+            revision: canary.as_ref().map(Version::revision),
         })),
         (None, weight) => Strategy::Manual {
             canary_weight: weight.unwrap_or_default(),
@@ -224,9 +231,15 @@ fn strategy_plan(
             "spec.weight",
             "set exactly one of weight (manual) or strategy (automatic), not both".to_owned(),
         ),
-        (None, None) => problem(
+        (None, None) if spec.canary.is_some() => problem(
             "spec.weight",
             "set weight (manual: you set the split) or strategy (automatic)".to_owned(),
+        ),
+        (Some(weight), None) if spec.canary.is_none() && *weight != 0 => problem(
+            "spec.weight",
+            format!(
+                "{weight} with no canary: there is nothing to send it to; set it to 0 or add spec.canary"
+            ),
         ),
         _ => {}
     }
@@ -280,7 +293,7 @@ fn strategy_plan(
             ),
         );
     }
-    if spec.autoscaling.is_none() && spec.canary.replicas == Some(0) {
+    if spec.autoscaling.is_none() && spec.canary.as_ref().is_some_and(|c| c.replicas == Some(0)) {
         problem(
             "spec.canary.replicas",
             "an automatic rollout needs at least one canary replica to send traffic to".to_owned(),
@@ -577,6 +590,8 @@ fn is_label_value(s: &str) -> bool {
 mod tests {
     use super::*;
     use crate::reconcile::testing::lab_release;
+    #[allow(unused_imports)]
+    use crate::reconcile::testing::{canary, canary_spec};
 
     fn problems_of(edit: impl FnOnce(&mut CanaryRelease)) -> Vec<Problem> {
         let mut release = lab_release();
@@ -594,7 +609,10 @@ mod tests {
         assert_eq!(v.strategy, Strategy::Manual { canary_weight: 25 });
         assert_eq!(v.stable.object_name, "azureopenaichat-v1");
         assert_eq!(
-            v.canary.config.get("AZURE_MODEL_NAME").map(String::as_str),
+            canary(&v)
+                .config
+                .get("AZURE_MODEL_NAME")
+                .map(String::as_str),
             Some("gpt-4o")
         );
         assert_eq!(
@@ -602,7 +620,7 @@ mod tests {
             "autoscaled versions leave replicas to the HPA"
         );
         assert_eq!(
-            v.canary.image,
+            canary(&v).image,
             "myregistry.azurecr.io/canarydeploymentapplication:latest"
         );
         assert_eq!(v.uid, crate::reconcile::testing::UID);
@@ -611,16 +629,17 @@ mod tests {
     #[test]
     fn version_settings_override_shared_ones() {
         let mut release = lab_release();
-        release.spec.canary.image = Some("repo/app:2".into());
-        release
-            .spec
-            .canary
+        canary_spec(&mut release).image = Some("repo/app:2".into());
+        canary_spec(&mut release)
             .config
             .insert("AZURE_API_URL".into(), "https://canary.example/".into());
         let v = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
-        assert_eq!(v.canary.image, "repo/app:2");
+        assert_eq!(canary(&v).image, "repo/app:2");
         assert_eq!(v.stable.image, release.spec.image);
-        assert_eq!(v.canary.config["AZURE_API_URL"], "https://canary.example/");
+        assert_eq!(
+            canary(&v).config["AZURE_API_URL"],
+            "https://canary.example/"
+        );
         assert_eq!(
             v.stable.config["AZURE_API_URL"],
             "https://example.openai.azure.com/"
@@ -659,7 +678,7 @@ mod tests {
             )
         );
         assert_eq!(analysis.checks.len(), 2);
-        assert_eq!(automatic.revision, v.canary.revision());
+        assert_eq!(automatic.revision, Some(canary(&v).revision()));
     }
 
     /// At least twelve bad inputs of the automatic mode, each reported with its field. The CRD
@@ -914,8 +933,7 @@ mod tests {
             (
                 "password in a version's config",
                 |r| {
-                    r.spec
-                        .canary
+                    canary_spec(r)
                         .config
                         .insert("DB_PASSWORD".into(), "x".into());
                 },
@@ -998,7 +1016,7 @@ mod tests {
         );
 
         let vouched = problems_of(|r| {
-            r.spec.canary.config.insert(
+            canary_spec(r).config.insert(
                 "CACHE_NAMESPACE".into(),
                 "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6".into(),
             );

@@ -35,7 +35,8 @@ pub struct Validated {
     pub port: i32,
     pub secret_name: Option<String>,
     pub stable: Version,
-    pub canary: Version,
+    /// `None` in the steady state: the stable version serves everything.
+    pub canary: Option<Version>,
     /// How the split is steered; the decide step turns it into the weights applied.
     pub strategy: Strategy,
     pub autoscaling: Option<Autoscaling>,
@@ -46,9 +47,20 @@ pub struct Validated {
 }
 
 impl Validated {
+    /// A split in words, as status messages and Events write it.
+    pub fn describe_split(&self, stable: i32, canary: i32) -> String {
+        let stable = format!("{stable}% to {} ({})", self.stable.name, self.stable.model);
+        match &self.canary {
+            Some(c) => format!("{stable}, {canary}% to {} ({})", c.name, c.model),
+            None => format!("{stable}; no canary"),
+        }
+    }
+
     /// Stable first: the order in which versions' children are built, applied and reported.
-    pub fn versions(&self) -> [&Version; 2] {
-        [&self.stable, &self.canary]
+    pub fn versions(&self) -> Vec<&Version> {
+        std::iter::once(&self.stable)
+            .chain(self.canary.as_ref())
+            .collect()
     }
 }
 
@@ -167,7 +179,7 @@ mod tests {
             port: 5000,
             secret_name: None,
             stable: version(Role::Stable, "v1"),
-            canary: version(Role::Canary, "v2"),
+            canary: Some(version(Role::Canary, "v2")),
             strategy: Strategy::Manual { canary_weight: 10 },
             autoscaling: None,
             gateway,

@@ -116,9 +116,7 @@ pub fn judge(bounds: &Bounds, canary: &Sample, stable: Option<&Sample>) -> Judge
             }
             // A ratio to zero has no meaning (an error rate of 0 on stable is normal); the
             // absolute bounds still apply.
-            Ok(base) if base == 0.0 => {
-                notes.push("stable is 0, so the ratio is not compared".to_owned())
-            }
+            Ok(0.0) => notes.push("stable is 0, so the ratio is not compared".to_owned()),
             Ok(base) => {
                 let r = value / base;
                 if let Some(max) = ratio.max

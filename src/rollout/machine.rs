@@ -312,6 +312,54 @@ pub fn advance(plan: &Plan, previous: Option<&State>, input: &Inputs<'_>) -> Out
     }
 }
 
+/// No canary declared (the steady state, or a rollout finalised by making the canary the stable):
+/// nothing to roll out, all traffic to stable. The failed revision and the last request are kept,
+/// so neither is acted on again when a canary returns.
+pub fn idle(previous: Option<&State>, now: SystemTime) -> Outcome {
+    let mut notes = Vec::new();
+    if let Some(p) = previous
+        && p.phase != Phase::Idle
+    {
+        notes.push(Note {
+            warning: false,
+            reason: "Finalized",
+            message: format!(
+                "no canary in the spec any more (the rollout of {} was {}): the stable version serves everything",
+                p.revision,
+                p.phase.as_str()
+            ),
+        });
+    }
+    let state = State {
+        phase: Phase::Idle,
+        pause_reason: None,
+        message: "no canary: the stable version serves everything".to_owned(),
+        revision: String::new(),
+        failed_revision: previous.and_then(|p| p.failed_revision.clone()),
+        step: 0,
+        step_start: previous
+            .filter(|p| p.phase == Phase::Idle)
+            .map_or(now, |p| p.step_start),
+        weight_since: None,
+        weight: 0,
+        full: false,
+        last_measurement: None,
+        last_verdict: None,
+        failures: 0,
+        inconclusive: 0,
+        errors: 0,
+        last_request: previous.and_then(|p| p.last_request.clone()),
+        checks: Vec::new(),
+    };
+    Outcome {
+        state,
+        canary_weight: 0,
+        canary_min_replicas: None,
+        notes,
+        wake: None,
+    }
+}
+
 /// Whether the observe step should measure now.
 pub fn measurement_due(plan: &Plan, state: Option<&State>, now: SystemTime) -> bool {
     state.is_some_and(|s| next_measurement(plan, s).is_some_and(|due| due <= now))
@@ -921,11 +969,12 @@ mod tests {
     #[test]
     fn scenarios_end_where_they_should() {
         let p = plan(true);
-        let cases: Vec<(
-            &str,
+        type Case = (
+            &'static str,
             Vec<(u64, Happening)>,
             (Phase, Option<PauseReason>, i32),
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (
                 "healthy: each step passes and the last promotes",
                 vec![
@@ -1317,6 +1366,32 @@ mod tests {
         for (text, last, new) in cases {
             assert_eq!(is_new(text, last), new, "{text} after {last:?}");
         }
+    }
+
+    #[test]
+    fn without_a_canary_the_rollout_is_idle_and_remembers() {
+        let p = plan(true);
+        let failed = advance(&p, None, &inputs(at(0), None));
+        let failed = advance(&p, Some(&failed.state), &inputs(at(1), Some(Fail)));
+        let failed = advance(&p, Some(&failed.state), &inputs(at(3), Some(Fail)));
+        let idle = idle(Some(&failed.state), at(10));
+        assert_eq!((idle.state.phase, idle.canary_weight), (Idle, 0));
+        assert_eq!(idle.state.failed_revision.as_deref(), Some("r1"));
+        assert_eq!(
+            idle.notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+            ["Finalized"]
+        );
+        let again = super::idle(Some(&idle.state), at(20));
+        assert!(again.notes.is_empty());
+        assert_eq!(
+            again.state, idle.state,
+            "a steady idle state: no status writes"
+        );
+        let back = advance(&p, Some(&again.state), &inputs(at(30), None));
+        assert_eq!(
+            back.state.phase, RolledBack,
+            "the failed revision is not rolled out again"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use analysis::{Bounds, Judged, Ratio, Sample, Verdict};
 pub use machine::{
     Capacity, CheckState, Inputs, Measurement, Note, Outcome, PauseReason, Phase, State, Verb,
-    advance, measurement_due,
+    advance, idle, measurement_due,
 };
 
 /// What a release in automatic mode declares.

@@ -270,3 +270,71 @@ async fn a_gitops_reapply_changes_nothing() {
     );
     assert_eq!(rollout(&ns).await, Some(before));
 }
+
+/// Finalising a promoted rollout is a spec edit: the canary's version becomes the stable one,
+/// its pods untouched and its traffic unchanged, and the old version's objects are removed.
+#[tokio::test]
+async fn finalize_prunes_the_old_version_without_moving_traffic() {
+    use canary_operator::plugin::cluster::Target;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    let Some(ns) = setup("rollout-finalize").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    apply(
+        &ns,
+        automatic(&ns, &[(10, "1s", false), (100, "1s", false)], None),
+    )
+    .await;
+    wait_phase(&ns, "Promoted", None, WITHIN).await;
+    wait_canary_weight(&ns, NAME, 100, WITHIN).await;
+    let deployments = api::<Deployment>(&ns);
+    let serving = deployments
+        .get("chat-v2")
+        .await
+        .expect("the canary's Deployment");
+    let log = WeightLog::start(&ns);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let target = Target {
+        client: ns.client.clone(),
+        namespace: ns.name.clone(),
+    };
+    let done = canary_operator::plugin::finalize::finalize(&target, NAME)
+        .await
+        .expect("finalize");
+    assert_eq!(done.version, "v2");
+    for name in ["chat-v1"] {
+        crate::common::lab::wait_gone::<Deployment>(&ns, name).await;
+        crate::common::lab::wait_gone::<ConfigMap>(&ns, name).await;
+        crate::common::lab::wait_gone::<HorizontalPodAutoscaler>(&ns, name).await;
+    }
+    crate::common::lab::wait_weights(&ns, NAME, &[("v2", 100)]).await;
+    wait_phase(&ns, "Idle", None, WITHIN).await;
+    wait_event_noting(&ns, "Finalized", "stable version serves everything").await;
+    let after = deployments
+        .get("chat-v2")
+        .await
+        .expect("the new stable's Deployment");
+    // The template is what restarts pods; the replica count is the autoscaler's.
+    assert_eq!(
+        after.spec.template, serving.spec.template,
+        "the serving pods' template did not change"
+    );
+    assert_eq!(
+        after
+            .labels()
+            .get("app.kubernetes.io/component")
+            .map(String::as_str),
+        Some("stable")
+    );
+    assert_eq!(log.weights(), [100], "v2 kept 100% throughout");
+    let release = api::<canary_operator::api::CanaryRelease>(&ns)
+        .get(NAME)
+        .await
+        .expect("release");
+    assert!(release.spec.canary.is_none());
+    assert_eq!(release.status.and_then(|s| s.canary_weight), None);
+}

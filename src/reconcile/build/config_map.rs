@@ -23,6 +23,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    #[allow(unused_imports)]
+    use crate::reconcile::testing::{canary, canary_spec};
     use crate::reconcile::testing::{lab_validated, owner, to_json};
 
     #[test]
@@ -56,7 +58,7 @@ mod tests {
             expected("v1", "stable", "gpt-4.1")
         );
         assert_eq!(
-            to_json(&config_map(&v, &v.canary)),
+            to_json(&config_map(&v, canary(&v))),
             expected("v2", "canary", "gpt-4o")
         );
     }

@@ -14,7 +14,11 @@ use crate::reconcile::validated::{Resources, Validated, Version};
 
 /// The version's pods. With autoscaling on, `replicas` is left out so the HPA alone sets it.
 pub fn deployment(v: &Validated, version: &Version) -> Deployment {
-    let pod_labels = labels::version(&v.name, &version.name, version.role.as_str());
+    let object_labels = labels::version(&v.name, &version.name, version.role.as_str());
+    // The pods carry no role: finalising a rollout makes the canary's version the stable one, and
+    // a role label in the template would restart the very pods that serve all the traffic.
+    let mut pod_labels = object_labels.clone();
+    pod_labels.remove(labels::COMPONENT);
     let mut env_from = vec![EnvFromSource {
         config_map_ref: Some(ConfigMapEnvSource {
             name: version.object_name.clone(),
@@ -32,7 +36,7 @@ pub fn deployment(v: &Validated, version: &Version) -> Deployment {
         });
     }
     Deployment {
-        metadata: metadata(v, &version.object_name, pod_labels.clone()),
+        metadata: metadata(v, &version.object_name, object_labels),
         spec: DeploymentSpec {
             replicas: version.replicas,
             // The selector is immutable, so it holds only what can never change for this name.
@@ -102,8 +106,27 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    #[allow(unused_imports)]
+    use crate::reconcile::testing::{canary, canary_spec};
     use crate::reconcile::testing::{lab_release, lab_validated, owner, to_json};
     use crate::reconcile::validate::validate;
+
+    /// Finalising makes the canary the stable: its pods must not change, only its objects' labels.
+    #[test]
+    fn a_version_changing_role_keeps_its_pods() {
+        let v = lab_validated();
+        let mut as_stable = canary(&v).clone();
+        as_stable.role = crate::reconcile::validated::Role::Stable;
+        let (before, after) = (deployment(&v, canary(&v)), deployment(&v, &as_stable));
+        assert_eq!(
+            before.spec, after.spec,
+            "the pod template and selector stay the same"
+        );
+        assert_ne!(
+            before.metadata.labels, after.metadata.labels,
+            "the object's role label follows"
+        );
+    }
 
     #[test]
     fn lab_canary_deployment() {
@@ -116,6 +139,10 @@ mod tests {
             "app.kubernetes.io/component": "canary",
             "app.kubernetes.io/managed-by": "canary-operator",
         });
+        let mut pod_labels = labels.clone();
+        if let Some(map) = pod_labels.as_object_mut() {
+            map.remove("app.kubernetes.io/component");
+        }
         let expected = json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -130,8 +157,8 @@ mod tests {
                 "selector": {"matchLabels": {"app": "azureopenaichat", "version": "v2"}},
                 "template": {
                     "metadata": {
-                        "labels": labels,
-                        "annotations": {"canary.dev/config-hash": fingerprint(&v.canary.config)},
+                        "labels": pod_labels,
+                        "annotations": {"canary.dev/config-hash": fingerprint(&canary(&v).config)},
                     },
                     "spec": {
                         "containers": [{
@@ -147,7 +174,7 @@ mod tests {
                 },
             },
         });
-        assert_eq!(to_json(&deployment(&v, &v.canary)), expected);
+        assert_eq!(to_json(&deployment(&v, canary(&v))), expected);
     }
 
     /// The container gets the resources exactly as the spec has them, as when the spec's value was
@@ -176,12 +203,12 @@ mod tests {
         ];
         for (what, yaml) in cases {
             let mut release = lab_release();
-            release.spec.canary.resources = yaml
+            canary_spec(&mut release).resources = yaml
                 .map(|yaml| serde_norway::from_str(yaml).unwrap_or_else(|e| panic!("{what}: {e}")));
             let v = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{what}: {p}"));
-            let pod = deployment(&v, &v.canary).spec.template.spec;
+            let pod = deployment(&v, canary(&v)).spec.template.spec;
             let resources = pod.and_then(|pod| pod.containers.into_iter().next()?.resources);
-            assert_eq!(resources, release.spec.canary.resources, "{what}");
+            assert_eq!(resources, canary_spec(&mut release).resources, "{what}");
         }
     }
 
@@ -193,7 +220,7 @@ mod tests {
         let v = validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
         assert_eq!(deployment(&v, &v.stable).spec.replicas, Some(3));
         assert_eq!(
-            deployment(&v, &v.canary).spec.replicas,
+            deployment(&v, canary(&v)).spec.replicas,
             Some(1),
             "default is one pod"
         );
@@ -217,7 +244,7 @@ mod tests {
         );
         assert_ne!(
             fingerprint(&before.stable.config),
-            fingerprint(&before.canary.config),
+            fingerprint(&canary(&before).config),
             "the two versions differ by model, so their hashes differ"
         );
     }

@@ -34,7 +34,11 @@ impl Provider for Istio {
             .find(|vs| vs.metadata.name.as_deref() == Some(v.name.as_str()));
         Split {
             stable: route.and_then(|r| r.weight_of(&v.stable.name)),
-            canary: route.and_then(|r| r.weight_of(&v.canary.name)),
+            // Without a canary the release's status shows none (not "0 %").
+            canary: v
+                .canary
+                .as_ref()
+                .and_then(|c| route.and_then(|r| r.weight_of(&c.name))),
         }
     }
 }

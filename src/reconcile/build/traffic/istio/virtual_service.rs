@@ -10,7 +10,7 @@ use crate::reconcile::validated::{self, Validated};
 pub const ROUTE_NAME: &str = "canary-split";
 
 /// The traffic split. Both destinations stay listed even at weight 0, so a shift is a change of two
-/// numbers and never of the route's shape.
+/// numbers and never of the route's shape; without a canary the stable is the one destination.
 pub fn virtual_service(v: &Validated, decision: &Decision) -> VirtualService {
     let gateways = match &v.gateway {
         validated::Gateway::Create { .. } => vec![v.name.clone()],
@@ -33,10 +33,13 @@ pub fn virtual_service(v: &Validated, decision: &Decision) -> VirtualService {
             gateways,
             http: vec![HttpRoute {
                 name: Some(ROUTE_NAME.to_owned()),
-                route: vec![
-                    destination(&v.stable.name, decision.stable_weight()),
-                    destination(&v.canary.name, decision.canary_weight),
-                ],
+                route: match &v.canary {
+                    Some(canary) => vec![
+                        destination(&v.stable.name, decision.stable_weight()),
+                        destination(&canary.name, decision.canary_weight),
+                    ],
+                    None => vec![destination(&v.stable.name, 100)],
+                },
             }],
         },
     );
