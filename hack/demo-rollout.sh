@@ -3,7 +3,7 @@
 # parts the tests use (tests/rollout/stage.rs): two chat backends (offline: stable gpt-4.1 = v1,
 # canary gpt-4o = v2), a Prometheus scraping both every second, the ingress gateway stand-in
 # (nginx following the release's VirtualService, sending 20 requests a second through it) and the
-# operator, all on 127.0.0.1. examples/demo-rollout.yaml goes 10% -> 50% -> 100% in about a
+# operator, all on 127.0.0.1. hack/demo-rollout.yaml goes 10% -> 50% -> 100% in about a
 # minute, each step judged on the canary's error rate; every step is shown as it happens, and
 # `kubectl canary verify` measures the split through the gateway. Then the canary backend fails
 # every second request, a new canary revision starts, and it is rolled back.
@@ -205,8 +205,8 @@ follow() { # timeout done-phase bad-phases
   done
 }
 
-say "Applying examples/demo-rollout.yaml: 10% -> 50% -> 100%, judged by the canary's error rate"
-sed "s|PROMETHEUS_URL|$prometheus_url|" examples/demo-rollout.yaml >"$dir/release.yaml"
+say "Applying hack/demo-rollout.yaml: 10% -> 50% -> 100%, judged by the canary's error rate"
+sed "s|PROMETHEUS_URL|$prometheus_url|" hack/demo-rollout.yaml >"$dir/release.yaml"
 sed -n '/^  strategy:/,/^  autoscaling:/p' "$dir/release.yaml" | sed '$d'
 kubectl apply --server-side -f "$dir/release.yaml"
 start=$SECONDS
