@@ -4,14 +4,15 @@ use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
 use crate::common::lab::{
-    api, apply_release, create_secret, lab, patch_release, wait_ready, wait_weights,
+    api, apply_release, create_secret, lab, patch_release, wait_event_noting, wait_ready,
+    wait_weights,
 };
 use crate::common::operator::start_operator;
 use crate::common::{WAIT, setup, wait_for};
 use crate::settle;
 
 #[tokio::test]
-async fn weight_shifts_cost_one_route_write_and_one_status_write() {
+async fn weight_shifts_cost_one_route_write_one_status_write_and_an_event() {
     let Some(ns) = setup("weight-shift").await else {
         return;
     };
@@ -35,11 +36,12 @@ async fn weight_shifts_cost_one_route_write_and_one_status_write() {
             release.status.as_ref().and_then(|s| s.canary_weight),
             Some(weight)
         );
+        wait_event_noting(&ns, "WeightChanged", &format!(", {weight}% to v2 (gpt-4o)")).await;
         settle().await;
         let writes = operator.writes() - before;
         assert_eq!(
-            writes, 2,
-            "weight {weight}: one VirtualService write and one status write, got {writes}"
+            writes, 3,
+            "weight {weight}: one VirtualService write, one status write and one Event, got {writes}"
         );
     }
 }
