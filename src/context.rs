@@ -42,7 +42,7 @@ impl Default for Settings {
                 controller: crate::FIELD_MANAGER.to_owned(),
                 instance: None,
             },
-            min_analysis_interval: crate::reconcile::validate::DEFAULT_MIN_INTERVAL,
+            min_analysis_interval: crate::rollout::DEFAULT_MIN_INTERVAL,
         }
     }
 }

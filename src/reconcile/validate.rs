@@ -46,9 +46,7 @@ impl fmt::Display for Problems {
 /// Default HTTP port of a Gateway the operator creates.
 const DEFAULT_GATEWAY_PORT: i32 = 80;
 
-/// Shortest analysis interval the operator accepts unless told otherwise (`--min-analysis-interval`):
-/// each interval costs a query per check and version, and a status write, per rolling release.
-pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10);
+pub use crate::rollout::DEFAULT_MIN_INTERVAL;
 
 pub fn validate(release: &CanaryRelease, cluster_domain: &str) -> Result<Validated, Problems> {
     validate_with(release, cluster_domain, DEFAULT_MIN_INTERVAL)

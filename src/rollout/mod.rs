@@ -17,6 +17,10 @@ pub use machine::{
     advance, idle, measurement_due,
 };
 
+/// Shortest analysis interval the operator accepts unless told otherwise (`--min-analysis-interval`):
+/// each interval costs a query per check and version, and a status write, per rolling release.
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10);
+
 /// What a release in automatic mode declares.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {

@@ -225,7 +225,13 @@ async fn a_config_change_updates_the_configmap_and_rolls_the_pods() {
         (cm.data?.get("AZURE_API_URL")? == "https://other.openai.azure.com/").then_some(())
     })
     .await;
-    let after = hash().await.expect("config hash");
+    // The Deployment is applied after the ConfigMap, so it may lag it by a moment.
+    let after = wait_for(
+        "the pod template's config hash to change",
+        WAIT,
+        async || hash().await.filter(|h| *h != before),
+    )
+    .await;
     assert_ne!(before, after, "the pod template changed");
     wait_for("a second ReplicaSet for the canary", WAIT, async || {
         let list = api::<ReplicaSet>(&ns)
