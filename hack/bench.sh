@@ -3,7 +3,9 @@
 # in run dir $BENCH_RUN_DIR (default ~/.cache/canary-operator/run-bench), so that neither the
 # development cluster's contents nor the bench's load disturb each other. hack/use-cluster.sh
 # starts that cluster when it is not healthy and stops it afterwards. BENCH_N, BENCH_SHIFTS,
-# BENCH_STEADY_SECONDS and BENCH_TIMEOUT_SECONDS tune the run; extra arguments go to `cargo bench`.
+# BENCH_STEADY_SECONDS, BENCH_TIMEOUT_SECONDS, BENCH_ROLLING and BENCH_ROLLING_SECONDS tune the run,
+# BENCH_ONLY=rolling runs only the rolling phase (benches/operator/main.rs lists every setting);
+# extra arguments go to `cargo bench`. The rolling phase needs `prometheus`, on the PATH set here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -161,6 +161,11 @@ impl Delta {
         self.sum(is_write)
     }
 
+    /// Writes to `resource`'s `subresource` ("" for the object itself), by any client.
+    pub fn writes_to(&self, resource: &str, subresource: &str) -> u64 {
+        self.sum(|s| is_write(s) && s.resource == resource && s.subresource == subresource)
+    }
+
     /// Objects of `resource` created, by any client.
     pub fn creates(&self, resource: &str) -> u64 {
         self.sum(|s| s.verb == "POST" && s.resource == resource && s.subresource.is_empty())

@@ -298,6 +298,11 @@ impl Observer {
         }
     }
 
+    /// Every release in the cache, as the last watch event left it.
+    pub fn releases(&self) -> Vec<std::sync::Arc<CanaryRelease>> {
+        self.releases.state()
+    }
+
     /// Counts the releases in `namespaces` by how far they are.
     pub fn progress(&mut self, namespaces: &HashSet<String>) -> Progress {
         let mut progress = Progress::default();

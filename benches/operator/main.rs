@@ -12,7 +12,10 @@
 //! 3. `cold`: N releases created while the operator is stopped, then the operator started; and
 //!    weight-shift latency again with N releases resident;
 //! 4. `warm`: a restart with everything in place (time until every release is reconciled, and
-//!    writes), a quiet minute at N (writes, reads, CPU, memory), and edits after minutes of quiet.
+//!    writes), a quiet minute at N (writes, reads, CPU, memory), and edits after minutes of quiet;
+//! 5. `rolling`: R of the N releases turned automatic, analysed every 10 s by a real Prometheus
+//!    (`prometheus` on PATH, see `prometheus`): the operator's CPU, Prometheus queries per second
+//!    and writes per minute while they roll.
 //!
 //! Each phase returns a serialisable struct; `report` renders them as a table on stdout and
 //! `target/bench/report.json`. Nothing here asserts a time: a missed goal is reported, never a
@@ -22,7 +25,9 @@
 //! run, 200), `BENCH_STEADY_SECONDS` (60), `BENCH_QUIET_EDITS` (edits after a quiet spell, 3),
 //! `BENCH_QUIET_SECONDS` (length of each quiet spell, 125), `BENCH_LIGHT` (1: releases without
 //! autoscaling and with no pods; default above 1,000 releases), `BENCH_TIMEOUT_SECONDS` (longest
-//! wait for a phase, 900).
+//! wait for a phase, 900), `BENCH_ROLLING` (releases rolling in the `rolling` phase, 100, at most
+//! N), `BENCH_ROLLING_SECONDS` (its measured window, 60), `BENCH_ONLY=rolling` (only the N releases
+//! created and converged, then the `rolling` phase: minutes instead of half an hour).
 
 // The bench reports a broken setup (no cluster, a failed create) by panicking with a message.
 #![allow(clippy::expect_used)]
@@ -37,7 +42,9 @@ mod figures;
 mod latency;
 mod one_release;
 mod process;
+mod prometheus;
 mod report;
+mod rolling;
 mod warm;
 
 use std::collections::HashSet;
@@ -67,6 +74,11 @@ pub struct Settings {
     /// (minus the HPAs), while the controller-manager and kwok have no pods to run.
     pub light: bool,
     pub timeout_seconds: u64,
+    /// Releases turned automatic in the `rolling` phase (at most `releases`).
+    pub rolling: usize,
+    pub rolling_seconds: u64,
+    /// `BENCH_ONLY=rolling`: setup, the N releases converged, then only the `rolling` phase.
+    pub only_rolling: bool,
 }
 
 impl Settings {
@@ -93,6 +105,15 @@ impl Settings {
             // Each phase's limit. Cold convergence took 88 s at 1,000 and 918 s at 10,000 on
             // this machine; a quarter of a second per release leaves room for a busier one.
             timeout_seconds: number("BENCH_TIMEOUT_SECONDS", 900.max(n / 4)) as u64,
+            rolling: number("BENCH_ROLLING", 100).min(n),
+            rolling_seconds: number("BENCH_ROLLING_SECONDS", 60).max(1) as u64,
+            only_rolling: match std::env::var("BENCH_ONLY").as_deref() {
+                Err(_) | Ok("") => false,
+                Ok("rolling") => true,
+                Ok(other) => {
+                    panic!("BENCH_ONLY={other}: the only phase that runs alone is `rolling`")
+                }
+            },
         }
     }
 
@@ -336,8 +357,13 @@ async fn setup(settings: Settings) -> (Bench, String) {
     for ns in namespaces.iter().map(String::as_str).chain([LATENCY_NS]) {
         cluster::namespace(&client, ns).await;
     }
-    // Two pods per release (one per version), with room to spare.
-    let pods = if settings.light { 2 } else { 2 * n } + 4;
+    // Two pods per release (one per version), with room to spare; light releases have none but
+    // for the weight-shift release and the canaries of the rolling phase.
+    let pods = if settings.light {
+        2 + settings.rolling
+    } else {
+        2 * n
+    } + 4;
     let pods_per_node = 500;
     cluster::fake_nodes(&client, pods.div_ceil(pods_per_node) + 1, pods_per_node).await;
     let observer = Observer::start(&client).await;
@@ -368,11 +394,29 @@ async fn run(settings: Settings) {
     let git = report::git_revision();
     let (mut bench, version) = setup(settings).await;
 
-    let ceiling = ceiling::trivial(&bench).await;
-    let plain = ceiling::plain(&bench).await;
-    let one_release = one_release::run(&mut bench).await;
-    let (cold, loaded) = cold::run(&mut bench).await;
-    let warm = warm::run(&mut bench, &loaded.shifts).await;
+    let phases = if bench.settings.only_rolling {
+        None
+    } else {
+        let trivial_writer_ceiling = ceiling::trivial(&bench).await;
+        let plain_writer_children = ceiling::plain(&bench).await;
+        let one_release = one_release::run(&mut bench).await;
+        let (cold, with_n_resident) = cold::run(&mut bench).await;
+        let warm = warm::run(&mut bench, &with_n_resident.shifts).await;
+        Some(report::Phases {
+            trivial_writer_ceiling,
+            plain_writer_children,
+            one_release,
+            cold,
+            with_n_resident,
+            warm,
+        })
+    };
+    let prepared = if phases.is_none() {
+        Some(rolling::prepare(&mut bench).await)
+    } else {
+        None
+    };
+    let rolling = rolling::run(&mut bench, prepared).await;
 
     // A cluster that `make bench` stops afterwards needs no cleaning; one that stays gets its
     // namespaces and nodes back as they were (bounded: the next run finishes what is left).
@@ -395,12 +439,8 @@ async fn run(settings: Settings) {
         git,
         operator_binary: bench.binary.display().to_string(),
         notes: report::notes(&bench.settings),
-        trivial_writer_ceiling: ceiling,
-        plain_writer_children: plain,
-        one_release,
-        cold,
-        with_n_resident: loaded,
-        warm,
+        phases,
+        rolling,
     };
     let table = report::table(&report);
     let text = table.render(&report::header(&report));

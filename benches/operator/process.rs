@@ -3,6 +3,7 @@
 //! The process itself is the test kit's harness (`tests/common/process.rs`), shared with the
 //! tests that run the binary; this file adds what the bench reads from it.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,33 @@ pub struct Counters {
     pub watches: f64,
     /// Reconciles that failed (all reasons).
     pub errors: f64,
+}
+
+/// The operator's analysis counters, from `/metrics`, each by its label.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Analysis {
+    /// `canary_operator_prometheus_queries_total` by outcome (answered, failed).
+    pub queries: BTreeMap<String, f64>,
+    /// `canary_operator_check_measurements_total` by verdict (Pass, Fail, ...).
+    pub measurements: BTreeMap<String, f64>,
+    /// `canary_operator_rollout_phase`: releases in each phase (a gauge, not a counter).
+    pub phases: BTreeMap<String, f64>,
+}
+
+impl Analysis {
+    /// The counters' increase since `before` (the phases as they are now).
+    pub fn since(&self, before: &Analysis) -> Analysis {
+        let delta = |now: &BTreeMap<String, f64>, then: &BTreeMap<String, f64>| {
+            now.iter()
+                .map(|(k, v)| (k.clone(), v - then.get(k).copied().unwrap_or(0.0)))
+                .collect()
+        };
+        Analysis {
+            queries: delta(&self.queries, &before.queries),
+            measurements: delta(&self.measurements, &before.measurements),
+            phases: self.phases.clone(),
+        }
+    }
 }
 
 impl Counters {
@@ -87,6 +115,39 @@ impl Operator {
             // One series per reason, absent until the first failure.
             errors: metrics.sum("canary_operator_reconcile_errors_total{"),
         })
+    }
+
+    /// The operator's analysis counters: Prometheus queries by outcome, check measurements by
+    /// verdict, and automatic releases by rollout phase.
+    pub async fn analysis(&self) -> Option<Analysis> {
+        let metrics = self.process.metrics().await?;
+        let mut analysis = Analysis::default();
+        for line in metrics.0.lines() {
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let label = |name: &str| {
+                let start = series.find(&format!("{name}=\""))? + name.len() + 2;
+                let rest = &series[start..];
+                Some(rest[..rest.find('"')?].to_owned())
+            };
+            let into = if series.starts_with("canary_operator_prometheus_queries_total{") {
+                label("outcome").map(|l| (&mut analysis.queries, l))
+            } else if series.starts_with("canary_operator_check_measurements_total{") {
+                label("verdict").map(|l| (&mut analysis.measurements, l))
+            } else if series.starts_with("canary_operator_rollout_phase{") {
+                label("phase").map(|l| (&mut analysis.phases, l))
+            } else {
+                None
+            };
+            if let Some((map, key)) = into {
+                *map.entry(key).or_insert(0.0) += value;
+            }
+        }
+        Some(analysis)
     }
 
     pub fn memory(&self) -> Option<Memory> {

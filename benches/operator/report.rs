@@ -11,6 +11,7 @@ use crate::cold::Cold;
 use crate::figures::Distribution;
 use crate::latency::Summary;
 use crate::one_release::OneRelease;
+use crate::rolling::Rolling;
 use crate::warm::Warm;
 use crate::{Settings, ShiftRun};
 
@@ -172,6 +173,15 @@ pub struct Report {
     pub git: Value,
     pub operator_binary: String,
     pub notes: Vec<String>,
+    /// Every phase but `rolling`; none with `BENCH_ONLY=rolling`.
+    #[serde(flatten)]
+    pub phases: Option<Phases>,
+    pub rolling: Rolling,
+}
+
+/// The phases before `rolling`, which `BENCH_ONLY=rolling` leaves out.
+#[derive(Clone, Debug, Serialize)]
+pub struct Phases {
     pub trivial_writer_ceiling: Ceiling,
     pub plain_writer_children: Plain,
     pub one_release: OneRelease,
@@ -193,6 +203,14 @@ pub fn notes(settings: &Settings) -> Vec<String> {
         "apiserver_request_total counts every client: operator_kind_writes leaves out child status writes (never the operator's) and events, but can include the deployment controller's revision annotation on new Deployments; exclusive_kind_writes counts CanaryReleases and Istio kinds, which only the operator and the bench's weight edits and floor patches write.".to_owned(),
         "The floor is a direct patch of a VirtualService no operator owns, timed from sending it to its watch event, interleaved with the weight edits (which are timed from the PATCH response).".to_owned(),
     ];
+    notes.push(format!(
+        "Rolling: {} releases automatic, each analysed every {} s by a real Prometheus on this machine that scrapes only itself; {} checks, {} compared with the stable ({} queries per release and interval), every measurement passing; the goals allow one more measurement per release than window / interval, for the window's edges.",
+        settings.rolling,
+        crate::rolling::INTERVAL_SECONDS,
+        crate::rolling::CHECKS,
+        crate::rolling::COMPARED,
+        crate::rolling::CHECKS + crate::rolling::COMPARED,
+    ));
     if settings.light {
         notes.push(format!(
             "Light releases: the {} releases have no autoscaling and replicas: 0 (the weight-shift release is the full lab), so that the controller-manager and kwok do not dominate; the operator writes 8 children and a status per release instead of 10 and a status.",
@@ -205,10 +223,15 @@ pub fn notes(settings: &Settings) -> Vec<String> {
 pub fn header(report: &Report) -> String {
     let s = &report.settings;
     format!(
-        "canary-operator bench: N={} over {} namespaces{}; {}; Kubernetes {}; rev {}",
+        "canary-operator bench: N={} over {} namespaces{}{}; {}; Kubernetes {}; rev {}",
         s.releases,
         s.namespaces,
         if s.light { " (light releases)" } else { "" },
+        if s.only_rolling {
+            "; BENCH_ONLY=rolling"
+        } else {
+            ""
+        },
         machine_line(&report.machine),
         report.kubernetes_version,
         git_line(&report.git),
@@ -272,16 +295,20 @@ fn shift_rows(table: &mut Table, label: &str, s: &Summary, p99_goal: Option<(&st
 /// The table printed at the end of a run, with each goal checked.
 pub fn table(report: &Report) -> Table {
     let mut table = Table::default();
-    weight_shift(&mut table, report);
-    cold_convergence(&mut table, report);
-    warm_restart(&mut table, report);
-    steady_state(&mut table, report);
-    memory(&mut table, report);
+    if let Some(phases) = &report.phases {
+        let s = &report.settings;
+        weight_shift(&mut table, s, phases);
+        cold_convergence(&mut table, s, phases);
+        warm_restart(&mut table, s, phases);
+        steady_state(&mut table, s, phases);
+        memory(&mut table, s, phases);
+    }
+    rolling(&mut table, &report.rolling);
     table
 }
 
-fn weight_shift(table: &mut Table, report: &Report) {
-    let s = &report.settings;
+fn weight_shift(table: &mut Table, settings: &Settings, report: &Phases) {
+    let s = settings;
     let n = s.releases;
     let at_10000 = n >= 10_000;
     let (one, loaded, warm) = (&report.one_release, &report.with_n_resident, &report.warm);
@@ -344,8 +371,8 @@ fn weight_shift(table: &mut Table, report: &Report) {
     );
 }
 
-fn cold_convergence(table: &mut Table, report: &Report) {
-    let n = report.settings.releases;
+fn cold_convergence(table: &mut Table, settings: &Settings, report: &Phases) {
+    let n = settings.releases;
     let at_1000 = n == 1000;
     let cold = &report.cold;
     let plain = &report.plain_writer_children;
@@ -483,9 +510,9 @@ fn cold_convergence(table: &mut Table, report: &Report) {
     );
 }
 
-fn warm_restart(table: &mut Table, report: &Report) {
+fn warm_restart(table: &mut Table, settings: &Settings, report: &Phases) {
     let warm = &report.warm;
-    let total = report.settings.releases + 1;
+    let total = settings.releases + 1;
     let restart = &warm.restart;
     table.section(format!("Warm restart: {total} releases in place"));
     table.row(
@@ -521,8 +548,8 @@ fn warm_restart(table: &mut Table, report: &Report) {
     );
 }
 
-fn steady_state(table: &mut Table, report: &Report) {
-    let total = report.settings.releases + 1;
+fn steady_state(table: &mut Table, settings: &Settings, report: &Phases) {
+    let total = settings.releases + 1;
     let steady = &report.warm.steady;
     table.section(format!(
         "Steady state: {} s, no changes, {total} releases",
@@ -557,8 +584,8 @@ fn steady_state(table: &mut Table, report: &Report) {
     );
 }
 
-fn memory(table: &mut Table, report: &Report) {
-    let n = report.settings.releases;
+fn memory(table: &mut Table, settings: &Settings, report: &Phases) {
+    let n = settings.releases;
     let total = n + 1;
     let (at_1000, at_10000) = (n == 1000, n >= 10_000);
     let (one, cold, steady) = (&report.one_release, &report.cold, &report.warm.steady);
@@ -591,5 +618,161 @@ fn memory(table: &mut Table, report: &Report) {
         &format!("{total} releases, peak (cold convergence, weight shifts)"),
         format!("{:.1} MiB", cold.memory_end.peak_rss),
         memory_goal(cold.memory_end.peak_rss),
+    );
+}
+
+fn rolling(table: &mut Table, r: &Rolling) {
+    table.section(format!(
+        "{} resident, {} rolling: {} checks ({} compared with stable) every {} s, {:.0} s window",
+        r.releases, r.rolling, r.checks, r.compared_to_stable, r.interval_seconds, r.window_seconds
+    ));
+    if let Some(why) = &r.skipped {
+        table.row("skipped", why.clone(), None);
+        return;
+    }
+    if let Some(p) = &r.prepared {
+        table.row(
+            &format!(
+                "(BENCH_ONLY=rolling) {} releases created / converged / Ready",
+                r.releases
+            ),
+            format!(
+                "{:.1} s / {} / {}",
+                p.create_seconds,
+                opt(p.converged_seconds, "s"),
+                opt(p.all_ready_seconds, "s")
+            ),
+            None,
+        );
+    }
+    table.row(
+        "all rolling: Progressing, weight applied, measured (from start)",
+        match r.all_measuring_seconds {
+            Some(s) => format!("{s:.1} s"),
+            None => format!("not reached ({}/{})", r.measuring, r.rolling),
+        },
+        None,
+    );
+    table.row(
+        "before the window: operator writes / measurements per release and check",
+        format!(
+            "{:.0} / {:.2}",
+            r.before_window.operator_writes, r.before_window.measurements_per_release_and_check
+        ),
+        None,
+    );
+    table.row(
+        "operator CPU",
+        format!(
+            "{:.2} s ({:.1}% of a core)",
+            r.operator_cpu_seconds, r.operator_cpu_percent_of_core
+        ),
+        None,
+    );
+    let failed = r
+        .operator_queries_by_outcome
+        .get("failed")
+        .copied()
+        .unwrap_or(0.0);
+    let queries_goal = format!(
+        "<= {:.1}/s ({} x {} / {} s; {:.1} with the window's edges)",
+        r.expected_queries_per_s,
+        r.checks + r.compared_to_stable,
+        r.rolling,
+        r.interval_seconds,
+        r.queries_per_s_limit
+    );
+    table.row(
+        "Prometheus queries/s: Prometheus's count / the operator's (failed)",
+        format!(
+            "{} / {:.2} ({failed:.0})",
+            r.prometheus_queries_per_s
+                .map_or("-".to_owned(), |q| format!("{q:.2}")),
+            r.operator_queries_per_s
+        ),
+        Some((
+            &queries_goal,
+            r.prometheus_queries_per_s
+                .is_some_and(|q| q <= r.queries_per_s_limit)
+                && r.operator_queries_per_s <= r.queries_per_s_limit,
+        )),
+    );
+    let writes_goal = format!(
+        "<= {:.0}/min (60 / {} s x {}; {:.0} with the window's edges)",
+        r.expected_writes_per_min, r.interval_seconds, r.rolling, r.writes_per_min_limit
+    );
+    table.row(
+        "operator writes/min (its count) / reads in the window",
+        format!(
+            "{:.1} / {:.0}",
+            r.operator_writes_per_min, r.operator_requests.reads
+        ),
+        Some((
+            &writes_goal,
+            r.operator_writes_per_min <= r.writes_per_min_limit,
+        )),
+    );
+    table.row(
+        "status writes/min (apiserver's canaryreleases/status) / expected",
+        format!(
+            "{:.1} / {:.0}",
+            r.status_writes_per_min, r.expected_writes_per_min
+        ),
+        None,
+    );
+    table.row(
+        "apiserver writes in the window: operator's kinds / CR+Istio kinds",
+        format!(
+            "{} / {}",
+            r.apiserver.operator_kind_writes, r.apiserver.exclusive_kind_writes
+        ),
+        None,
+    );
+    let verdicts = r
+        .measurements
+        .iter()
+        .filter(|(_, n)| **n > 0.0)
+        .map(|(verdict, n)| format!("{verdict} {n:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    table.row(
+        "check measurements by verdict / expected",
+        format!(
+            "{} / {:.0}",
+            if verdicts.is_empty() {
+                "none"
+            } else {
+                &verdicts
+            },
+            r.expected_measurements
+        ),
+        None,
+    );
+    let phases = r
+        .phases_at_end
+        .iter()
+        .filter(|(_, n)| **n > 0.0)
+        .map(|(phase, n)| format!("{phase} {n:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    table.row(
+        "rollout phases at the end (canary_operator_rollout_phase)",
+        if phases.is_empty() {
+            "none".to_owned()
+        } else {
+            phases
+        },
+        None,
+    );
+    table.row("operator memory at the end", r.memory.text(), None);
+    table.row(
+        "CPU s in the window, by process",
+        r.cpu.by_process.clone(),
+        None,
+    );
+    table.row(
+        "CPU s in the window: machine busy / available",
+        r.cpu.busy.clone(),
+        None,
     );
 }
