@@ -117,7 +117,11 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         .rollout
         .as_ref()
         .and_then(|o| o.wake)
-        .and_then(|wake| wake.duration_since(std::time::SystemTime::now()).ok())
+        // A wake already past (times are kept to the second) is soon, not the resync's 10 minutes.
+        .map(|wake| {
+            wake.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+        })
         .map_or(RESYNC, |wait| {
             wait.clamp(Duration::from_millis(100), RESYNC)
         });

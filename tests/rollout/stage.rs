@@ -106,22 +106,28 @@ pub async fn wait_phase(
     }
 }
 
-/// Sends a request as `kubectl canary VERB` does: the annotation, stamped now.
+/// `kubectl canary VERB chat`, through the plugin's own code: the annotation, stamped now, and the
+/// wait until the operator has recorded it.
 pub async fn ask(ns: &TestNs, verb: canary_operator::rollout::Verb) -> String {
-    let text =
-        canary_operator::plugin::request::request_text(verb, k8s_openapi::jiff::Timestamp::now());
-    let patch = json!({"metadata": {"annotations": {canary_operator::labels::REQUEST: text}}});
-    api::<CanaryRelease>(ns)
-        .patch(NAME, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("annotate the release");
-    wait_for(
-        &format!("the operator to record {text}"),
-        Duration::from_secs(30),
-        async || (rollout(ns).await?.last_request.as_deref() == Some(text.as_str())).then_some(()),
+    let answer = canary_operator::plugin::request::request(
+        &target(ns),
+        NAME,
+        verb,
+        Some(Duration::from_secs(30)),
     )
-    .await;
-    text
+    .await
+    .unwrap_or_else(|e| panic!("kubectl canary {}: {e}", verb.as_str()));
+    let recorded = answer.rollout.and_then(|r| r.last_request);
+    assert_eq!(recorded.as_deref(), Some(answer.request.as_str()));
+    answer.request
+}
+
+/// What the plugin's commands act on: the test's namespace.
+pub fn target(ns: &TestNs) -> canary_operator::plugin::cluster::Target {
+    canary_operator::plugin::cluster::Target {
+        client: ns.client.clone(),
+        namespace: ns.name.clone(),
+    }
 }
 
 /// Every canary weight the release's VirtualService carried, in order, as a watch sees it.

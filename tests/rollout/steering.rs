@@ -80,6 +80,16 @@ async fn an_approval_step_waits_for_promote() {
         ),
     )
     .await;
+    let refused =
+        canary_operator::plugin::set_weight::set_weight(&crate::stage::target(&ns), NAME, 50, None)
+            .await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("is automatic (spec.strategy)")),
+        "set-weight on an automatic release: {:?}",
+        refused.map(|c| c.to_string())
+    );
     let waiting = wait_phase(&ns, "Paused", Some("AwaitingApproval"), WITHIN).await;
     assert_eq!((waiting.step, waiting.weight), (2, 50));
     wait_canary_weight(&ns, NAME, 50, WITHIN).await;
@@ -275,7 +285,6 @@ async fn a_gitops_reapply_changes_nothing() {
 /// its pods untouched and its traffic unchanged, and the old version's objects are removed.
 #[tokio::test]
 async fn finalize_prunes_the_old_version_without_moving_traffic() {
-    use canary_operator::plugin::cluster::Target;
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
     use k8s_openapi::api::core::v1::ConfigMap;
@@ -298,11 +307,7 @@ async fn finalize_prunes_the_old_version_without_moving_traffic() {
         .expect("the canary's Deployment");
     let log = WeightLog::start(&ns);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let target = Target {
-        client: ns.client.clone(),
-        namespace: ns.name.clone(),
-    };
-    let done = canary_operator::plugin::finalize::finalize(&target, NAME)
+    let done = canary_operator::plugin::finalize::finalize(&crate::stage::target(&ns), NAME)
         .await
         .expect("finalize");
     assert_eq!(done.version, "v2");
