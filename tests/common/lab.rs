@@ -266,3 +266,37 @@ pub async fn wait_event_noting(ns: &TestNs, reason: &str, note_fragment: &str) -
     )
     .await
 }
+
+/// Creates `release` as `kubectl create` does (POST with strict field validation; kube's
+/// PostParams cannot say so, hence a raw request) and asserts that the apiserver refuses it (422
+/// or 400) with a message holding `fragment`. Server-side apply would report a wrongly typed
+/// field as an internal error instead of a validation failure.
+pub async fn assert_refused(ns: &TestNs, release: &Value, what: &str, fragment: &str) {
+    use kube::core::{ApiResource, DynamicObject};
+    let resource = ApiResource::erase::<CanaryRelease>(&());
+    let url = format!(
+        "{}?fieldValidation=Strict",
+        DynamicObject::url_path(&resource, Some(&ns.name))
+    );
+    let body = serde_json::to_vec(release).unwrap_or_else(|e| panic!("{what}: serialize: {e}"));
+    let request = http::Request::post(url.as_str())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .unwrap_or_else(|e| panic!("{what}: request: {e}"));
+    match ns.client.request::<DynamicObject>(request).await {
+        Err(kube::Error::Api(s)) => {
+            assert!(
+                s.code == 422 || s.code == 400,
+                "{what}: expected 422/400, got {}: {}",
+                s.code,
+                s.message
+            );
+            assert!(
+                s.message.contains(fragment),
+                "{what}: message {:?} lacks {fragment:?}",
+                s.message
+            );
+        }
+        other => panic!("{what}: expected a rejection, got {other:?}"),
+    }
+}

@@ -29,9 +29,9 @@ pub fn binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_canary-operator")))
 }
 
-/// The client for the operator's own HTTP server: plain HTTP on loopback, so never through a
-/// proxy from the developer's shell, and every request bounded.
-fn http_client() -> reqwest::Client {
+/// The client for the operator's own HTTP server (and the kit's other local servers): plain HTTP
+/// on loopback, so never through a proxy from the developer's shell, and every request bounded.
+pub fn http_client() -> reqwest::Client {
     // reqwest is built without a TLS provider of its own (see Cargo.toml); building a client
     // wants one installed, and ring is the one kube's client links. Err: one is installed already.
     static PROVIDER: Once = Once::new();

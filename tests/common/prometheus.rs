@@ -10,13 +10,13 @@ use std::fs::{File, OpenOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Once;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::host::{free_port, skip};
+use super::process::http_client;
 
 /// The job every target is scraped under (`up{job="canary"}`).
 pub const JOB: &str = "canary";
@@ -26,9 +26,6 @@ const STARTUP: Duration = Duration::from_secs(60);
 
 /// Longest wait for Prometheus to die after SIGKILL.
 const EXIT: Duration = Duration::from_secs(10);
-
-/// One HTTP request to Prometheus; a query over a few minutes of a few series takes milliseconds.
-const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `prometheus` from PATH, or `None` (after saying so loudly) when it is not there. In CI a
 /// missing Prometheus is a failure: hack/build-tools.sh links it next to kubectl.
@@ -74,20 +71,6 @@ pub struct Prometheus {
     /// Config, data and log: all of its state, in one place to remove.
     dir: PathBuf,
     http: reqwest::Client,
-}
-
-fn http_client() -> reqwest::Client {
-    // reqwest is built without a TLS provider of its own (see Cargo.toml); building a client wants
-    // one installed, and ring is the one kube's client links. Err: one is installed already.
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(HTTP_TIMEOUT)
-        .build()
-        .unwrap_or_else(|e| panic!("an HTTP client: {e}"))
 }
 
 /// The config: one job, one static group per target so each keeps its own labels.

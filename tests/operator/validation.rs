@@ -6,14 +6,12 @@ use std::time::Duration;
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::Resource;
 use kube::api::ListParams;
-use kube::core::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
 use crate::common::lab::{
-    api, apply_release, condition, create_secret, lab, wait_condition, wait_event_noting,
-    wait_ready,
+    api, apply_release, assert_refused, condition, create_secret, lab, wait_condition,
+    wait_event_noting, wait_ready,
 };
 use crate::common::operator::{install_crd, start_operator};
 use crate::common::setup;
@@ -130,39 +128,12 @@ async fn invalid_specs_are_rejected_at_admission() {
             "wieght",
         ),
     ];
-    // Created as `kubectl create` does (POST, strict field validation; kube's PostParams cannot say
-    // so, hence a raw request): server-side apply would report a wrongly typed field as an
-    // internal error instead of a validation failure.
-    let resource = ApiResource::erase::<CanaryRelease>(&());
-    let url = format!(
-        "{}?fieldValidation=Strict",
-        DynamicObject::url_path(&resource, Some(&ns.name))
-    );
     for (i, (what, edit, fragment)) in cases.into_iter().enumerate() {
         let mut release = lab();
         release["metadata"]["name"] = json!(format!("bad-{i}"));
         release["metadata"]["namespace"] = json!(ns.name);
         edit(&mut release);
-        let request = http::Request::post(url.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(&release).expect("serialize"))
-            .expect("request");
-        match ns.client.request::<DynamicObject>(request).await {
-            Err(kube::Error::Api(s)) => {
-                assert!(
-                    s.code == 422 || s.code == 400,
-                    "{what}: expected 422/400, got {}: {}",
-                    s.code,
-                    s.message
-                );
-                assert!(
-                    s.message.contains(fragment),
-                    "{what}: message {:?} lacks {fragment:?}",
-                    s.message
-                );
-            }
-            other => panic!("{what}: expected a rejection, got {other:?}"),
-        }
+        assert_refused(&ns, &release, what, fragment).await;
     }
     let releases = api::<CanaryRelease>(&ns);
     assert!(

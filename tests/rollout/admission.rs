@@ -1,12 +1,10 @@
 //! Bad automatic specs: refused at admission by the CRD's schema and CEL rules, or (what the
 //! schema cannot judge) reported by the operator as InvalidSpec naming the field.
 
-use canary_operator::api::CanaryRelease;
 use kube::Resource;
-use kube::core::{ApiResource, DynamicObject};
 use serde_json::{Value, json};
 
-use crate::common::lab::wait_condition;
+use crate::common::lab::{assert_refused, wait_condition};
 use crate::common::operator::{install_crd, start_operator};
 use crate::common::setup;
 use crate::stage::{NAME, analysis, apply, automatic};
@@ -150,46 +148,16 @@ async fn bad_automatic_specs_are_refused_at_admission() {
         ),
     ];
     assert!(cases.len() >= 12);
-    // Created as `kubectl create` does: POST with strict field validation.
-    let resource = ApiResource::erase::<CanaryRelease>(&());
-    let url = format!(
-        "{}?fieldValidation=Strict",
-        DynamicObject::url_path(&resource, Some(&ns.name))
-    );
     for (i, (what, edit, fragment)) in cases.into_iter().enumerate() {
         let mut release = base(&ns);
         release["metadata"]["name"] = json!(format!("bad-{i}"));
         edit(&mut release);
-        let request = http::Request::post(url.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(serde_json::to_vec(&release).expect("serialize"))
-            .expect("request");
-        match ns.client.request::<DynamicObject>(request).await {
-            Err(kube::Error::Api(s)) => {
-                assert!(
-                    s.code == 422 || s.code == 400,
-                    "{what}: expected 422/400, got {}: {}",
-                    s.code,
-                    s.message
-                );
-                assert!(
-                    s.message.contains(fragment),
-                    "{what}: message {:?} lacks {fragment:?}",
-                    s.message
-                );
-            }
-            other => panic!("{what}: expected a rejection, got {other:?}"),
-        }
+        assert_refused(&ns, &release, what, fragment).await;
     }
     // The base itself is accepted: each refusal above is the edit's.
     let mut good = base(&ns);
     good["metadata"]["name"] = json!("good");
-    let request = http::Request::post(url.as_str())
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(serde_json::to_vec(&good).expect("serialize"))
-        .expect("request");
-    ns.client
-        .request::<DynamicObject>(request)
+    crate::common::lab::apply_release(&ns, good)
         .await
         .expect("the base release is accepted");
 }

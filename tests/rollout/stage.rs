@@ -7,14 +7,13 @@ use std::time::Duration;
 use canary_operator::api::istio::VirtualService;
 use canary_operator::api::{CanaryRelease, RolloutStatus};
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 use crate::backend::{Backend, IngressStandin, nginx, start_backend};
+use crate::common::TestNs;
 use crate::common::lab::{api, apply_release, create_secret, release};
 use crate::common::prometheus::{self, Prometheus, ScrapeTarget};
-use crate::common::{TestNs, wait_for};
 
 pub const NAME: &str = "chat";
 
