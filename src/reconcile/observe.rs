@@ -39,7 +39,17 @@ pub async fn observe(
             .get(&validated.namespace, &version.object_name)
             .and_then(Result::ok)
             .map(|d| {
-                let ready = d.status.and_then(|s| s.ready_replicas).unwrap_or(0);
+                // Ready pods of the current template only: while a new revision rolls out, the
+                // old pods are ready too, but they are not the canary being judged.
+                let current = d.status.as_ref().is_some_and(|s| {
+                    s.observed_generation.is_some()
+                        && s.observed_generation >= d.metadata.generation
+                });
+                let ready = d.status.as_ref().filter(|_| current).map_or(0, |s| {
+                    s.ready_replicas
+                        .unwrap_or(0)
+                        .min(s.updated_replicas.unwrap_or(0))
+                });
                 (ready, d.spec.replicas.unwrap_or(1))
             })
             .unwrap_or((0, 1))
