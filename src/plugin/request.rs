@@ -63,9 +63,16 @@ pub async fn request(
     verb: Verb,
     wait: Option<Duration>,
 ) -> Result<Answer, Error> {
-    if target.release(name).await?.spec.strategy.is_none() {
+    let release = target.release(name).await?;
+    if release.spec.strategy.is_none() {
         return Err(Error::Usage(format!(
             "canaryrelease {name} is steered by hand (spec.weight): {} applies only to an automatic release (spec.strategy); use `kubectl canary set-weight`",
+            verb.as_str()
+        )));
+    }
+    if release.spec.canary.is_none() {
+        return Err(Error::Usage(format!(
+            "canaryrelease {name} has no canary: there is no rollout to {}",
             verb.as_str()
         )));
     }
