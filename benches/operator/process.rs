@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[path = "../../tests/common/process.rs"]
 mod process_kit;
 
-pub use process_kit::{Memory, clock_ticks, cpu_seconds};
+pub use process_kit::{Memory, clock_ticks, cpu_seconds, http_client};
 use process_kit::{Process, Spawn};
 
 /// A running operator; killed when dropped, so an aborted bench leaves nothing behind.

@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 
 use crate::figures::{ApiRequests, Cpu, MemoryMib, Requests};
 use crate::process::{CpuSpan, cpu_seconds};
-use crate::prometheus::{self, Prometheus};
+use crate::prometheus;
 use crate::{Bench, api_snapshot, cluster, poll_every, progress_interval, say, settle};
 
 /// The analysis interval, at the operator's default minimum.
@@ -41,9 +41,9 @@ pub const COMPARED: usize = 1;
 
 /// 1 for both versions: Prometheus's own target is up. The matcher on the placeholders filters
 /// nothing out (no instance has that name), so canary and stable both get 1: a ratio of 1.
-const UP: &str = r#"count(up{job="prometheus",instance!="{{namespace}}/{{release}}/{{version}}"})"#;
+const UP: &str = r#"count(up{job="canary",instance!="{{namespace}}/{{release}}/{{version}}"})"#;
 /// The instant queries Prometheus answers per second over the interval: the analysis's own load.
-const QUERY_RATE: &str = r#"sum(rate(prometheus_http_requests_total{job="prometheus",handler="/api/v1/query",instance!="{{namespace}}/{{version}}/{{model}}"}[{{interval}}]))"#;
+const QUERY_RATE: &str = r#"sum(rate(prometheus_http_requests_total{job="canary",handler="/api/v1/query",instance!="{{namespace}}/{{version}}/{{model}}"}[{{interval}}]))"#;
 
 /// The N releases created and converged without the other phases (`BENCH_ONLY=rolling`).
 #[derive(Clone, Debug, Default, Serialize)]
@@ -256,12 +256,7 @@ pub async fn run(bench: &mut Bench, prepared: Option<Prepared>) -> Rolling {
         "{n} resident, {r} rolling: starting Prometheus ({})",
         binary.display()
     ));
-    let prometheus = Prometheus::start(
-        &binary,
-        &bench.out.join("prometheus-rolling.tmp"),
-        &bench.out.join("prometheus-rolling.log"),
-    )
-    .await;
+    let prometheus = prometheus::start(&binary).await;
     // The query-rate check has a series once Prometheus has answered a query and scraped its count
     // twice; the bench's own queries here make it exist before the first measurement.
     let sample = QUERY_RATE
@@ -377,7 +372,7 @@ pub async fn run(bench: &mut Bench, prepared: Option<Prepared>) -> Rolling {
     ]);
     result.memory = operator.memory().unwrap_or_default().into();
     operator.stop();
-    prometheus.stop();
+    drop(prometheus);
 
     let per_interval = (CHECKS + COMPARED) as f64 * r as f64;
     let interval = INTERVAL_SECONDS as f64;

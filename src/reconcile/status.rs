@@ -497,4 +497,99 @@ mod tests {
         assert_eq!(get(&conflict, READY).reason, "OwnershipConflict");
         assert_eq!(get(&conflict, READY).message, conflicts[0]);
     }
+
+    /// An automatic release: its rollout's state goes to `status.rollout`, and `Progressing` says
+    /// where the rollout stands once the versions themselves are rolled out.
+    #[test]
+    fn an_automatic_release_shows_its_rollout() {
+        use std::time::{Duration, SystemTime};
+
+        use crate::reconcile::decide::{Automatic, Strategy};
+        use crate::rollout::{self, Capacity, Inputs, Plan, Step};
+
+        let mut v = lab_validated();
+        let plan = Plan {
+            steps: vec![
+                Step {
+                    weight: 10,
+                    duration: Duration::from_secs(60),
+                    approval: true,
+                },
+                Step {
+                    weight: 100,
+                    duration: Duration::from_secs(60),
+                    approval: false,
+                },
+            ],
+            analysis: None,
+        };
+        v.strategy = Strategy::Automatic(Box::new(Automatic {
+            plan: plan.clone(),
+            revision: Some("abc".to_owned()),
+        }));
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let inputs = |now| Inputs {
+            now,
+            revision: "abc",
+            request: None,
+            canary_ready: 2,
+            capacity: Capacity::Fixed(1),
+            measurement: None,
+        };
+        let started = rollout::advance(&plan, None, &inputs(t0));
+        let waiting = rollout::advance(
+            &plan,
+            Some(&started.state),
+            &inputs(t0 + Duration::from_secs(60)),
+        );
+        let release = lab_release();
+        let progressing = desired_status(
+            &release,
+            &Health::Converged(&v, &applied([2, 2]), Some(&started)),
+            at(0),
+        );
+        let shown = progressing
+            .rollout
+            .clone()
+            .unwrap_or_else(|| panic!("no rollout status"));
+        assert_eq!(
+            (shown.phase.as_str(), shown.step, shown.steps, shown.weight),
+            ("Progressing", 1, 2, 10)
+        );
+        assert_eq!(get(&progressing, PROGRESSING).status, "True");
+        assert_eq!(get(&progressing, PROGRESSING).reason, "RolloutProgressing");
+        assert_eq!(
+            get(&progressing, READY).status,
+            "True",
+            "every object is in place"
+        );
+        let paused = desired_status(
+            &release,
+            &Health::Converged(&v, &applied([2, 2]), Some(&waiting)),
+            at(60),
+        );
+        assert_eq!(
+            paused
+                .rollout
+                .as_ref()
+                .and_then(|r| r.pause_reason.as_deref()),
+            Some("AwaitingApproval")
+        );
+        let condition = get(&paused, PROGRESSING);
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("False", "RolloutPaused")
+        );
+        assert!(
+            condition.message.starts_with("AwaitingApproval: "),
+            "{}",
+            condition.message
+        );
+        let manual = desired_status(
+            &release,
+            &Health::Converged(&lab_validated(), &applied([2, 2]), None),
+            at(0),
+        );
+        assert_eq!(manual.rollout, None, "manual mode has no rollout status");
+    }
 }

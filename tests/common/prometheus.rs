@@ -5,6 +5,8 @@
 //! Targets carry static labels (`namespace`, `version`, ...) because there is no service discovery
 //! here: in a cluster, relabelling would copy them from the pods' labels, and queries are written
 //! against those label names either way.
+// Each includer (the tests, the bench) uses a different part of it.
+#![allow(dead_code)]
 
 use std::fs::{File, OpenOptions};
 use std::net::SocketAddr;
@@ -191,6 +193,35 @@ impl Prometheus {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its process id while it runs, for CPU figures from /proc.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Instant queries it has answered so far, all response codes, as its own `/metrics` counts
+    /// them (`prometheus_http_requests_total{handler="/api/v1/query"}`): exact at any moment,
+    /// where a query of the scraped series lags a scrape.
+    pub async fn queries_served(&self) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("prometheus_http_requests_total{")
+                        && l.contains("handler=\"/api/v1/query\"")
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum(),
+        )
     }
 
     /// Waits (bounded) for `/-/ready`; `Err` with the log's tail if Prometheus exits first or the
