@@ -23,6 +23,8 @@
 # CANARY_KWOK_NODES (default 3) fake nodes hold CANARY_KWOK_PODS_PER_NODE (default 1000) pods each.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=hack/lib.sh
+. "$here/lib.sh"
 repo=$(dirname "$here")
 cache=${CANARY_CACHE:-$HOME/.cache/canary-operator}
 run=${CANARY_RUN_DIR:-$cache/run}
@@ -178,16 +180,6 @@ start() { # component command...
   echo "$!" >"$run/pids/$c.pid"
 }
 
-free_ports() { # count
-  python3 - "$1" <<'EOF'
-import socket, sys
-# All sockets stay bound until every port is chosen, so the ports are distinct.
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 
 issue_cert() { # name subject extendedKeyUsage [subjectAltName] [ca]
   local pki=$run/pki name=$1 ca=${5:-ca}

@@ -11,6 +11,8 @@
 # is left running (`make cluster-down` stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 
 ns=rollout-demo
 release=azureopenaichat
@@ -76,24 +78,12 @@ wait_until() { # timeout what pid log command...
   done
 }
 
-free_ports() { # count
-  python3 - "$1" <<'EOF'
-import socket, sys
-socks = [socket.socket() for _ in range(int(sys.argv[1]))]
-for s in socks:
-    s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-EOF
-}
 
 say "Installing the CanaryRelease CRD"
-kubectl apply --server-side -f crd/canaryrelease.yaml
-kubectl wait --for=condition=Established --timeout=60s crd/canaryreleases.canary.dev
+install_canary_crd
 
 say "Namespace $ns, the Secret with the API key (a demo value), no release left from an earlier run"
-kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
-kubectl -n "$ns" create secret generic azure-openai --from-literal=AZURE_API_KEY=demo-not-a-real-key \
-  --dry-run=client -o yaml | kubectl apply -f -
+demo_namespace "$ns"
 # Foreground: returns once the children are gone too, so the new release owns fresh ones.
 kubectl -n "$ns" delete "canaryrelease/$release" --ignore-not-found --cascade=foreground --wait --timeout=90s
 

@@ -5,6 +5,8 @@
 # The operator is stopped at the end; the cluster is left running (`make cluster-down` stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=hack/lib.sh
+. hack/lib.sh
 
 ns=azureopenai
 release=azureopenaichat
@@ -19,13 +21,10 @@ say "Building the operator"
 cargo build --quiet --bin canary-operator
 
 say "Installing the CanaryRelease CRD (Istio's CRDs were installed with the cluster)"
-kubectl apply --server-side -f crd/canaryrelease.yaml
-kubectl wait --for=condition=Established --timeout=60s crd/canaryreleases.canary.dev
+install_canary_crd
 
 say "Creating namespace $ns and the Secret with the API key (a demo value; the lab kept it in a ConfigMap)"
-kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
-kubectl -n "$ns" create secret generic azure-openai --from-literal=AZURE_API_KEY=demo-not-a-real-key \
-  --dry-run=client -o yaml | kubectl apply -f -
+demo_namespace "$ns"
 
 run_dir=$(dirname "$KUBECONFIG")
 log=$run_dir/demo-operator.log

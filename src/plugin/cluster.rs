@@ -49,6 +49,23 @@ pub async fn connect(options: &ConnectOptions) -> Result<Target, Error> {
 }
 
 impl Target {
+    /// A merge patch of release `name` as the user, with the plugin's field manager, as `kubectl
+    /// patch --type merge` (and `kubectl edit`) send: only the fields it names change, whoever
+    /// manages the rest.
+    pub async fn merge_patch(
+        &self,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<CanaryRelease, kube::Error> {
+        let params = kube::api::PatchParams {
+            field_manager: Some(super::FIELD_MANAGER.to_owned()),
+            ..kube::api::PatchParams::default()
+        };
+        self.releases()
+            .patch(name, &params, &kube::api::Patch::Merge(patch))
+            .await
+    }
+
     pub fn releases(&self) -> kube::Api<CanaryRelease> {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }

@@ -7,11 +7,10 @@
 use std::fmt;
 
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use super::Error;
 use super::cluster::Target;
-use super::{Error, FIELD_MANAGER};
 use crate::api::CanaryRelease;
 
 /// The release as finalising it makes it, or why it cannot be finalised yet.
@@ -94,14 +93,7 @@ pub async fn finalize(target: &Target, name: &str) -> Result<Finalized, Error> {
         "metadata": {"resourceVersion": release.resource_version()},
         "spec": spec,
     });
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    target
-        .releases()
-        .patch(name, &params, &Patch::Merge(&patch))
-        .await?;
+    target.merge_patch(name, &patch).await?;
     Ok(Finalized {
         name: name.to_owned(),
         version: after.spec.stable.name.clone(),

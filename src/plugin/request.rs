@@ -8,11 +8,10 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+use super::Error;
 use super::cluster::Target;
-use super::{Error, FIELD_MANAGER};
 use crate::api::RolloutStatus;
 use crate::labels;
 use crate::rollout::Verb;
@@ -79,14 +78,7 @@ pub async fn request(
     let text = request_text(verb, Timestamp::now());
     // A merge patch of one annotation, as `kubectl annotate --overwrite` sends.
     let patch = json!({"metadata": {"annotations": {labels::REQUEST: text}}});
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
-    target
-        .releases()
-        .patch(name, &params, &Patch::Merge(&patch))
-        .await?;
+    target.merge_patch(name, &patch).await?;
     let mut answer = Answer {
         name: name.to_owned(),
         request: text.clone(),

@@ -7,12 +7,11 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use tokio::time::Instant;
 
+use super::Error;
 use super::cluster::Target;
-use super::{Error, FIELD_MANAGER};
 use crate::api::CanaryRelease;
 use crate::api::istio::VirtualService;
 
@@ -103,11 +102,6 @@ async fn patch_weight(
     name: &str,
     weight: i32,
 ) -> Result<(CanaryRelease, CanaryRelease), Error> {
-    let api = target.releases();
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PatchParams::default()
-    };
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -117,13 +111,11 @@ async fn patch_weight(
                 "canaryrelease {name} is automatic (spec.strategy): its weight follows the steps. Steer it with `kubectl canary pause|resume|promote|abort|retry {name}`, or remove spec.strategy and set spec.weight to steer it by hand"
             )));
         }
-        // A merge patch, as `kubectl edit` and `kubectl patch --type merge` send for custom
-        // resources: only this field changes, whoever manages the rest.
         let patch = json!({
             "metadata": {"resourceVersion": before.resource_version()},
             "spec": {"weight": weight},
         });
-        match api.patch(name, &params, &Patch::Merge(&patch)).await {
+        match target.merge_patch(name, &patch).await {
             Ok(after) => return Ok((before, after)),
             Err(kube::Error::Api(status)) if status.code == 409 && attempt < CONFLICT_RETRIES => {
                 continue;
