@@ -79,20 +79,8 @@ struct Cli {
 
     /// Shortest analysis interval a CanaryRelease may ask for (a Go duration such as 10s). Each
     /// interval of a rolling release costs one query per check and version, and one status write.
-    #[arg(long, env = "MIN_ANALYSIS_INTERVAL", default_value = "10s", value_parser = parse_interval, global = true)]
+    #[arg(long, env = "MIN_ANALYSIS_INTERVAL", default_value = "10s", value_parser = canary_operator::plugin::duration::parse, global = true)]
     min_analysis_interval: std::time::Duration,
-}
-
-fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
-    let parsed: kube::core::Duration = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 10s or 1m: {e}"))?;
-    let duration = std::time::Duration::from(parsed);
-    if parsed.is_negative() || duration.is_zero() {
-        return Err(format!("{text:?}: the interval must be longer than zero"));
-    }
-    Ok(duration)
 }
 
 #[derive(Subcommand, Debug)]

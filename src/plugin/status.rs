@@ -566,4 +566,36 @@ LAST SEEN   TYPE     REASON           MESSAGE
         assert_eq!(age(Some(&since("2024-12-30T00:00:00Z")), now), "4d");
         assert_eq!(age(None, now), "<unknown>");
     }
+
+    /// An automatic release: its steps as a progress list and its checks as last measured.
+    #[test]
+    fn a_rollout_shows_its_steps_and_checks() {
+        let mut r: CanaryRelease =
+            serde_norway::from_str(include_str!("../../examples/progressive.yaml"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        r.status = serde_json::from_value(json!({
+            "canaryWeight": 50, "stableWeight": 50,
+            "rollout": {
+                "phase": "Paused", "pauseReason": "AwaitingApproval", "revision": "abc",
+                "message": "step 2 passed; waiting for approval", "step": 2, "steps": 3, "weight": 50,
+                "stepStartTime": "2026-11-30T17:00:00Z", "weightAppliedTime": "2026-11-30T17:00:05Z",
+                "lastMeasurementTime": "2026-11-30T17:09:00Z",
+                "checks": [{"name": "error-rate", "verdict": "Pass", "value": 0.004, "stableValue": 0.005,
+                            "message": "canary 0.004; at most 0.02; 0.8 × stable 0.005", "passes": 9}]
+            }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = summarize(&r, &[]).render(at("2026-11-30T17:10:00Z"));
+        for line in [
+            "Traffic:     50% stable / 50% canary",
+            "Rollout:     Paused (AwaitingApproval), revision abc",
+            "1      10%      5m                    done",
+            "2      50%      10m        approval   now     for 9m",
+            "3      100%     5m",
+            "Checks (measured 60s ago):",
+            "error-rate   Pass      0.004    0.005    9/0/0/0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
 }

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use futures::future::join_all;
 use kube::ResourceExt;
 
-use super::decide::{Automatic, Observation, RolloutObservation, Strategy};
+use super::decide::{Observation, RolloutObservation, Strategy};
 use super::rollout_status::{state_of, to_second};
 use super::validated::{Validated, Version};
 use crate::api::CanaryRelease;
@@ -75,7 +75,12 @@ pub async fn observe(
         .filter(|p| Some(&p.revision) == automatic.revision.as_ref())
         .is_some_and(|p| measurement_due(&automatic.plan, Some(p), now));
     let measurement = match &automatic.plan.analysis {
-        Some(analysis) if due => Some(measure(ctx, validated, automatic, analysis, now).await),
+        Some(analysis) if due => {
+            // With all traffic on the canary the stable answers nothing: there is nothing to
+            // compare with, and asking would only make every last step inconclusive.
+            let stable_serves = previous.as_ref().is_some_and(|p| p.weight < 100);
+            Some(measure(ctx, validated, analysis, stable_serves, now).await)
+        }
         _ => None,
     };
     Ok(Observation {
@@ -95,8 +100,8 @@ pub async fn observe(
 async fn measure(
     ctx: &Context,
     v: &Validated,
-    _automatic: &Automatic,
     analysis: &Analysis,
+    stable_serves: bool,
     now: SystemTime,
 ) -> Measurement {
     fn vars<'a>(v: &'a Validated, version: &'a Version, analysis: &Analysis) -> Vars<'a> {
@@ -121,13 +126,18 @@ async fn measure(
     let judged = join_all(analysis.checks.iter().map(|check| async {
         let canary_sample = query(ctx, analysis, check, &canary);
         let stable_sample = async {
-            match check.compares_to_stable() {
+            match check.compares_to_stable() && stable_serves {
                 true => Some(query(ctx, analysis, check, &stable).await),
                 false => None,
             }
         };
         let (canary_sample, stable_sample) = futures::join!(canary_sample, stable_sample);
-        let judged = judge(&check.bounds, &canary_sample, stable_sample.as_ref());
+        let mut judged = judge(&check.bounds, &canary_sample, stable_sample.as_ref());
+        if check.compares_to_stable() && !stable_serves {
+            judged
+                .message
+                .push_str("; the stable serves no traffic at 100%, so it is not compared");
+        }
         ctx.metrics.measured(judged.verdict.as_str());
         (check.name.clone(), judged)
     }))
