@@ -16,12 +16,8 @@ cd "$(dirname "$0")/.."
 
 ns=rollout-demo
 release=azureopenaichat
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-hack/install-deps.sh
-say "Starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
-hack/cluster.sh up
-eval "$(hack/cluster.sh env)"
+demo_cluster
 if ! command -v prometheus >/dev/null; then
   PATH="$(hack/build-tools.sh | tail -n 1):$PATH"
 fi

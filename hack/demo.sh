@@ -10,12 +10,8 @@ cd "$(dirname "$0")/.."
 
 ns=azureopenai
 release=azureopenaichat
-say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-hack/install-deps.sh
-say "Starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
-hack/cluster.sh up
-eval "$(hack/cluster.sh env)"
+demo_cluster
 
 say "Building the operator"
 cargo build --quiet --bin canary-operator

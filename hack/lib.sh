@@ -21,3 +21,12 @@ demo_namespace() { # namespace: created if missing, with the examples' Secret (a
   kubectl -n "$1" create secret generic azure-openai --from-literal=AZURE_API_KEY=demo-not-a-real-key \
     --dry-run=client -o yaml | kubectl apply -f -
 }
+
+say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+
+demo_cluster() { # what the toolchains lack, then the local control plane (started or reused), in use
+  hack/install-deps.sh
+  say "Starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+  hack/cluster.sh up
+  eval "$(hack/cluster.sh env)"
+}

@@ -35,6 +35,12 @@ async fn steps_advance_on_time_and_the_canary_is_promoted() {
         ),
     )
     .await;
+    wait_canary_weight(&ns, NAME, 10, WITHIN).await;
+    let deployments = api::<k8s_openapi::api::apps::v1::Deployment>(&ns);
+    let stable_before = deployments
+        .get("chat-v1")
+        .await
+        .expect("the stable's Deployment");
     let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
     let took = started.elapsed();
     wait_canary_weight(&ns, NAME, 100, WITHIN).await;
@@ -59,9 +65,15 @@ async fn steps_advance_on_time_and_the_canary_is_promoted() {
     for reason in ["RolloutStarted", "StepStarted", "Promoted"] {
         wait_event_noting(&ns, reason, "").await;
     }
-    // Promotion moves the pointer: the stable's Deployment is not touched.
-    let release = rollout(&ns).await.expect("rollout status");
-    assert_eq!(release.phase, "Promoted");
+    // Promotion moves the pointer: the stable's pods are not restarted.
+    let stable_after = deployments
+        .get("chat-v1")
+        .await
+        .expect("the stable's Deployment");
+    assert_eq!(
+        stable_after.spec.template, stable_before.spec.template,
+        "the stable's pod template is untouched by promotion"
+    );
 }
 
 /// An approval step holds until `promote`; `resume` does not approve.
