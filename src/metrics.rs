@@ -179,11 +179,11 @@ impl Collector for ReleaseWeights {
         }
         // Automatic releases only: one series per phase (1 for the current one), as kube-state-
         // metrics shows phases, so alerts can select `phase="RolledBack"`.
-        let rolling: Vec<_> = stores
+        let releases: Vec<_> = stores.iter().flat_map(Store::state).collect();
+        let rolling: Vec<_> = releases
             .iter()
-            .flat_map(Store::state)
             .filter_map(|r| {
-                let rollout = r.status.as_ref()?.rollout.clone()?;
+                let rollout = r.status.as_ref()?.rollout.as_ref()?;
                 Some((r.namespace().unwrap_or_default(), r.name_any(), rollout))
             })
             .collect();

@@ -76,10 +76,8 @@ pub async fn observe(
         .is_some_and(|p| measurement_due(&automatic.plan, Some(p), now));
     let measurement = match &automatic.plan.analysis {
         Some(analysis) if due => {
-            // With all traffic on the canary the stable answers nothing: there is nothing to
-            // compare with, and asking would only make every last step inconclusive.
-            let stable_serves = previous.as_ref().is_some_and(|p| p.weight < 100);
-            Some(measure(ctx, validated, analysis, stable_serves, now).await)
+            let weight = previous.as_ref().map_or(0, |p| p.weight);
+            Some(measure(ctx, validated, analysis, weight, now).await)
         }
         _ => None,
     };
@@ -101,7 +99,7 @@ async fn measure(
     ctx: &Context,
     v: &Validated,
     analysis: &Analysis,
-    stable_serves: bool,
+    canary_weight: i32,
     now: SystemTime,
 ) -> Measurement {
     fn vars<'a>(v: &'a Validated, version: &'a Version, analysis: &Analysis) -> Vars<'a> {
@@ -126,18 +124,13 @@ async fn measure(
     let judged = join_all(analysis.checks.iter().map(|check| async {
         let canary_sample = query(ctx, analysis, check, &canary);
         let stable_sample = async {
-            match check.compares_to_stable() && stable_serves {
+            match check.compares_to_stable_at(canary_weight) {
                 true => Some(query(ctx, analysis, check, &stable).await),
                 false => None,
             }
         };
         let (canary_sample, stable_sample) = futures::join!(canary_sample, stable_sample);
-        let mut judged = judge(&check.bounds, &canary_sample, stable_sample.as_ref());
-        if check.compares_to_stable() && !stable_serves {
-            judged
-                .message
-                .push_str("; the stable serves no traffic at 100%, so it is not compared");
-        }
+        let judged = judge(&check.bounds, &canary_sample, stable_sample.as_ref());
         ctx.metrics.measured(judged.verdict.as_str());
         (check.name.clone(), judged)
     }))

@@ -103,6 +103,9 @@ pub fn judge(bounds: &Bounds, canary: &Sample, stable: Option<&Sample>) -> Judge
         broken.push(format!("canary {} is above max {}", show(value), show(max)));
     }
     let mut notes = Vec::new();
+    if bounds.ratio.is_some() && stable.is_none() {
+        notes.push("the stable serves no traffic at 100%, so it is not compared".to_owned());
+    }
     if let (Some(ratio), Some(stable)) = (&bounds.ratio, stable) {
         match unusable("stable", stable) {
             Err((verdict, message)) => {
@@ -327,6 +330,14 @@ mod tests {
                 Some(err("timeout")),
                 Verdict::Fail,
                 "above max 0.02",
+            ),
+            // At 100 % the stable is not asked: the absolute bounds alone decide.
+            (
+                bounds(None, Some(0.02), Some((None, Some(1.5)))),
+                Ok(Some(0.01)),
+                None,
+                Verdict::Pass,
+                "not compared",
             ),
             // The canary's own answer decides first.
             (

@@ -64,8 +64,10 @@ pub struct Check {
 }
 
 impl Check {
-    /// Whether the stable version is measured too, with the same query and window.
-    pub fn compares_to_stable(&self) -> bool {
-        self.bounds.ratio.is_some()
+    /// Whether the stable version is measured too, with the same query and window, when the
+    /// canary has `canary_weight` percent: not at 100 %, where the stable answers nothing (and a
+    /// last step would never pass); [`analysis::judge`] then says the ratio was not compared.
+    pub fn compares_to_stable_at(&self, canary_weight: i32) -> bool {
+        self.bounds.ratio.is_some() && canary_weight < 100
     }
 }

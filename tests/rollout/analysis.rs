@@ -33,10 +33,7 @@ async fn a_healthy_canary_is_promoted_step_by_step() {
     .await;
     let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
     wait_canary_weight(&ns, NAME, 100, WITHIN).await;
-    let mut weights = log.weights();
-    if weights.first() == Some(&0) {
-        weights.remove(0);
-    }
+    let weights = log.since_ready();
     assert_eq!(weights, [10, 50, 100]);
     let check = promoted
         .checks

@@ -156,6 +156,15 @@ impl WeightLog {
     pub fn weights(&self) -> Vec<i32> {
         self.0.lock().map(|w| w.clone()).unwrap_or_default()
     }
+
+    /// The weights once the canary had a ready replica: a rollout's route starts at 0 until then.
+    pub fn since_ready(&self) -> Vec<i32> {
+        let mut weights = self.weights();
+        if weights.first() == Some(&0) {
+            weights.remove(0);
+        }
+        weights
+    }
 }
 
 impl Drop for WeightLog {

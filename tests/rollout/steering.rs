@@ -44,11 +44,7 @@ async fn steps_advance_on_time_and_the_canary_is_promoted() {
     let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
     let took = started.elapsed();
     wait_canary_weight(&ns, NAME, 100, WITHIN).await;
-    let mut weights = log.weights();
-    // 0 while the canary has no ready replica yet, then the steps.
-    if weights.first() == Some(&0) {
-        weights.remove(0);
-    }
+    let weights = log.since_ready();
     assert_eq!(
         weights,
         [10, 50, 100],
@@ -234,10 +230,7 @@ async fn an_operator_killed_mid_step_resumes_it() {
         "the step ended {:?} after the restart",
         killed_at.elapsed()
     );
-    let mut weights = log.weights();
-    if weights.first() == Some(&0) {
-        weights.remove(0);
-    }
+    let weights = log.since_ready();
     assert_eq!(
         weights,
         [10, 50, 100],
