@@ -19,6 +19,7 @@ pub mod readiness;
 pub mod reconcile;
 pub mod requests;
 pub mod rollout;
+pub mod stats;
 
 /// Field manager of every server-side apply the operator sends. One manager for all writes, so
 /// that the apiserver's managedFields show exactly which fields are ours.
@@ -91,11 +92,12 @@ mod tests {
                 "reconcile::validated",
                 include_str!("reconcile/validated.rs"),
             ),
-            ("plugin::stats", include_str!("plugin/stats.rs")),
+            ("stats", include_str!("stats.rs")),
             ("rollout", include_str!("rollout/mod.rs")),
             ("rollout::machine", include_str!("rollout/machine.rs")),
             ("rollout::analysis", include_str!("rollout/analysis.rs")),
             ("rollout::template", include_str!("rollout/template.rs")),
+            ("rollout::builtin", include_str!("rollout/builtin.rs")),
         ];
         let pure = |path: &str| {
             modules

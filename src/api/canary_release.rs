@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::{CustomResource, KubeSchema, Resource};
+use schemars::JsonSchema;
+
+use crate::rollout::Builtin;
 use serde::{Deserialize, Serialize};
 
 /// Environment variable that carries the model name when `spec.modelEnv` is not set; the lab's
@@ -240,8 +243,11 @@ pub struct AnalysisSpec {
     #[schemars(range(min = 1, max = 100))]
     pub error_limit: i32,
 
-    /// The checks; each measurement runs every one of them. At most 10.
-    #[schemars(length(min = 1, max = 10), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    /// The checks; each measurement runs every one of them. At most 10. Built-in checks
+    /// (`builtin: error-rate`, ...) know the chat backend's metrics (OpenTelemetry GenAI names);
+    /// a check with `query` is one's own.
+    #[schemars(length(min = 1, max = 10))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, (has(d.name) ? d.name : d.builtin) == (has(c.name) ? c.name : c.builtin)))").message("check names must be unique (a built-in check is named after it unless it has a name)"))]
     pub checks: Vec<CheckSpec>,
 }
 
@@ -289,44 +295,111 @@ fn default_query_timeout() -> String {
     "5s".to_owned()
 }
 
-/// One PromQL check of the canary.
+/// One check of the canary: a built-in one, or one's own PromQL query.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.min) || has(self.max) || has(self.compareToStable)").message("a check needs a bound: min, max or compareToStable"))]
+#[x_kube(validation = Rule::new("has(self.query) != has(self.builtin)").message("set query (a check of your own) or builtin, not both"))]
+#[x_kube(validation = Rule::new("has(self.name) || has(self.builtin)").message("a check of your own needs a name"))]
+#[x_kube(validation = Rule::new("has(self.builtin) || has(self.min) || has(self.max) || has(self.compareToStable)").message("a check needs a bound: min, max or compareToStable"))]
 #[x_kube(validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("min must not exceed max"))]
+#[x_kube(validation = Rule::new("!has(self.minSamples) || has(self.builtin)").message("minSamples applies to built-in checks"))]
 pub struct CheckSpec {
-    /// Name shown in status and Events; unique in the release.
+    /// Name shown in status and Events; unique in the release. A built-in check is named after
+    /// itself unless given a name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     )]
-    pub name: String,
+    pub name: Option<String>,
+
+    /// A check that knows the model swap, written against the OpenTelemetry GenAI client metrics
+    /// (see the README's metric contract); its bounds and action have defaults that `min`, `max`,
+    /// `compareToStable`, `minSamples` and `action` replace one by one.
+    /// `error-rate`: share of 5xx and timeouts (429 left out), <= 2% and <= stable + 1 point,
+    /// Rollback. `rate-limited`: share of 429, <= 5% and <= 2 x stable, StepBack.
+    /// `ttft-p95`: p95 time to first chunk, <= 2s and <= 1.3 x stable, Rollback.
+    /// `latency-p95`: p95 duration of successes, <= 1.25 x stable, Rollback.
+    /// `tokens-per-second`: output tokens per second of generation, >= 0.7 x stable, Rollback.
+    /// `cost-per-request`: cost per 1,000 requests from token counts and each version's
+    /// `pricing`, <= 1.5 x stable, Warn. Rates are judged by the exact 95% interval of their
+    /// counts; the others need `minSamples` requests behind them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<BuiltinCheck>,
 
     /// PromQL instant query that returns one number for one version. Placeholders:
     /// `{{namespace}}`, `{{release}}`, `{{version}}` (the version measured), `{{model}}` (its model)
     /// and `{{interval}}` (the analysis interval, e.g. `60s`). An empty result or NaN (as a ratio
     /// with no requests gives) is inconclusive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 4096))]
-    pub query: String,
+    pub query: Option<String>,
 
     /// Lowest acceptable value of the canary's result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
 
-    /// Highest acceptable value of the canary's result.
+    /// Highest acceptable value of the canary's result (for a rate, a share: 0.02 is 2%).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
 
-    /// Also run the query for the stable version over the same window, and bound the canary's
-    /// value divided by the stable's. Not compared when the stable's value is 0.
+    /// Also measure the stable version with the same queries over the same window, and bound the
+    /// canary's value relative to the stable's. Ratios are not compared when the stable's value
+    /// is 0. For a rate, the stable's upper 95% bound is what the canary is compared with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare_to_stable: Option<ComparisonSpec>,
+
+    /// Built-in checks other than rates: requests the value needs behind it, for each version,
+    /// before it is judged; fewer is inconclusive (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub min_samples: Option<i32>,
+
+    /// What a failure (beyond `failureLimit`) does: Rollback (canary to 0%), StepBack (back to
+    /// the previous step's weight, paused until `kubectl canary resume`) or Warn (an Event and
+    /// the status, no effect on the rollout). Default Rollback, or the built-in check's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<CheckAction>,
 }
 
-/// Bounds of the canary's value divided by the stable's.
+/// The built-in checks of a model swap.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuiltinCheck {
+    ErrorRate,
+    RateLimited,
+    TtftP95,
+    LatencyP95,
+    TokensPerSecond,
+    CostPerRequest,
+}
+
+impl BuiltinCheck {
+    /// The rollout's own name for it (the API's enum is the wire format, the rollout's the logic).
+    pub fn builtin(self) -> Builtin {
+        match self {
+            BuiltinCheck::ErrorRate => Builtin::ErrorRate,
+            BuiltinCheck::RateLimited => Builtin::RateLimited,
+            BuiltinCheck::TtftP95 => Builtin::TtftP95,
+            BuiltinCheck::LatencyP95 => Builtin::LatencyP95,
+            BuiltinCheck::TokensPerSecond => Builtin::TokensPerSecond,
+            BuiltinCheck::CostPerRequest => Builtin::CostPerRequest,
+        }
+    }
+}
+
+/// What a check's failure does to the rollout.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum CheckAction {
+    Rollback,
+    StepBack,
+    Warn,
+}
+
+/// Bounds of the canary's value relative to the stable's.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.minRatio) || has(self.maxRatio)").message("set minRatio, maxRatio or both"))]
+#[x_kube(validation = Rule::new("has(self.minRatio) || has(self.maxRatio) || has(self.maxIncrease)").message("set minRatio, maxRatio or maxIncrease"))]
 #[x_kube(validation = Rule::new("!has(self.minRatio) || !has(self.maxRatio) || self.minRatio <= self.maxRatio").message("minRatio must not exceed maxRatio"))]
 pub struct ComparisonSpec {
     /// Lowest acceptable canary / stable ratio, e.g. 0.8 for "at least 80 % of the stable's".
@@ -338,6 +411,26 @@ pub struct ComparisonSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0))]
     pub max_ratio: Option<f64>,
+
+    /// Most the canary's value may exceed the stable's, in the check's unit (for a rate, a
+    /// share: 0.01 is one percentage point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub max_increase: Option<f64>,
+}
+
+/// What a model's tokens cost, per million, as its provider lists them (any currency, the same
+/// for both versions).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PricingSpec {
+    /// Price of one million input (prompt) tokens.
+    #[schemars(range(min = 0.0))]
+    pub input_per_million_tokens: f64,
+
+    /// Price of one million output (completion) tokens.
+    #[schemars(range(min = 0.0))]
+    pub output_per_million_tokens: f64,
 }
 
 /// A reference to a Secret in the release's namespace.
@@ -372,6 +465,11 @@ pub struct VersionSpec {
     /// Settings for this version only, merged over `spec.config`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config: BTreeMap<String, String>,
+
+    /// What this version's model costs, for the cost-per-request check. Not part of what runs:
+    /// changing it does not start a new rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pricing: Option<PricingSpec>,
 
     /// Compute resources of this version's container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -508,8 +606,10 @@ pub struct RolloutStatus {
     pub phase: String,
 
     /// Why a Paused rollout waits: Requested (`kubectl canary pause`; `resume` continues),
-    /// AwaitingApproval (`promote` continues), NoData (too many inconclusive measurements) or
-    /// MetricsUnavailable (queries fail; resumes by itself when they answer).
+    /// AwaitingApproval (`promote` continues), NoData (too many inconclusive measurements),
+    /// MetricsUnavailable (queries fail; resumes by itself when they answer), RateLimited (the
+    /// rate-limited check failed: stepped back one step; `resume` continues) or SteppedBack
+    /// (another StepBack check failed; `resume` continues).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_reason: Option<String>,
 
@@ -590,9 +690,21 @@ pub struct CheckStatus {
     /// The stable's value, when the check compares with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_value: Option<f64>,
-    /// Both values and the bound.
+    /// Both values, the bound and the sample sizes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// The bound the canary is held to, e.g. `≤ 2% and ≤ stable + 1 point`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bound: String,
+    /// Requests behind the canary's value in the window, when the check counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_size: Option<i64>,
+    /// Requests behind the stable's value in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_sample_size: Option<i64>,
+    /// Rollback, StepBack or Warn.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub action: String,
     #[serde(default)]
     pub passes: i32,
     #[serde(default)]

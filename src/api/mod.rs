@@ -5,7 +5,8 @@ pub mod canary_release;
 pub mod istio;
 
 pub use canary_release::{
-    AnalysisSpec, AutoscalingSpec, CanaryRelease, CanaryReleaseSpec, CanaryReleaseStatus,
-    CheckSpec, CheckStatus, ComparisonSpec, GatewaySpec, PrometheusSpec, RolloutStatus,
-    SecretReference, StepSpec, StrategySpec, VersionSpec, VersionStatus,
+    AnalysisSpec, AutoscalingSpec, BuiltinCheck, CanaryRelease, CanaryReleaseSpec,
+    CanaryReleaseStatus, CheckAction, CheckSpec, CheckStatus, ComparisonSpec, GatewaySpec,
+    PricingSpec, PrometheusSpec, RolloutStatus, SecretReference, StepSpec, StrategySpec,
+    VersionSpec, VersionStatus,
 };

@@ -11,7 +11,6 @@ pub mod http;
 pub mod request;
 pub mod sample;
 pub mod set_weight;
-pub mod stats;
 pub mod status;
 pub mod table;
 pub mod verify;

@@ -11,7 +11,10 @@ use serde::Serialize;
 use super::Error;
 use super::cluster::Target;
 use super::table;
-use crate::api::{CanaryRelease, RolloutStatus, StepSpec, VersionSpec, VersionStatus};
+use crate::api::{
+    BuiltinCheck, CanaryRelease, RolloutStatus, StepSpec, VersionSpec, VersionStatus,
+};
+use crate::rollout::Unit;
 
 /// Events shown in the text output; `kubectl describe` shows a similar handful.
 const EVENTS_SHOWN: usize = 10;
@@ -35,6 +38,9 @@ pub struct Summary {
     /// Where its rollout stands, from `status.rollout`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// Each declared check's name and the unit its values are shown in.
+    #[serde(skip)]
+    pub checks: Vec<(String, Unit)>,
     pub versions: Vec<VersionSummary>,
     pub conditions: Vec<ConditionSummary>,
     /// Oldest first, at most the most recent few.
@@ -135,6 +141,16 @@ pub fn summarize(release: &CanaryRelease, events: &[Event]) -> Summary {
             .map(|s| s.steps.clone())
             .unwrap_or_default(),
         rollout: status.rollout.clone(),
+        checks: spec
+            .analysis
+            .iter()
+            .flat_map(|a| &a.checks)
+            .filter_map(|c| {
+                let builtin = c.builtin.map(BuiltinCheck::builtin);
+                let name = c.name.clone().or(builtin.map(|b| b.name().to_owned()))?;
+                Some((name, builtin.map_or(Unit::Plain, |b| b.unit())))
+            })
+            .collect(),
         versions: std::iter::once(version(
             "stable",
             &spec.stable,
@@ -258,35 +274,53 @@ impl Summary {
                 "\nChecks (measured {} ago):\n",
                 age(r.last_measurement_time.as_ref(), now)
             ));
-            let number = |v: Option<f64>| v.map_or("-".to_owned(), crate::rollout::analysis::show);
+            let unit = |name: &str| {
+                self.checks
+                    .iter()
+                    .find(|(check, _)| check == name)
+                    .map_or(Unit::Plain, |(_, unit)| *unit)
+            };
+            let number = |v: Option<f64>, unit: Unit| v.map_or("-".to_owned(), |v| unit.show(v));
+            let size = |n: Option<i64>| n.map_or("-".to_owned(), |n| n.to_string());
             let rows: Vec<Vec<String>> = r
                 .checks
                 .iter()
                 .map(|c| {
+                    let unit = unit(&c.name);
                     vec![
                         c.name.clone(),
+                        number(c.stable_value, unit),
+                        number(c.value, unit),
+                        c.bound.clone(),
+                        format!("{}/{}", size(c.stable_sample_size), size(c.sample_size)),
                         c.verdict.clone(),
-                        number(c.value),
-                        number(c.stable_value),
                         format!(
                             "{}/{}/{}/{}",
                             c.passes, c.failures, c.inconclusive, c.errors
                         ),
-                        c.message.clone(),
                     ]
                 })
                 .collect();
             out.push_str(&table::render(
                 &[
                     "CHECK",
-                    "VERDICT",
-                    "CANARY",
                     "STABLE",
+                    "CANARY",
+                    "BOUND",
+                    "SAMPLES (STABLE/CANARY)",
+                    "VERDICT",
                     "PASS/FAIL/NODATA/ERR",
-                    "MESSAGE",
                 ],
                 &rows,
             ));
+            for c in &r.checks {
+                let warn = if c.action == "Warn" {
+                    " (warn only)"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("  {}{warn}: {}\n", c.name, c.message));
+            }
         }
         out
     }
@@ -581,7 +615,8 @@ LAST SEEN   TYPE     REASON           MESSAGE
                 "stepStartTime": "2026-11-30T17:00:00Z", "weightAppliedTime": "2026-11-30T17:00:05Z",
                 "lastMeasurementTime": "2026-11-30T17:09:00Z",
                 "checks": [{"name": "error-rate", "verdict": "Pass", "value": 0.004, "stableValue": 0.005,
-                            "message": "canary 0.004; at most 0.02; 0.8 × stable 0.005", "passes": 9}]
+                            "message": "canary 0.004; at most 0.02; 0.8 × stable 0.005", "passes": 9,
+                            "bound": "≤ 0.02 and ≤ 1.5 × stable"}]
             }
         }))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -593,9 +628,49 @@ LAST SEEN   TYPE     REASON           MESSAGE
             "2      50%      10m        approval   now     for 9m",
             "3      100%     5m",
             "Checks (measured 60s ago):",
-            "error-rate   Pass      0.004    0.005    9/0/0/0",
+            "error-rate   0.005    0.004    ≤ 0.02 and ≤ 1.5 × stable   -/-                       Pass      9/0/0/0",
+            "  error-rate: canary 0.004; at most 0.02",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+    }
+
+    /// Built-in checks print in their units, with both sample sizes and the bound.
+    #[test]
+    fn built_in_checks_print_as_a_table_in_their_units() {
+        let mut r: CanaryRelease =
+            serde_norway::from_str(include_str!("../../examples/llm-rollout.yaml"))
+                .unwrap_or_else(|e| panic!("{e}"));
+        r.status = serde_json::from_value(json!({
+            "rollout": {
+                "phase": "Progressing", "revision": "abc", "step": 1, "steps": 4, "weight": 10,
+                "stepStartTime": "2026-11-30T17:00:00Z",
+                "checks": [
+                    {"name": "error-rate", "verdict": "Inconclusive", "value": 0.1, "stableValue": 0.0,
+                     "sampleSize": 10, "stableSampleSize": 90, "bound": "≤ 2% and ≤ stable + 1 point",
+                     "message": "canary 10% (1 of 10 requests) ...", "action": "Rollback"},
+                    {"name": "ttft-p95", "verdict": "Fail", "value": 1.7, "stableValue": 0.2,
+                     "sampleSize": 400, "stableSampleSize": 1200, "bound": "≤ 2s and ≤ 1.3 × stable",
+                     "message": "m", "action": "Rollback"},
+                    {"name": "cost-per-request", "verdict": "Pass", "value": 0.75, "stableValue": 0.6,
+                     "message": "cheaper", "action": "Warn"}
+                ]
+            }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let text = summarize(&r, &[]).render(at("2026-11-30T17:10:00Z"));
+        for words in [
+            "CHECK              STABLE",
+            "error-rate         0%",
+            "10%",
+            "90/10",
+            "ttft-p95           0.2s",
+            "1.7s",
+            "1200/400",
+            "0.6 per 1k requests",
+            "  cost-per-request (warn only): cheaper",
+        ] {
+            assert!(text.contains(words), "missing {words:?} in:\n{text}");
         }
     }
 }

@@ -8,9 +8,9 @@ use reqwest::Url;
 use serde::Serialize;
 
 use super::sample::{Models, Stop, Tally};
-use super::stats::{Binomial, Interval};
 use super::table::{self, percent};
 use super::{Error, duration};
+use crate::stats::{Binomial, Interval};
 
 /// Significance level of the test; the interval is at confidence `1 - ALPHA`.
 pub const ALPHA: f64 = 0.05;

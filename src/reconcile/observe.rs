@@ -93,8 +93,8 @@ pub async fn observe(
     })
 }
 
-/// Runs every check's queries at once (the canary's, and the stable's where compared) and judges
-/// them.
+/// Runs every check's queries at once (the canary's, and the stable's where compared, over the
+/// same window) and judges them.
 async fn measure(
     ctx: &Context,
     v: &Validated,
@@ -122,15 +122,20 @@ async fn measure(
         vars(v, &v.stable, analysis),
     );
     let judged = join_all(analysis.checks.iter().map(|check| async {
-        let canary_sample = query(ctx, analysis, check, &canary);
-        let stable_sample = async {
+        let canary_samples = samples(ctx, analysis, check, &canary);
+        let stable_samples = async {
             match check.compares_to_stable_at(canary_weight) {
-                true => Some(query(ctx, analysis, check, &stable).await),
+                true => Some(samples(ctx, analysis, check, &stable).await),
                 false => None,
             }
         };
-        let (canary_sample, stable_sample) = futures::join!(canary_sample, stable_sample);
-        let judged = judge(&check.bounds, &canary_sample, stable_sample.as_ref());
+        let (canary_samples, stable_samples) = futures::join!(canary_samples, stable_samples);
+        let judged = judge(
+            &check.rule,
+            &check.bounds,
+            &canary_samples,
+            stable_samples.as_deref(),
+        );
         ctx.metrics.measured(judged.verdict.as_str());
         (check.name.clone(), judged)
     }))
@@ -141,11 +146,34 @@ async fn measure(
     }
 }
 
-async fn query(ctx: &Context, analysis: &Analysis, check: &Check, vars: &Vars<'_>) -> Sample {
+/// Every query of a check for one version, at once, in the order the judge expects them.
+async fn samples(
+    ctx: &Context,
+    analysis: &Analysis,
+    check: &Check,
+    vars: &Vars<'_>,
+) -> Vec<Sample> {
+    join_all(
+        check
+            .rule
+            .queries()
+            .into_iter()
+            .map(|template| query(ctx, analysis, check, template, vars)),
+    )
+    .await
+}
+
+async fn query(
+    ctx: &Context,
+    analysis: &Analysis,
+    check: &Check,
+    template: &str,
+    vars: &Vars<'_>,
+) -> Sample {
     let Some(prometheus) = &ctx.prometheus else {
         return Err("the operator has no HTTP client for Prometheus (see its log)".to_owned());
     };
-    let promql = render(&check.query, vars);
+    let promql = render(template, vars);
     let answer = prometheus
         .query(&analysis.address, &promql, analysis.timeout)
         .await;

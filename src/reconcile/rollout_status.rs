@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{CheckStatus, RolloutStatus};
-use crate::rollout::{CheckState, Judged, PauseReason, Phase, State, Verdict};
+use crate::rollout::{CheckState, Judged, PauseReason, Phase, Plan, State, Verdict};
 
 /// The state in status; `None` when there is none or it cannot be read (a rollout then starts over,
 /// at weight 0, which is safe).
@@ -41,6 +41,9 @@ pub fn state_of(status: &RolloutStatus) -> Option<State> {
                     verdict: Verdict::parse(&c.verdict).unwrap_or(Verdict::Inconclusive),
                     value: c.value,
                     stable_value: c.stable_value,
+                    bound: c.bound.clone(),
+                    samples: c.sample_size.and_then(|n| u64::try_from(n).ok()),
+                    stable_samples: c.stable_sample_size.and_then(|n| u64::try_from(n).ok()),
                     message: c.message.clone(),
                 },
                 passes: count(c.passes),
@@ -52,8 +55,18 @@ pub fn state_of(status: &RolloutStatus) -> Option<State> {
     })
 }
 
-pub fn status_of(state: &State, steps: usize) -> RolloutStatus {
+pub fn status_of(state: &State, plan: &Plan) -> RolloutStatus {
     let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let steps = plan.steps.len();
+    let action = |name: &str| {
+        plan.analysis
+            .iter()
+            .flat_map(|a| &a.checks)
+            .find(|c| c.name == name)
+            .map_or("", |c| c.action.as_str())
+            .to_owned()
+    };
+    let size = |n: Option<u64>| n.and_then(|n| i64::try_from(n).ok());
     RolloutStatus {
         phase: state.phase.as_str().to_owned(),
         pause_reason: state.pause_reason.map(|r| r.as_str().to_owned()),
@@ -81,6 +94,10 @@ pub fn status_of(state: &State, steps: usize) -> RolloutStatus {
                 value: c.judged.value.filter(|v| v.is_finite()),
                 stable_value: c.judged.stable_value.filter(|v| v.is_finite()),
                 message: c.judged.message.clone(),
+                bound: c.judged.bound.clone(),
+                sample_size: size(c.judged.samples),
+                stable_sample_size: size(c.judged.stable_samples),
+                action: action(&c.name),
                 passes: count(c.passes),
                 failures: count(c.failures),
                 inconclusive: count(c.inconclusive),
@@ -142,6 +159,9 @@ mod tests {
                     verdict: Verdict::Error,
                     value: Some(0.5),
                     stable_value: None,
+                    bound: "≤ 2%".to_owned(),
+                    samples: Some(400),
+                    stable_samples: None,
                     message: "m".to_owned(),
                 },
                 passes: 1,
@@ -150,7 +170,18 @@ mod tests {
                 errors: 3,
             }],
         };
-        let status = status_of(&state, 3);
+        let plan = Plan {
+            steps: vec![
+                crate::rollout::Step {
+                    weight: 10,
+                    duration: Duration::from_secs(1),
+                    approval: false,
+                };
+                3
+            ],
+            analysis: None,
+        };
+        let status = status_of(&state, &plan);
         assert_eq!((status.step, status.steps), (2, 3));
         assert_eq!(state_of(&status), Some(state));
         let mut unreadable = status.clone();

@@ -202,7 +202,7 @@ pub fn desired_status(
     };
     status.rollout = match (&validated.strategy, rollout) {
         (Strategy::Automatic(automatic), Some(outcome)) => {
-            Some(status_of(&outcome.state, automatic.plan.steps.len()))
+            Some(status_of(&outcome.state, &automatic.plan))
         }
         _ => None,
     };

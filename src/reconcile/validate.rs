@@ -16,8 +16,14 @@ use kube::ResourceExt;
 use super::credentials;
 use super::decide::{Automatic, Strategy};
 use super::validated::{Autoscaling, Claim, Gateway, Resources, Role, Validated, Version};
-use crate::api::{AutoscalingSpec, CanaryRelease, CanaryReleaseSpec, VersionSpec};
-use crate::rollout::{Analysis, Bounds, Check, Plan, Ratio, Step, template};
+use crate::api::{
+    AutoscalingSpec, BuiltinCheck, CanaryRelease, CanaryReleaseSpec, CheckAction, CheckSpec,
+    VersionSpec,
+};
+use crate::rollout::{
+    Action, Analysis, Bounds, Builtin, Check, Comparison, Plan, Price, Rule, Step, Unit, builtin,
+    template,
+};
 
 /// One thing wrong with a spec, addressed by the field path a user would edit.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -330,56 +336,15 @@ fn strategy_plan(
         if a.checks.is_empty() {
             problem("spec.analysis.checks", "at least one check is needed".to_owned());
         }
-        let mut checks = Vec::new();
-        for (i, check) in a.checks.iter().enumerate() {
+        let mut checks: Vec<Check> = Vec::new();
+        for (i, spec_check) in a.checks.iter().enumerate() {
             let at = format!("spec.analysis.checks[{i}]");
-            if a.checks[..i].iter().any(|c| c.name == check.name) {
-                problem(&format!("{at}.name"), format!("{:?} is used by an earlier check", check.name));
-            }
-            let unknown = template::unknown(&check.query);
-            if !unknown.is_empty() {
-                let known: Vec<String> = template::PLACEHOLDERS.iter().map(|(p, _)| format!("{{{{{p}}}}}")).collect();
-                problem(
-                    &format!("{at}.query"),
-                    format!("unknown placeholder {}; known: {}", unknown.join(", "), known.join(", ")),
-                );
-            }
-            if check.query.trim().is_empty() {
-                problem(&format!("{at}.query"), "is empty".to_owned());
-            }
-            let ratio = check.compare_to_stable.as_ref().map(|c| Ratio {
-                min: c.min_ratio,
-                max: c.max_ratio,
-            });
-            if check.min.is_none() && check.max.is_none() && ratio.as_ref().is_none_or(|r| r.min.is_none() && r.max.is_none()) {
-                problem(&at, "a check needs a bound: min, max or compareToStable with minRatio or maxRatio".to_owned());
-            }
-            if let (Some(min), Some(max)) = (check.min, check.max)
-                && min > max
-            {
-                problem(&format!("{at}.min"), format!("{min} exceeds max {max}"));
-            }
-            if let Some(r) = &ratio {
-                if let (Some(min), Some(max)) = (r.min, r.max)
-                    && min > max
-                {
-                    problem(&format!("{at}.compareToStable.minRatio"), format!("{min} exceeds maxRatio {max}"));
+            if let Some(check) = check_of(spec, spec_check, &at, problem) {
+                if checks.iter().any(|c| c.name == check.name) {
+                    problem(&format!("{at}.name"), format!("{:?} is used by an earlier check", check.name));
                 }
-                for (field, value) in [("minRatio", r.min), ("maxRatio", r.max)] {
-                    if value.is_some_and(|v| v < 0.0) {
-                        problem(&format!("{at}.compareToStable.{field}"), "a ratio cannot be negative".to_owned());
-                    }
-                }
+                checks.push(check);
             }
-            checks.push(Check {
-                name: check.name.clone(),
-                query: check.query.clone(),
-                bounds: Bounds {
-                    min: check.min,
-                    max: check.max,
-                    ratio,
-                },
-            });
         }
         Analysis {
             address: a.prometheus.address.trim_end_matches('/').to_owned(),
@@ -393,6 +358,192 @@ fn strategy_plan(
         }
     });
     Some(Plan { steps, analysis })
+}
+
+/// One check of the spec as the rollout judges it: a built-in one with the spec's tuning over its
+/// defaults, or the user's own query.
+fn check_of(
+    spec: &CanaryReleaseSpec,
+    check: &CheckSpec,
+    at: &str,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<Check> {
+    let builtin = check.builtin.map(BuiltinCheck::builtin);
+    let name = match (&check.name, builtin) {
+        (Some(name), _) => name.clone(),
+        (None, Some(b)) => b.name().to_owned(),
+        (None, None) => {
+            problem(
+                &format!("{at}.name"),
+                "a check of your own needs a name".to_owned(),
+            );
+            return None;
+        }
+    };
+    let comparison = check.compare_to_stable.as_ref().map(|c| Comparison {
+        min_ratio: c.min_ratio,
+        max_ratio: c.max_ratio,
+        max_increase: c.max_increase,
+    });
+    let (rule, bounds, action) = match (builtin, &check.query) {
+        (Some(_), Some(_)) | (None, None) => {
+            problem(
+                at,
+                "set query (a check of your own) or builtin, not both".to_owned(),
+            );
+            return None;
+        }
+        (None, Some(query)) => {
+            let unknown = template::unknown(query);
+            if !unknown.is_empty() {
+                let known: Vec<String> = template::PLACEHOLDERS
+                    .iter()
+                    .map(|(p, _)| format!("{{{{{p}}}}}"))
+                    .collect();
+                problem(
+                    &format!("{at}.query"),
+                    format!(
+                        "unknown placeholder {}; known: {}",
+                        unknown.join(", "),
+                        known.join(", ")
+                    ),
+                );
+            }
+            if query.trim().is_empty() {
+                problem(&format!("{at}.query"), "is empty".to_owned());
+            }
+            if check.min_samples.is_some() {
+                problem(
+                    &format!("{at}.minSamples"),
+                    "applies to built-in checks only: a query of your own has no request count"
+                        .to_owned(),
+                );
+            }
+            let bounds = Bounds {
+                min: check.min,
+                max: check.max,
+                stable: comparison,
+            };
+            let rule = Rule::Value {
+                query: query.clone(),
+                unit: Unit::Plain,
+            };
+            (rule, bounds, Action::Rollback)
+        }
+        (Some(b), None) => {
+            let defaults = b.default_bounds();
+            let bounds = Bounds {
+                min: check.min.or(defaults.min),
+                max: check.max.or(defaults.max),
+                stable: comparison.or(defaults.stable),
+            };
+            if b.is_rate() {
+                let lower = bounds.min.is_some()
+                    || bounds
+                        .stable
+                        .as_ref()
+                        .is_some_and(|c| c.min_ratio.is_some());
+                if lower {
+                    problem(
+                        at,
+                        format!(
+                            "{} is a share of requests judged against upper bounds: min and minRatio do not apply",
+                            b.name()
+                        ),
+                    );
+                }
+                if check.min_samples.is_some() {
+                    problem(
+                        &format!("{at}.minSamples"),
+                        format!(
+                            "{} is judged by the exact interval of its counts, which already accounts for the sample size",
+                            b.name()
+                        ),
+                    );
+                }
+                if bounds.max.is_some_and(|m| !(0.0..=1.0).contains(&m)) {
+                    problem(
+                        &format!("{at}.max"),
+                        format!("{} is a share between 0 and 1 (0.02 is 2%)", b.name()),
+                    );
+                }
+            }
+            let mut price = |version: Option<&VersionSpec>, field: &str| {
+                let pricing = version.and_then(|v| v.pricing.as_ref());
+                if b == Builtin::CostPerRequest && version.is_some() && pricing.is_none() {
+                    problem(
+                        &format!("{field}.pricing"),
+                        format!(
+                            "cost-per-request needs each version's pricing (model {})",
+                            version.map_or("", |v| v.model.as_str())
+                        ),
+                    );
+                }
+                pricing.map_or_else(Price::default, |p| Price {
+                    input_per_million: p.input_per_million_tokens,
+                    output_per_million: p.output_per_million_tokens,
+                })
+            };
+            let prices = (
+                price(spec.canary.as_ref(), "spec.canary"),
+                price(Some(&spec.stable), "spec.stable"),
+            );
+            let min_samples = check
+                .min_samples
+                .and_then(|n| u64::try_from(n).ok())
+                .unwrap_or(builtin::DEFAULT_MIN_SAMPLES);
+            let action = b.default_action();
+            (b.rule(min_samples, prices), bounds, action)
+        }
+    };
+    let action = match check.action {
+        Some(CheckAction::Rollback) => Action::Rollback,
+        Some(CheckAction::StepBack) => Action::StepBack,
+        Some(CheckAction::Warn) => Action::Warn,
+        None => action,
+    };
+    if bounds.min.is_none()
+        && bounds.max.is_none()
+        && bounds.stable.as_ref().is_none_or(|c| {
+            c.min_ratio.is_none() && c.max_ratio.is_none() && c.max_increase.is_none()
+        })
+    {
+        problem(at, "a check needs a bound: min, max or compareToStable with minRatio, maxRatio or maxIncrease".to_owned());
+    }
+    if let (Some(min), Some(max)) = (check.min, check.max)
+        && min > max
+    {
+        problem(&format!("{at}.min"), format!("{min} exceeds max {max}"));
+    }
+    if let Some(c) = &check.compare_to_stable {
+        if let (Some(min), Some(max)) = (c.min_ratio, c.max_ratio)
+            && min > max
+        {
+            problem(
+                &format!("{at}.compareToStable.minRatio"),
+                format!("{min} exceeds maxRatio {max}"),
+            );
+        }
+        for (field, value) in [
+            ("minRatio", c.min_ratio),
+            ("maxRatio", c.max_ratio),
+            ("maxIncrease", c.max_increase),
+        ] {
+            if value.is_some_and(|v| v < 0.0) {
+                problem(
+                    &format!("{at}.compareToStable.{field}"),
+                    "cannot be negative".to_owned(),
+                );
+            }
+        }
+    }
+    Some(Check {
+        name,
+        rule,
+        bounds,
+        action,
+        builtin,
+    })
 }
 
 /// A Go duration (as kubectl and Kubernetes write them), not negative.
@@ -679,6 +830,160 @@ mod tests {
         assert_eq!(automatic.revision, Some(canary(&v).revision()));
     }
 
+    fn llm_rollout() -> CanaryRelease {
+        let mut release: CanaryRelease =
+            serde_norway::from_str(include_str!("../../examples/llm-rollout.yaml"))
+                .unwrap_or_else(|e| panic!("examples/llm-rollout.yaml: {e}"));
+        release.metadata.uid = Some(crate::reconcile::testing::UID.to_owned());
+        release
+    }
+
+    fn checks_of(release: &CanaryRelease) -> Result<Vec<Check>, Problems> {
+        let v = validate(release, "cluster.local")?;
+        let Strategy::Automatic(automatic) = v.strategy else {
+            panic!("not automatic");
+        };
+        Ok(automatic
+            .plan
+            .analysis
+            .map(|a| a.checks)
+            .unwrap_or_default())
+    }
+
+    #[test]
+    fn built_in_checks_take_their_defaults_and_the_tuning_given() {
+        let checks = checks_of(&llm_rollout()).unwrap_or_else(|p| panic!("{p}"));
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "error-rate",
+                "rate-limited",
+                "ttft-p95",
+                "latency-p95",
+                "tokens-per-second",
+                "cost-per-request"
+            ]
+        );
+        for check in &checks {
+            let b = check
+                .builtin
+                .unwrap_or_else(|| panic!("{} is built in", check.name));
+            assert_eq!(
+                (check.bounds.clone(), check.action),
+                (b.default_bounds(), b.default_action())
+            );
+        }
+        let Rule::Cost {
+            canary,
+            stable,
+            min_samples,
+            ..
+        } = &checks[5].rule
+        else {
+            panic!("cost-per-request is a cost rule: {:?}", checks[5].rule);
+        };
+        assert_eq!(
+            (
+                canary.output_per_million,
+                stable.output_per_million,
+                *min_samples
+            ),
+            (10.0, 8.0, 100)
+        );
+
+        // Tuning replaces a default one field at a time, and may rename the check.
+        let mut release = llm_rollout();
+        if let Some(a) = release.spec.analysis.as_mut() {
+            a.checks[2].max = Some(1.0);
+            a.checks[2].min_samples = Some(40);
+            a.checks[2].action = Some(crate::api::CheckAction::Warn);
+            a.checks[2].name = Some("first-token".to_owned());
+        }
+        let checks = checks_of(&release).unwrap_or_else(|p| panic!("{p}"));
+        let ttft = &checks[2];
+        assert_eq!(ttft.name, "first-token");
+        assert_eq!(ttft.bounds.max, Some(1.0));
+        assert_eq!(ttft.bounds.stable, Builtin::TtftP95.default_bounds().stable);
+        assert_eq!(ttft.action, Action::Warn);
+        assert!(matches!(
+            ttft.rule,
+            Rule::Sampled {
+                min_samples: 40,
+                ..
+            }
+        ));
+    }
+
+    /// Each case: what is wrong with a built-in check, the edit, the field and a fragment.
+    #[test]
+    fn rejects_bad_built_in_checks() {
+        type Edit = fn(&mut CanaryRelease);
+        fn checks(r: &mut CanaryRelease) -> &mut Vec<CheckSpec> {
+            &mut r
+                .spec
+                .analysis
+                .as_mut()
+                .unwrap_or_else(|| panic!("no analysis"))
+                .checks
+        }
+        let cases: [(&str, Edit, &str, &str); 6] = [
+            (
+                "builtin and query",
+                |r| checks(r)[0].query = Some("up".to_owned()),
+                "spec.analysis.checks[0]",
+                "not both",
+            ),
+            (
+                "no pricing",
+                |r| canary_spec(r).pricing = None,
+                "spec.canary.pricing",
+                "needs each version's pricing",
+            ),
+            (
+                "a floor on a rate",
+                |r| checks(r)[1].min = Some(0.01),
+                "spec.analysis.checks[1]",
+                "min and minRatio do not apply",
+            ),
+            (
+                "minSamples on a rate",
+                |r| checks(r)[0].min_samples = Some(10),
+                "spec.analysis.checks[0].minSamples",
+                "exact interval",
+            ),
+            (
+                "a share above 1",
+                |r| checks(r)[0].max = Some(2.0),
+                "spec.analysis.checks[0].max",
+                "0.02 is 2%",
+            ),
+            (
+                "the same built-in twice",
+                |r| {
+                    let c = checks(r)[0].clone();
+                    checks(r).push(c);
+                },
+                "spec.analysis.checks[6].name",
+                "used by an earlier check",
+            ),
+        ];
+        for (what, edit, field, fragment) in cases {
+            let mut release = llm_rollout();
+            edit(&mut release);
+            let problems = match checks_of(&release) {
+                Ok(_) => panic!("{what}: accepted"),
+                Err(Problems(problems)) => problems,
+            };
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.field == field && p.message.contains(fragment)),
+                "{what}: no problem at {field} mentioning {fragment:?} in {problems:?}"
+            );
+        }
+    }
+
     /// At least twelve bad inputs of the automatic mode, each reported with its field. The CRD
     /// refuses most of them at admission too (tests/rollout/admission.rs); these hold for a
     /// release that reaches the operator some other way.
@@ -778,7 +1083,7 @@ mod tests {
             ),
             (
                 "unknown placeholder",
-                |r| check(r).query = "up{pod=\"{{pod}}\"}".to_owned(),
+                |r| check(r).query = Some("up{pod=\"{{pod}}\"}".to_owned()),
                 "spec.analysis.checks[0].query",
                 "unknown placeholder {{pod}}",
             ),
@@ -818,6 +1123,7 @@ mod tests {
                     check(r).compare_to_stable = Some(ComparisonSpec {
                         min_ratio: Some(2.0),
                         max_ratio: Some(1.5),
+                        max_increase: None,
                     })
                 },
                 "spec.analysis.checks[0].compareToStable.minRatio",

@@ -12,7 +12,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::analysis::{Judged, Verdict, overall};
-use super::{Plan, Step};
+use super::{Action, Builtin, Check, Plan, Step};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -65,6 +65,11 @@ pub enum PauseReason {
     NoData,
     /// Too many query errors in a row; ends by itself when queries answer again.
     MetricsUnavailable,
+    /// The rate-limited check failed: stepped back one step, held until `resume` (throttling is
+    /// the provider's quota, which a person raises or accepts).
+    RateLimited,
+    /// Another check whose action is StepBack failed: stepped back one step, held until `resume`.
+    SteppedBack,
 }
 
 impl PauseReason {
@@ -74,6 +79,8 @@ impl PauseReason {
             PauseReason::AwaitingApproval => "AwaitingApproval",
             PauseReason::NoData => "NoData",
             PauseReason::MetricsUnavailable => "MetricsUnavailable",
+            PauseReason::RateLimited => "RateLimited",
+            PauseReason::SteppedBack => "SteppedBack",
         }
     }
 
@@ -83,6 +90,8 @@ impl PauseReason {
             PauseReason::AwaitingApproval,
             PauseReason::NoData,
             PauseReason::MetricsUnavailable,
+            PauseReason::RateLimited,
+            PauseReason::SteppedBack,
         ]
         .into_iter()
         .find(|p| p.as_str() == text)
@@ -285,7 +294,7 @@ pub fn advance(plan: &Plan, previous: Option<&State>, input: &Inputs<'_>) -> Out
         && measuring(&s)
         && let Some(analysis) = &plan.analysis
     {
-        record(analysis, &mut s, m, &mut notes);
+        record(plan, analysis, &mut s, m, &mut notes);
     }
     // A step that ends may let the next one start at once (its replicas already there).
     for _ in 0..=plan.steps.len() {
@@ -438,6 +447,15 @@ fn act(plan: &Plan, s: &mut State, verb: Verb, now: SystemTime, notes: &mut Vec<
             if s.phase == Phase::Paused
                 && s.pause_reason != Some(PauseReason::AwaitingApproval) =>
         {
+            // A stepped-back step is held again in full from now, not from when it stepped back.
+            if matches!(
+                s.pause_reason,
+                Some(PauseReason::RateLimited | PauseReason::SteppedBack)
+            ) && s.weight_since.is_some()
+            {
+                s.weight_since = Some(now);
+                s.step_start = now;
+            }
             resume(s, "resumed by request", notes);
         }
         Verb::Resume if s.phase == Phase::Paused => {
@@ -559,8 +577,31 @@ fn measuring(s: &State) -> bool {
         }
 }
 
-fn record(analysis: &super::Analysis, s: &mut State, m: &Measurement, notes: &mut Vec<Note>) {
+fn record(
+    plan: &Plan,
+    analysis: &super::Analysis,
+    s: &mut State,
+    m: &Measurement,
+    notes: &mut Vec<Note>,
+) {
+    let check_of = |name: &str| analysis.checks.iter().find(|c| c.name == name);
+    let action_of = |name: &str| check_of(name).map_or(Action::Rollback, |c| c.action);
     for (name, judged) in &m.checks {
+        let was_failing = s
+            .checks
+            .iter()
+            .any(|c| &c.name == name && c.judged.verdict == Verdict::Fail);
+        if action_of(name) == Action::Warn && judged.verdict == Verdict::Fail && !was_failing {
+            notes.push(Note {
+                warning: true,
+                reason: "CheckWarning",
+                message: format!(
+                    "step {}: {name} (warn only, does not decide): {}",
+                    s.step + 1,
+                    judged.message
+                ),
+            });
+        }
         let index = match s.checks.iter().position(|c| &c.name == name) {
             Some(i) => i,
             None => {
@@ -587,12 +628,17 @@ fn record(analysis: &super::Analysis, s: &mut State, m: &Measurement, notes: &mu
     // Checks no longer in the plan are not shown as if they were measured.
     s.checks
         .retain(|c| m.checks.iter().any(|(name, _)| *name == c.name));
-    let verdict = overall(m.checks.iter().map(|(_, j)| j.verdict));
+    // Warn-only checks inform; they neither hold nor fail a step.
+    let deciding = || {
+        m.checks
+            .iter()
+            .filter(|(name, _)| action_of(name) != Action::Warn)
+    };
+    let verdict = overall(deciding().map(|(_, j)| j.verdict));
     s.last_measurement = Some(m.at);
     s.last_verdict = Some(verdict);
     let summary = |wanted: Verdict| {
-        m.checks
-            .iter()
+        deciding()
             .filter(|(_, j)| j.verdict == wanted)
             .map(|(name, j)| format!("{name}: {}", j.message))
             .collect::<Vec<_>>()
@@ -614,7 +660,22 @@ fn record(analysis: &super::Analysis, s: &mut State, m: &Measurement, notes: &mu
             }
             s.failures += 1;
             let failed = summary(Verdict::Fail);
-            if s.failures > analysis.failure_limit {
+            // The strongest action among the checks that failed decides.
+            let failing: Vec<&Check> = deciding()
+                .filter(|(_, j)| j.verdict == Verdict::Fail)
+                .filter_map(|(name, _)| check_of(name))
+                .collect();
+            let action = failing
+                .iter()
+                .map(|c| c.action)
+                .max()
+                .unwrap_or(Action::Rollback);
+            if s.failures > analysis.failure_limit && action == Action::StepBack {
+                let throttled = failing
+                    .iter()
+                    .any(|c| c.builtin == Some(Builtin::RateLimited));
+                step_back(plan, s, m.at, throttled, &failed, notes);
+            } else if s.failures > analysis.failure_limit {
                 s.phase = Phase::RolledBack;
                 s.pause_reason = None;
                 s.failed_revision = Some(s.revision.clone());
@@ -772,6 +833,48 @@ fn next_step(plan: &Plan, s: &mut State, now: SystemTime, notes: &mut Vec<Note>)
     }
 }
 
+/// Back to the previous step's weight (0 % from the first step) and held there: the checks said
+/// the canary's share is too much for now, not that the canary is broken.
+fn step_back(
+    plan: &Plan,
+    s: &mut State,
+    now: SystemTime,
+    throttled: bool,
+    failed: &str,
+    notes: &mut Vec<Note>,
+) {
+    let from = s.step;
+    let from_weight = s.weight;
+    if s.step > 0 {
+        s.step -= 1;
+        s.weight = target(plan, s).weight;
+        s.weight_since = Some(now);
+    } else {
+        s.weight = 0;
+        s.weight_since = None;
+    }
+    s.step_start = now;
+    s.last_verdict = None;
+    s.failures = 0;
+    s.inconclusive = 0;
+    s.errors = 0;
+    let reason = if throttled {
+        PauseReason::RateLimited
+    } else {
+        PauseReason::SteppedBack
+    };
+    pause(
+        s,
+        reason,
+        format!(
+            "stepped back from step {} ({from_weight}%) to {}% and held; `kubectl canary resume` continues: {failed}",
+            from + 1,
+            s.weight
+        ),
+        notes,
+    );
+}
+
 fn promoted(s: &mut State, notes: &mut Vec<Note>) {
     s.phase = Phase::Promoted;
     s.pause_reason = None;
@@ -823,7 +926,7 @@ fn wake(plan: &Plan, s: &State, now: SystemTime) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::analysis::{Bounds, Judged};
+    use super::super::analysis::{Bounds, Judged, Rule, Unit};
     use super::super::{Analysis, Check};
     use super::*;
 
@@ -859,11 +962,16 @@ mod tests {
                 error_limit: 2,
                 checks: vec![Check {
                     name: "error-rate".to_owned(),
-                    query: "q".to_owned(),
+                    rule: Rule::Value {
+                        query: "q".to_owned(),
+                        unit: Unit::Plain,
+                    },
                     bounds: Bounds {
                         max: Some(0.02),
                         ..Bounds::default()
                     },
+                    action: Action::Rollback,
+                    builtin: None,
                 }],
             }),
         }
@@ -911,6 +1019,9 @@ mod tests {
                                 verdict,
                                 value: Some(0.01),
                                 stable_value: None,
+                                bound: String::new(),
+                                samples: None,
+                                stable_samples: None,
                                 message: format!("{verdict}"),
                             },
                         )],
@@ -1301,11 +1412,159 @@ mod tests {
                         verdict,
                         value: None,
                         stable_value: None,
+                        bound: String::new(),
+                        samples: None,
+                        stable_samples: None,
                         message: String::new(),
                     },
                 )],
             }),
         }
+    }
+
+    /// The lab's checks with their actions: a failure rolls back, throttling steps back, cost warns.
+    fn plan_with_actions() -> Plan {
+        let mut p = plan(true);
+        let template = p.analysis.as_ref().map(|a| a.checks[0].clone());
+        if let (Some(a), Some(check)) = (p.analysis.as_mut(), template) {
+            a.failure_limit = 0;
+            a.checks = vec![
+                check.clone(),
+                Check {
+                    name: "rate-limited".to_owned(),
+                    action: Action::StepBack,
+                    builtin: Some(Builtin::RateLimited),
+                    ..check.clone()
+                },
+                Check {
+                    name: "cost-per-request".to_owned(),
+                    action: Action::Warn,
+                    builtin: Some(Builtin::CostPerRequest),
+                    ..check
+                },
+            ];
+        }
+        p
+    }
+
+    fn measured(now: SystemTime, verdicts: [Verdict; 3]) -> Inputs<'static> {
+        let names = ["error-rate", "rate-limited", "cost-per-request"];
+        let mut input = inputs(now, Some(Pass));
+        input.measurement = Some(Measurement {
+            at: now,
+            checks: names
+                .iter()
+                .zip(verdicts)
+                .map(|(name, verdict)| {
+                    let mut judged = inputs(now, Some(verdict))
+                        .measurement
+                        .map(|m| m.checks[0].1.clone())
+                        .unwrap_or_else(|| unreachable!());
+                    judged.message = format!("{name} {verdict}");
+                    ((*name).to_owned(), judged)
+                })
+                .collect(),
+        });
+        input
+    }
+
+    /// Each case: the verdicts of (error-rate, rate-limited, cost) measured at step 2 (50 %), and
+    /// the phase, pause reason, weight and Event reasons that follow.
+    #[test]
+    fn a_checks_action_decides_what_its_failure_does() {
+        let p = plan_with_actions();
+        let at_step_two = || {
+            let first = advance(&p, None, &inputs(at(0), None));
+            let passed = advance(
+                &p,
+                Some(&first.state),
+                &measured(at(10), [Pass, Pass, Pass]),
+            );
+            assert_eq!(passed.state.weight, 50, "{:?}", passed.state.message);
+            passed.state
+        };
+        let cases = [
+            (
+                [Pass, Fail, Pass],
+                Phase::Paused,
+                Some(PauseReason::RateLimited),
+                10,
+                vec!["Paused"],
+            ),
+            (
+                [Fail, Fail, Pass],
+                Phase::RolledBack,
+                None,
+                0,
+                vec!["RolledBack"],
+            ),
+            (
+                [Pass, Pass, Fail],
+                Phase::Progressing,
+                None,
+                50,
+                vec!["CheckWarning"],
+            ),
+            // A warn-only check's doubt does not hold a step either.
+            (
+                [Pass, Pass, Inconclusive],
+                Phase::Progressing,
+                None,
+                50,
+                vec![],
+            ),
+        ];
+        for (verdicts, phase, reason, weight, events) in cases {
+            let state = at_step_two();
+            let out = advance(&p, Some(&state), &measured(at(12), verdicts));
+            assert_eq!(
+                (out.state.phase, out.state.pause_reason, out.state.weight),
+                (phase, reason, weight),
+                "{verdicts:?}: {}",
+                out.state.message
+            );
+            let reasons: Vec<&str> = out.notes.iter().map(|n| n.reason).collect();
+            assert_eq!(reasons, events, "{verdicts:?}");
+            if verdicts == [Pass, Pass, Fail] {
+                assert_eq!(out.state.last_verdict, Some(Pass));
+                // Said once, not at every measurement while it keeps failing.
+                let again = advance(&p, Some(&out.state), &measured(at(14), verdicts));
+                assert!(again.notes.iter().all(|n| n.reason != "CheckWarning"));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stepped_back_rollout_resumes_by_request_and_holds_the_step_again() {
+        let p = plan_with_actions();
+        let first = advance(&p, None, &inputs(at(0), None));
+        // Throttled at the first step: back to 0 %, paused.
+        let back = advance(&p, Some(&first.state), &measured(at(2), [Pass, Fail, Pass]));
+        assert_eq!(
+            (back.state.phase, back.state.pause_reason, back.state.weight),
+            (Phase::Paused, Some(PauseReason::RateLimited), 0)
+        );
+        assert!(
+            back.state.message.contains("rate-limited Fail"),
+            "{}",
+            back.state.message
+        );
+        assert!(
+            !measurement_due(&p, Some(&back.state), at(30)),
+            "held, not measured"
+        );
+        let mut resume = inputs(at(40), None);
+        resume.request = Some("resume@1");
+        let resumed = advance(&p, Some(&back.state), &resume);
+        assert_eq!(
+            (
+                resumed.state.phase,
+                resumed.state.step,
+                resumed.state.weight
+            ),
+            (Phase::Progressing, 0, 10)
+        );
+        assert_eq!(resumed.state.weight_since, Some(at(40)));
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! replicas, a user's request and the measured values; the status step writes the state back.
 
 pub mod analysis;
+pub mod builtin;
 pub mod machine;
 pub mod template;
 
 use std::time::Duration;
 
-pub use analysis::{Bounds, Judged, Ratio, Sample, Verdict};
+pub use analysis::{Bounds, Comparison, Judged, Price, Rule, Sample, Unit, Verdict};
+pub use builtin::Builtin;
 pub use machine::{
     Capacity, CheckState, Inputs, Measurement, Note, Outcome, PauseReason, Phase, State, Verb,
     advance, idle, measurement_due,
@@ -58,16 +60,48 @@ pub struct Analysis {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Check {
     pub name: String,
-    /// PromQL with placeholders ([`template`]).
-    pub query: String,
+    /// How its number is found: PromQL with placeholders ([`template`]).
+    pub rule: Rule,
     pub bounds: Bounds,
+    pub action: Action,
+    /// The built-in check it was made from, if any (a failing rate-limited check pauses as
+    /// RateLimited).
+    pub builtin: Option<Builtin>,
 }
 
 impl Check {
-    /// Whether the stable version is measured too, with the same query and window, when the
+    /// Whether the stable version is measured too, with the same queries and window, when the
     /// canary has `canary_weight` percent: not at 100 %, where the stable answers nothing (and a
-    /// last step would never pass); [`analysis::judge`] then says the ratio was not compared.
+    /// last step would never pass); [`analysis::judge`] then says the stable was not compared.
     pub fn compares_to_stable_at(&self, canary_weight: i32) -> bool {
-        self.bounds.ratio.is_some() && canary_weight < 100
+        self.bounds.stable.is_some() && canary_weight < 100
+    }
+}
+
+/// What a check's failure (beyond `failureLimit`) does to the rollout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// Nothing but an Event and the status: the check informs, it does not decide.
+    Warn,
+    /// Back to the previous step's weight, paused as RateLimited until `resume`.
+    StepBack,
+    /// Canary to 0 %, its revision recorded as failed.
+    #[default]
+    Rollback,
+}
+
+impl Action {
+    pub const ALL: [Action; 3] = [Action::Rollback, Action::StepBack, Action::Warn];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Rollback => "Rollback",
+            Action::StepBack => "StepBack",
+            Action::Warn => "Warn",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == text)
     }
 }
