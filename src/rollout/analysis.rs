@@ -408,7 +408,11 @@ fn judge_rate(
                     ),
                 ));
             }
-            if let Some(ratio) = comparison.max_ratio {
+            // "Twice the stable's share" of a stable that had none is no bound at all, only
+            // its sampling noise: as for values, a ratio to zero is not compared.
+            if comparison.max_ratio.is_some() && stable.failures == Some(0) {
+                notes.push("stable had none, so the ratio is not compared".to_owned());
+            } else if let Some(ratio) = comparison.max_ratio {
                 limits.push((
                     high * ratio,
                     format!("{} × stable's upper bound {}", show(ratio), unit.show(high)),
@@ -955,6 +959,15 @@ mod tests {
         assert_eq!(judged.bound, "≤ 5% and ≤ 2 × stable");
         let judged = judge(&rate_rule(), &bounds, &counts(5.0, 2000.0), Some(&stable));
         assert_eq!(judged.verdict, Verdict::Pass, "{}", judged.message);
+        // A stable without a single 429: only the absolute 5 % applies.
+        let clean = counts(0.0, 1500.0);
+        let judged = judge(&rate_rule(), &bounds, &counts(0.0, 500.0), Some(&clean));
+        assert_eq!(judged.verdict, Verdict::Pass, "{}", judged.message);
+        assert!(
+            judged.message.contains("ratio is not compared"),
+            "{}",
+            judged.message
+        );
     }
 
     #[test]

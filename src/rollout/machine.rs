@@ -769,7 +769,7 @@ fn progress(plan: &Plan, s: &mut State, input: &Inputs<'_>, notes: &mut Vec<Note
         s.weight_since = Some(input.now);
         s.weight = step.weight;
         if s.full {
-            promoted(s, notes);
+            promoted(plan, s, notes);
             return false;
         }
         s.message = format!(
@@ -815,7 +815,7 @@ fn next_step(plan: &Plan, s: &mut State, now: SystemTime, notes: &mut Vec<Note>)
             s.full = true;
             return;
         }
-        promoted(s, notes);
+        promoted(plan, s, notes);
         return;
     }
     s.step += 1;
@@ -875,7 +875,7 @@ fn step_back(
     );
 }
 
-fn promoted(s: &mut State, notes: &mut Vec<Note>) {
+fn promoted(plan: &Plan, s: &mut State, notes: &mut Vec<Note>) {
     s.phase = Phase::Promoted;
     s.pause_reason = None;
     s.full = false;
@@ -883,10 +883,27 @@ fn promoted(s: &mut State, notes: &mut Vec<Note>) {
     s.message =
         "promoted: the canary serves 100%; make it the stable version in the spec to finish"
             .to_owned();
+    // What the warn-only checks (cost, typically) last said goes with the news: it did not
+    // decide, but it is what a person wants to know about the version now serving everything.
+    let warn_only: Vec<String> = s
+        .checks
+        .iter()
+        .filter(|c| {
+            plan.analysis
+                .iter()
+                .flat_map(|a| &a.checks)
+                .any(|check| check.name == c.name && check.action == Action::Warn)
+        })
+        .map(|c| format!("{}: {}", c.name, c.judged.message))
+        .collect();
+    let message = match warn_only.is_empty() {
+        true => s.message.clone(),
+        false => format!("{}; {}", s.message, warn_only.join("; ")),
+    };
     notes.push(Note {
         warning: false,
         reason: "Promoted",
-        message: s.message.clone(),
+        message,
     });
 }
 
@@ -1532,6 +1549,37 @@ mod tests {
                 assert!(again.notes.iter().all(|n| n.reason != "CheckWarning"));
             }
         }
+    }
+
+    #[test]
+    fn the_promotion_says_what_the_warn_only_checks_last_said() {
+        let p = plan_with_actions();
+        let first = advance(&p, None, &inputs(at(0), None));
+        let half = advance(
+            &p,
+            Some(&first.state),
+            &measured(at(10), [Pass, Pass, Pass]),
+        );
+        let full = advance(&p, Some(&half.state), &measured(at(20), [Pass, Pass, Pass]));
+        assert_eq!(full.state.weight, 100, "{}", full.state.message);
+        let done = advance(&p, Some(&full.state), &measured(at(30), [Pass, Pass, Pass]));
+        let promoted = done
+            .notes
+            .iter()
+            .find(|n| n.reason == "Promoted")
+            .unwrap_or_else(|| panic!("no Promoted note: {:?}", done.notes));
+        assert!(
+            promoted
+                .message
+                .contains("cost-per-request: cost-per-request Pass"),
+            "{}",
+            promoted.message
+        );
+        assert!(
+            !promoted.message.contains("error-rate Pass"),
+            "{}",
+            promoted.message
+        );
     }
 
     #[test]

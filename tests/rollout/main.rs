@@ -12,7 +12,9 @@ mod analysis;
 mod backend;
 #[path = "../common/mod.rs"]
 mod common;
+mod llm;
 mod stage;
 mod steering;
+mod templates;
 
 use common::host;

@@ -178,28 +178,51 @@ impl Drop for WeightLog {
 /// gateway stand-in. `None` when nginx or Prometheus is missing outside CI (after saying so).
 pub struct Stage {
     /// The stable's and the canary's processes, kept running while the stage lives.
-    _backends: (Backend, Backend),
+    backends: (Backend, Backend),
     pub prometheus: Prometheus,
     pub gateway: IngressStandin,
     load: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How the versions behave: each backend's environment, and whether Prometheus scrapes the
+/// canary at all (a canary that exposes no metrics).
+#[derive(Clone, Copy)]
+pub struct Versions<'a> {
+    pub stable_env: &'a [(&'a str, &'a str)],
+    pub canary_env: &'a [(&'a str, &'a str)],
+    pub canary_scraped: bool,
+}
+
 impl Stage {
     pub async fn start(ns: &TestNs, test: &str, canary_env: &[(&str, &str)]) -> Option<Stage> {
+        let versions = Versions {
+            stable_env: &[],
+            canary_env,
+            canary_scraped: true,
+        };
+        Stage::start_with(ns, test, versions).await
+    }
+
+    pub async fn start_with(ns: &TestNs, test: &str, versions: Versions<'_>) -> Option<Stage> {
         let nginx = nginx(test)?;
         let binary = prometheus::binary(test)?;
-        let stable = start_backend(&[("AZURE_MODEL_NAME", "m-stable")]).await;
+        let mut env = vec![("AZURE_MODEL_NAME", "m-stable")];
+        env.extend_from_slice(versions.stable_env);
+        let stable = start_backend(&env).await;
         let mut env = vec![("AZURE_MODEL_NAME", "m-canary")];
-        env.extend_from_slice(canary_env);
+        env.extend_from_slice(versions.canary_env);
         let canary = start_backend(&env).await;
-        let prometheus = Prometheus::start(
-            &binary,
-            &[
-                ScrapeTarget::new(stable.addr, &[("namespace", &ns.name), ("version", "v1")]),
-                ScrapeTarget::new(canary.addr, &[("namespace", &ns.name), ("version", "v2")]),
-            ],
-        )
-        .await;
+        let mut targets = vec![ScrapeTarget::new(
+            stable.addr,
+            &[("namespace", &ns.name), ("version", "v1")],
+        )];
+        if versions.canary_scraped {
+            targets.push(ScrapeTarget::new(
+                canary.addr,
+                &[("namespace", &ns.name), ("version", "v2")],
+            ));
+        }
+        let prometheus = Prometheus::start(&binary, &targets).await;
         let gateway = IngressStandin::start(
             &nginx,
             &ns.name,
@@ -207,23 +230,33 @@ impl Stage {
             &[("v1", stable.addr), ("v2", canary.addr)],
         );
         Some(Stage {
-            _backends: (stable, canary),
+            backends: (stable, canary),
             prometheus,
             gateway,
             load: None,
         })
     }
 
+    /// Tells the canary's process how to fail from now on (`PUT /fault`): a real fault in the
+    /// real backend, mid-rollout.
+    pub async fn canary_fault(&self, fault: Value) {
+        let response = http()
+            .put(self.backends.1.url("/fault"))
+            .json(&fault)
+            .send()
+            .await
+            .expect("PUT /fault to the canary");
+        assert!(
+            response.status().is_success(),
+            "PUT /fault {fault}: {}",
+            response.status()
+        );
+    }
+
     /// Steady traffic through the gateway stand-in: `rps` requests a second, as users would send.
     pub fn load(&mut self, rps: u32) {
         let url = self.gateway.url("/chat");
-        // reqwest has no TLS provider of its own here; ring is the one kube links.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("an HTTP client");
+        let client = http();
         self.load = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1) / rps.max(1));
             loop {
@@ -233,6 +266,17 @@ impl Stage {
             }
         }));
     }
+}
+
+/// A plain HTTP client for the stage's processes.
+fn http() -> reqwest::Client {
+    // reqwest has no TLS provider of its own here; ring is the one kube links.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
 }
 
 impl Drop for Stage {
