@@ -113,7 +113,7 @@ async fn bad_automatic_specs_are_refused_at_admission() {
         (
             "empty comparison",
             |r| r["spec"]["analysis"]["checks"][0]["compareToStable"] = json!({}),
-            "set minRatio, maxRatio or both",
+            "set minRatio, maxRatio or maxIncrease",
         ),
         (
             "negative failureLimit",
@@ -134,7 +134,53 @@ async fn bad_automatic_specs_are_refused_at_admission() {
                     .expect("checks")
                     .push(check);
             },
-            "Duplicate value",
+            "check names must be unique",
+        ),
+        (
+            "the same built-in check twice",
+            |r| {
+                r["spec"]["analysis"]["checks"] =
+                    json!([{"builtin": "error-rate"}, {"builtin": "error-rate"}])
+            },
+            "check names must be unique",
+        ),
+        (
+            "a built-in check with a query",
+            |r| r["spec"]["analysis"]["checks"][0]["builtin"] = json!("error-rate"),
+            "set query (a check of your own) or builtin, not both",
+        ),
+        (
+            "an own check without a name",
+            |r| {
+                let check = r["spec"]["analysis"]["checks"][0]
+                    .as_object_mut()
+                    .expect("check");
+                check.remove("name");
+            },
+            "a check of your own needs a name",
+        ),
+        (
+            "an unknown built-in check",
+            |r| r["spec"]["analysis"]["checks"] = json!([{"builtin": "error-ratio"}]),
+            "spec.analysis.checks[0].builtin",
+        ),
+        (
+            "an unknown action",
+            |r| r["spec"]["analysis"]["checks"][0]["action"] = json!("Panic"),
+            "spec.analysis.checks[0].action",
+        ),
+        (
+            "minSamples on an own check",
+            |r| r["spec"]["analysis"]["checks"][0]["minSamples"] = json!(10),
+            "minSamples applies to built-in checks",
+        ),
+        (
+            "negative pricing",
+            |r| {
+                r["spec"]["canary"]["pricing"] =
+                    json!({"inputPerMillionTokens": -1, "outputPerMillionTokens": 1})
+            },
+            "spec.canary.pricing.inputPerMillionTokens",
         ),
         (
             "check name not a DNS label",
@@ -180,6 +226,16 @@ async fn what_the_schema_cannot_judge_is_reported_with_its_field() {
             "timeout longer than the interval",
             |r| r["spec"]["analysis"]["prometheus"]["timeout"] = json!("5s"),
             "spec.analysis.prometheus.timeout",
+        ),
+        (
+            "cost-per-request without the versions' prices",
+            |r| r["spec"]["analysis"]["checks"] = json!([{"builtin": "cost-per-request"}]),
+            "spec.canary.pricing: cost-per-request needs each version's pricing (model gpt-4o)",
+        ),
+        (
+            "a floor on a share of requests",
+            |r| r["spec"]["analysis"]["checks"] = json!([{"builtin": "rate-limited", "min": 0.01}]),
+            "min and minRatio do not apply",
         ),
         (
             "interval below the operator's minimum (1s here)",
