@@ -88,7 +88,8 @@ addr=
 start_backend() { # version model
   local log=$dir/backend-$1.log
   env -u AZURE_API_URL -u AZURE_API_KEY -u AZURE_API_VERSION -u UPSTREAM_TIMEOUT_SECONDS \
-    -u FAULT_EVERY -u FAULT_STATUS -u FAULT_DELAY_MS \
+    -u UPSTREAM_STREAM -u FAULT_EVERY -u FAULT_PERCENT -u FAULT_STATUS -u FAULT_DELAY_MS -u FAULT_TTFT_MS \
+    -u OFFLINE_RESPONSE_MODEL -u OFFLINE_TTFT_MS -u OFFLINE_TOKENS_PER_SECOND -u OFFLINE_OUTPUT_TOKENS \
     HOST=127.0.0.1 PORT=0 AZURE_MODEL_NAME="$2" "$target/debug/examples/chat_backend" >"$log" 2>&1 </dev/null &
   pids+=("$!")
   wait_until 30 "the $1 chat backend to listen" "$!" "$log" grep -q 'listening on http://' "$log"

@@ -147,9 +147,16 @@ fn backend_command(env: &[(&str, &str)]) -> Command {
         "UPSTREAM_TIMEOUT_SECONDS",
         "PORT",
         "HOST",
+        "UPSTREAM_STREAM",
         "FAULT_EVERY",
+        "FAULT_PERCENT",
         "FAULT_STATUS",
         "FAULT_DELAY_MS",
+        "FAULT_TTFT_MS",
+        "OFFLINE_RESPONSE_MODEL",
+        "OFFLINE_TTFT_MS",
+        "OFFLINE_TOKENS_PER_SECOND",
+        "OFFLINE_OUTPUT_TOKENS",
     ] {
         command.env_remove(name);
     }
