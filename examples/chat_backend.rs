@@ -399,6 +399,10 @@ enum Outcome {
     Failed(String),
 }
 
+/// The failures every backend can answer with, whatever its settings: the upstream's 429 passed
+/// through, its other failures as 502, and a timeout.
+const EXPECTED_ERRORS: [&str; 3] = ["429", "502", "timeout"];
+
 impl Metrics {
     /// `response_model` is the model the answers will name when it is known beforehand (offline),
     /// so that the success series exist from the start.
@@ -451,7 +455,21 @@ impl Metrics {
                     .get_or_create(&metrics.token(response_model, token_type));
             }
         }
+        // Likewise the failures this backend answers with, so that the first failure of each
+        // kind is counted: without it, one error in ten requests reads as none.
+        for error_type in EXPECTED_ERRORS {
+            metrics.expect_failure(error_type);
+        }
         metrics
+    }
+
+    /// Creates the failure series of `error_type` at zero, if it does not exist yet.
+    fn expect_failure(&self, error_type: &str) {
+        let _ = self.duration.get_or_create(&OperationLabels {
+            request_model: self.model.clone(),
+            response_model: None,
+            error_type: Some(error_type.to_owned()),
+        });
     }
 
     fn answered(&self, response_model: &str) -> OperationLabels {
@@ -583,6 +601,7 @@ impl Backend {
                 requests: 0,
             };
             let metrics = Metrics::new(&model, Some(&simulation.response_model));
+            metrics.expect_failure(&faults.settings.status.to_string());
             return Ok(Backend {
                 model,
                 mode: Mode::Offline {
@@ -1313,6 +1332,7 @@ async fn put_fault(
             format!("{field} {reason}"),
         );
     }
+    backend.metrics.expect_failure(&settings.status.to_string());
     *faults.lock().unwrap_or_else(PoisonError::into_inner) = Faults {
         settings,
         requests: 0,
