@@ -31,8 +31,9 @@ const MODEL: [(&str, &str); 3] = [
     ("OFFLINE_OUTPUT_TOKENS", "20"),
 ];
 
-/// Half the traffic for one 10 s step, then all of it.
-const STEPS: [(i32, &str, bool); 2] = [(50, "10s", false), (100, "1s", false)];
+/// Half the traffic for a step of two measurements (the first one shows in status at 50 %, the
+/// second ends the step), then all of it.
+const STEPS: [(i32, &str, bool); 2] = [(50, "15s", false), (100, "1s", false)];
 
 /// Every built-in check, defaults untouched except the values' sample floor (a 10 s window of a
 /// test holds fewer requests than a minute of production traffic).
@@ -299,7 +300,8 @@ async fn a_canary_with_a_slow_first_token_is_rolled_back() {
 }
 
 /// One error in the canary's first ten requests is not evidence either way: error-rate is
-/// inconclusive (its interval straddles 2 %), and the canary is not rolled back.
+/// inconclusive (its interval straddles 2 %), and the canary is not rolled back; with so few
+/// requests it pauses for want of data instead.
 #[tokio::test]
 async fn one_error_in_ten_requests_is_inconclusive_not_a_rollback() {
     let Some(ns) = setup("llm-few").await else {
@@ -308,8 +310,11 @@ async fn one_error_in_ten_requests_is_inconclusive_not_a_rollback() {
     let Some(mut stage) = stage(&ns, "llm-few", &[("FAULT_EVERY", "10")]).await else {
         return;
     };
-    // About 1 request a second for the canary at 50 %: ten in a window.
-    stage.load(2);
+    // 1.5 requests a second for the canary at 50 %: about fifteen in a window. Not a whole
+    // number of failures per window: with the fault every 10th request, a failure at a fixed
+    // place in every window could fall between two scrapes at its edge each time, and
+    // increase() would never see it.
+    stage.load(3);
     let _operator = start_operator(&ns).await;
     let url = stage.prometheus.url();
     apply(&ns, llm_release(&ns, &STEPS, &url, GPT_41, GPT_4O)).await;
