@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# `make demo-rollout`: an automatic rollout, end to end, on the local control plane, with the real
-# parts the tests use (tests/rollout/stage.rs): two chat backends (offline: stable gpt-4.1 = v1,
-# canary gpt-4o = v2), a Prometheus scraping both every second, the ingress gateway stand-in
-# (nginx following the release's VirtualService, sending 20 requests a second through it) and the
-# operator, all on 127.0.0.1. hack/demo-rollout.yaml goes 10% -> 50% -> 100% in about a
-# minute, each step judged on the canary's error rate; every step is shown as it happens, and
-# `kubectl canary verify` measures the split through the gateway. Then the canary backend fails
-# every second request, a new canary revision starts, and it is rolled back.
+# `make demo-rollout`: a model swap rolled out automatically, end to end, on the local control
+# plane, with the real parts the tests use (tests/rollout/stage.rs): two chat backends (offline,
+# answering like models: stable gpt-4.1 = v1, canary gpt-4o = v2, each with its time to first
+# chunk and token rate), a Prometheus scraping both every second, the ingress gateway stand-in
+# (nginx following the release's VirtualService, sending 150 requests a second through it) and the
+# operator, all on 127.0.0.1. hack/demo-rollout.yaml goes 25% -> 50% -> 100%, every step judged
+# by the six built-in checks (errors, 429s, time to first token, latency, tokens per second,
+# cost), canary against stable; each measurement's check table is shown as it happens, and
+# `kubectl canary verify` measures the split through the gateway. Then a new canary revision is
+# throttled by its provider (the backend answers every second request 429) once it has 50%: it
+# steps back to 25% and pauses as RateLimited instead of being rolled back.
 # Everything started here is stopped at the end (logs stay in the cluster's run dir); the cluster
 # is left running (`make cluster-down` stops it).
 set -euo pipefail
@@ -85,22 +88,23 @@ kubectl -n "$ns" delete "canaryrelease/$release" --ignore-not-found --cascade=fo
 
 # The chat backend prints `chat backend listening on http://ADDR (...)` once it serves.
 addr=
-start_backend() { # version model
+start_backend() { # version model ttft-ms tokens-per-second
   local log=$dir/backend-$1.log
   env -u AZURE_API_URL -u AZURE_API_KEY -u AZURE_API_VERSION -u UPSTREAM_TIMEOUT_SECONDS \
     -u UPSTREAM_STREAM -u FAULT_EVERY -u FAULT_PERCENT -u FAULT_STATUS -u FAULT_DELAY_MS -u FAULT_TTFT_MS \
     -u OFFLINE_RESPONSE_MODEL -u OFFLINE_TTFT_MS -u OFFLINE_TOKENS_PER_SECOND -u OFFLINE_OUTPUT_TOKENS \
-    HOST=127.0.0.1 PORT=0 AZURE_MODEL_NAME="$2" "$target/debug/examples/chat_backend" >"$log" 2>&1 </dev/null &
+    HOST=127.0.0.1 PORT=0 AZURE_MODEL_NAME="$2" OFFLINE_TTFT_MS="$3" OFFLINE_TOKENS_PER_SECOND="$4" \
+    OFFLINE_OUTPUT_TOKENS=20 "$target/debug/examples/chat_backend" >"$log" 2>&1 </dev/null &
   pids+=("$!")
   wait_until 30 "the $1 chat backend to listen" "$!" "$log" grep -q 'listening on http://' "$log"
   addr=$(sed -n 's|.*listening on http://\([0-9.:]*\).*|\1|p' "$log" | head -n 1)
-  echo "$1: chat backend answering as $2 at http://$addr (offline; log $log)"
+  echo "$1: chat backend answering as $2 at http://$addr (offline: first chunk after $3 ms, then 20 tokens at $4/s; log $log)"
 }
 
 say "Starting the two chat backends, offline"
-start_backend v1 gpt-4.1
+start_backend v1 gpt-4.1 220 380
 v1=$addr
-start_backend v2 gpt-4o
+start_backend v2 gpt-4o 200 420
 v2=$addr
 
 read -r prom_port gw_port op_port < <(free_ports 3)
@@ -127,10 +131,10 @@ targets_up() {
 }
 wait_until 60 "Prometheus to scrape both backends" "$!" "$dir/prometheus.log" targets_up
 
-say "Starting the ingress gateway stand-in at http://127.0.0.1:$gw_port (VirtualService $ns/$release, 20 requests/s)"
+say "Starting the ingress gateway stand-in at http://127.0.0.1:$gw_port (VirtualService $ns/$release, 150 requests/s)"
 "$target/debug/examples/ingress_standin" --namespace "$ns" --name "$release" \
   --upstream "v1=$v1" --upstream "v2=$v2" --listen "127.0.0.1:$gw_port" --dir "$dir/gateway" \
-  --load-rps 20 >"$dir/gateway.out" 2>"$dir/gateway.log" </dev/null &
+  --load-rps 150 >"$dir/gateway.out" 2>"$dir/gateway.log" </dev/null &
 pids+=("$!")
 wait_until 30 "the gateway stand-in to listen" "$!" "$dir/gateway.log" grep -q 'listening on' "$dir/gateway.log"
 gateway_url=http://127.0.0.1:$gw_port
@@ -142,48 +146,48 @@ say "Starting the operator for namespace $ns, analysis down to every second (log
 pids+=("$!")
 wait_until 60 "the operator to be ready" "$!" "$operator_log" curl -sf --max-time 2 "http://127.0.0.1:$op_port/readyz"
 
-# One line per state: phase, pause reason, step, steps, weight, last verdict, revision, then each
-# check (name, verdict, canary value, stable value, passes, failures, message).
-jsonpath='{.status.rollout.phase}|{.status.rollout.pauseReason}|{.status.rollout.step}|{.status.rollout.steps}|{.status.rollout.weight}|{.status.rollout.lastVerdict}|{.status.rollout.revision}|{range .status.rollout.checks[*]}{.name}~{.verdict}~{.value}~{.stableValue}~{.passes}~{.failures}~{.message}{end}'
+# One line per state: phase, pause reason, step, steps, weight, last verdict, revision, time of
+# the last measurement.
+jsonpath='{.status.rollout.phase}|{.status.rollout.pauseReason}|{.status.rollout.step}|{.status.rollout.steps}|{.status.rollout.weight}|{.status.rollout.lastVerdict}|{.status.rollout.revision}|{.status.rollout.lastMeasurementTime}'
 state() { kubectl -n "$ns" get "canaryrelease/$release" --request-timeout=5s -o "jsonpath=$jsonpath"; }
-num() { if [ -n "$1" ]; then printf '%.3f' "$1"; else printf -- '-'; fi; }
 applied() { grep '^applied' "$dir/gateway.out" | tail -n 1 | sed 's/^applied //'; }
+# The checks table of `kubectl canary status`: check, stable, canary, bound, sample sizes, verdict.
+checks_table() {
+  kubectl canary status "$release" -n "$ns" 2>/dev/null |
+    awk '/^Checks \(/ {p = 1} p && /^  [a-z]/ {exit} p && NF' | sed 's/^/       /'
+}
 
 # Follows status.rollout until its phase is one of DONE (fails on BAD or after TIMEOUT seconds):
-# a line on every change of step, phase or verdict, and `kubectl canary verify` through the
-# gateway on every change of the canary's weight.
+# a line on every change of step, phase or weight, the checks table after every measurement, and
+# `kubectl canary verify` through the gateway on every change of the canary's weight.
 phase=
 revision=
 follow() { # timeout done-phase bad-phases
-  local timeout=$1 done=$2 bad=$3 t0=$SECONDS last= last_weight=
-  local deadline=$((SECONDS + timeout)) line pause step steps weight verdict checks key
-  local name cverdict value stable passes failures message out rc
+  local timeout=$1 done=$2 bad=$3 t0=$SECONDS last= last_weight= last_measured=
+  local deadline=$((SECONDS + timeout)) line pause step steps weight verdict measured key out rc
   while true; do
     line=$(state 2>/dev/null) || line=
-    IFS='|' read -r phase pause step steps weight verdict revision checks <<<"$line"
-    key="$phase|$pause|$step|$weight|$verdict|$revision"
+    IFS='|' read -r phase pause step steps weight verdict revision measured <<<"$line"
+    key="$phase|$pause|$step|$weight|$revision"
     if [ -n "$phase" ] && [ "$key" != "$last" ]; then
       last=$key
-      IFS='~' read -r name cverdict value stable passes failures message <<<"$checks"
-      printf '[%3ss] step %s/%s  weight %3s%%  %-22s' "$((SECONDS - t0))" "$step" "$steps" "$weight" \
-        "$phase${pause:+ ($pause)}"
-      if [ -n "$name" ] && [ -z "$verdict" ]; then
-        printf '  %s: not measured yet in this step' "$name"
-      elif [ -n "$name" ]; then
-        printf '  %s: %-12s canary %s  stable %s  (passes %s, failures %s)' "$name" "${cverdict:-waiting}" \
-          "$(num "$value")" "$(num "$stable")" "${passes:-0}" "${failures:-0}"
-      fi
-      printf '  gateway %s\n' "$(applied)"
-      if [ "$cverdict" = Fail ]; then echo "       $message"; fi
+      printf '[%3ss] step %s/%s  weight %3s%%  %-26s gateway %s\n' "$((SECONDS - t0))" "$step" "$steps" \
+        "$weight" "$phase${pause:+ ($pause)}" "$(applied)"
       if [ "$weight" != "$last_weight" ]; then
         last_weight=$weight
         rc=0
-        out=$(kubectl canary verify "$release" -n "$ns" --url "$gateway_url" --requests 200 2>&1) || rc=$?
+        out=$(kubectl canary verify "$release" -n "$ns" --url "$gateway_url" --requests 300 2>&1) || rc=$?
         # Its summary: the canary's share, failed requests (table rows `(cause) error N`), verdict.
-        echo "       kubectl canary verify --requests 200 (exit $rc):"
+        echo "       kubectl canary verify --requests 300 (exit $rc):"
         grep -E '^(Canary share|Result):|^\(.*  error  ' <<<"$out" | sed 's/^/         /' || printf '%s\n' "$out" | tail -n 3
-
       fi
+    fi
+    if [ -n "$measured" ] && [ "$measured" != "$last_measured" ]; then
+      last_measured=$measured
+      # A measurement that moved the rollout to another step (on, or back) is shown after the
+      # move: the new step's own verdict is still to come.
+      printf '[%3ss] measured: %s\n' "$((SECONDS - t0))" "${verdict:-these checks moved the rollout to step $step}"
+      checks_table
     fi
     if [ "$phase" = "$done" ]; then return 0; fi
     if [ -n "$phase" ] && [[ " $bad " == *" $phase "* ]]; then fail "the rollout ended $phase, not $done"; fi
@@ -192,37 +196,42 @@ follow() { # timeout done-phase bad-phases
   done
 }
 
-say "Applying hack/demo-rollout.yaml: 10% -> 50% -> 100%, judged by the canary's error rate"
+say "Applying hack/demo-rollout.yaml: gpt-4.1 -> gpt-4o, 25% -> 50% -> 100%, judged by the built-in checks"
 sed "s|PROMETHEUS_URL|$prometheus_url|" hack/demo-rollout.yaml >"$dir/release.yaml"
-sed -n '/^  strategy:/,/^  autoscaling:/p' "$dir/release.yaml" | sed '$d'
+sed -n '/^  stable:/,/^  autoscaling:/p' "$dir/release.yaml" | sed '$d'
 kubectl apply --server-side -f "$dir/release.yaml"
 start=$SECONDS
-say "Following status.rollout (one line per change; verify measures 200 requests through the gateway)"
-follow 180 Promoted "RolledBack Aborted"
+say "Following status.rollout (a line per change, the checks after every measurement; verify measures 300 requests through the gateway)"
+follow 240 Promoted "RolledBack Aborted"
 wait_until 30 "status.canaryWeight 100" "" "$operator_log" \
   kubectl -n "$ns" wait "canaryrelease/$release" --for=jsonpath='{.status.canaryWeight}'=100 --timeout=5s
 echo "Promoted in $((SECONDS - start))s"
+echo "Event: $(kubectl -n "$ns" get events --field-selector reason=Promoted -o 'jsonpath={.items[-1:].message}')"
 
 say "kubectl canary status $release"
 kubectl canary status "$release" -n "$ns"
 
-say "A faulty canary: its backend now fails every second request with 500"
-curl -sf --max-time 5 -X PUT "http://$v2/fault" -H 'content-type: application/json' -d '{"every":2,"status":500}'
-echo
 promoted_revision=$revision
 say "A new canary revision (spec.canary.config: AZURE_API_VERSION 2025-01-01-preview) starts a new rollout"
 kubectl -n "$ns" patch "canaryrelease/$release" --type merge \
   -p '{"spec":{"canary":{"config":{"AZURE_API_VERSION":"2025-01-01-preview"}}}}'
 new_revision() { [ "$(kubectl -n "$ns" get "canaryrelease/$release" -o 'jsonpath={.status.rollout.revision}')" != "$promoted_revision" ]; }
 wait_until 30 "a new revision in status.rollout" "" "$operator_log" new_revision
-echo "(verify counts answers: the canary's failed requests are the error row, so its share looks halved)"
+# Once the new revision has 50%, its provider throttles it: every second request answers 429.
+(
+  until [ "$(kubectl -n "$ns" get "canaryrelease/$release" -o 'jsonpath={.status.rollout.weight}' 2>/dev/null)" = 50 ]; do
+    sleep 0.5
+  done
+  curl -sf --max-time 5 -X PUT "http://$v2/fault" -H 'content-type: application/json' -d '{"every":2,"status":429}' >/dev/null
+  printf '       (the gpt-4o backend now answers every second request with 429, as a provider over quota does)\n'
+) &
+pids+=("$!")
 start=$SECONDS
-follow 120 RolledBack "Promoted Aborted"
-wait_until 30 "status.canaryWeight 0" "" "$operator_log" \
-  kubectl -n "$ns" wait "canaryrelease/$release" --for=jsonpath='{.status.canaryWeight}'=0 --timeout=5s
-echo "Rolled back in $((SECONDS - start))s"
+follow 240 Paused "RolledBack Aborted Promoted"
+[ "$(kubectl -n "$ns" get "canaryrelease/$release" -o 'jsonpath={.status.rollout.pauseReason}')" = RateLimited ] ||
+  fail "paused, but not as RateLimited"
+echo "Stepped back and paused in $((SECONDS - start))s"
 echo "rollout: $(kubectl -n "$ns" get "canaryrelease/$release" -o 'jsonpath={.status.rollout.message}')"
-echo "check:   $(kubectl -n "$ns" get "canaryrelease/$release" -o 'jsonpath={range .status.rollout.checks[*]}{.name}: {.message}{end}')"
 echo "VirtualService: $(kubectl -n "$ns" get "virtualservices.networking.istio.io/$release" \
   -o jsonpath='{range .spec.http[0].route[*]}{.destination.subset}={.weight}% {end}')  gateway: $(applied)"
 

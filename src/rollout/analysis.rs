@@ -91,7 +91,7 @@ impl Unit {
     pub fn show(self, v: f64) -> String {
         match self {
             Unit::Plain => show(v),
-            Unit::Share => format!("{}%", show(v * 100.0)),
+            Unit::Share => format!("{}%", show_to(v * 100.0, 2)),
             Unit::Seconds => format!("{}s", show(v)),
             Unit::TokensPerSecond => format!("{} tokens/s", show_short(v)),
             Unit::CostPer1k => format!("{} per 1k requests", show(v)),
@@ -638,8 +638,14 @@ pub fn show(v: f64) -> String {
 
 /// A value with one decimal, for numbers in the tens and hundreds.
 fn show_short(v: f64) -> String {
-    let text = format!("{v:.1}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    show_to(v, 1)
+}
+
+/// A value with at most `decimals` decimals, no trailing zeros.
+fn show_to(v: f64, decimals: usize) -> String {
+    let text = format!("{v:.decimals$}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    if text == "-0" { "0" } else { text }.to_owned()
 }
 
 /// A measurement's verdict: any failure fails it; otherwise any error, then anything
@@ -1113,6 +1119,8 @@ mod tests {
             assert_eq!(show(v), text);
         }
         assert_eq!(Unit::Share.show(0.0137), "1.37%");
+        assert_eq!(Unit::Share.show(0.494949), "49.49%");
+        assert_eq!(Unit::Share.show(0.0), "0%");
         assert_eq!(Unit::TokensPerSecond.show(123.456), "123.5 tokens/s");
         for v in [
             Verdict::Pass,
