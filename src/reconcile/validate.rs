@@ -971,17 +971,22 @@ mod tests {
         for (what, edit, field, fragment) in cases {
             let mut release = llm_rollout();
             edit(&mut release);
-            let problems = match checks_of(&release) {
-                Ok(_) => panic!("{what}: accepted"),
-                Err(Problems(problems)) => problems,
-            };
-            assert!(
-                problems
-                    .iter()
-                    .any(|p| p.field == field && p.message.contains(fragment)),
-                "{what}: no problem at {field} mentioning {fragment:?} in {problems:?}"
-            );
+            assert_problem(&release, what, field, fragment);
         }
+    }
+
+    /// `release` is refused with a problem at `field` whose message holds `fragment`.
+    fn assert_problem(release: &CanaryRelease, what: &str, field: &str, fragment: &str) {
+        let problems = match validate(release, "cluster.local") {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(Problems(problems)) => problems,
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.field == field && p.message.contains(fragment)),
+            "{what}: no problem at {field} mentioning {fragment:?} in {problems:?}"
+        );
     }
 
     /// At least twelve bad inputs of the automatic mode, each reported with its field. The CRD
@@ -1173,16 +1178,7 @@ mod tests {
         for (what, edit, field, fragment) in cases {
             let mut release = progressive();
             edit(&mut release);
-            let problems = match validate(&release, "cluster.local") {
-                Ok(_) => panic!("{what}: accepted"),
-                Err(Problems(problems)) => problems,
-            };
-            assert!(
-                problems
-                    .iter()
-                    .any(|p| p.field == field && p.message.contains(fragment)),
-                "{what}: no problem at {field} mentioning {fragment:?} in {problems:?}"
-            );
+            assert_problem(&release, what, field, fragment);
         }
     }
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::common::TestNs;
 use crate::common::lab::{events, wait_canary_weight, wait_event_noting};
-use crate::common::operator::start_operator;
+use crate::common::operator::{Operator, start_operator};
 use crate::common::setup;
 use crate::stage::{NAME, Stage, Versions, WeightLog, apply, ask, automatic, rollout, wait_phase};
 
@@ -107,37 +107,62 @@ async fn wait_rollout(
     found.unwrap_or_else(|_| panic!("{what} not seen within {WITHIN:?}; last: {last:#?}"))
 }
 
-async fn stage(ns: &TestNs, test: &str, canary_env: &[(&str, &str)]) -> Option<Stage> {
-    let mut env = MODEL.to_vec();
-    env.extend_from_slice(canary_env);
-    Stage::start_with(
-        ns,
-        test,
-        Versions {
+/// One test's namespace, its real parts with the load running, and the operator.
+struct Swap {
+    ns: TestNs,
+    stage: Stage,
+    _operator: Operator,
+}
+
+impl Swap {
+    /// Both versions answer as `MODEL` says, the canary with `canary_env` on top; `None` when the
+    /// test is skipped (no cluster, nginx or Prometheus outside CI).
+    async fn start(
+        test: &str,
+        canary_env: &[(&str, &str)],
+        scraped: bool,
+        rps: u32,
+    ) -> Option<Swap> {
+        let ns = setup(test).await?;
+        let mut env = MODEL.to_vec();
+        env.extend_from_slice(canary_env);
+        let versions = Versions {
             stable_env: &MODEL,
             canary_env: &env,
-            canary_scraped: true,
-        },
-    )
-    .await
+            canary_scraped: scraped,
+        };
+        let mut stage = Stage::start_with(&ns, test, versions).await?;
+        stage.load(rps);
+        let _operator = start_operator(&ns).await;
+        Some(Swap {
+            ns,
+            stage,
+            _operator,
+        })
+    }
+
+    /// Applies the lab's release, gpt-4.1 at its price against a canary at `canary_price`.
+    async fn release(&self, steps: &[(i32, &str, bool)], canary_price: (f64, f64)) {
+        let url = self.stage.prometheus.url();
+        apply(
+            &self.ns,
+            llm_release(&self.ns, steps, &url, GPT_41, canary_price),
+        )
+        .await;
+    }
 }
 
 /// gpt-4.1 → gpt-4o with both answering alike: at 50 % every built-in check compares the
 /// canary with the stable over the same window and passes; the canary is promoted.
 #[tokio::test]
 async fn a_healthy_model_swap_passes_every_builtin_check_and_is_promoted() {
-    let Some(ns) = setup("llm-healthy").await else {
+    let Some(swap) = Swap::start("llm-healthy", &[], true, RPS).await else {
         return;
     };
-    let Some(mut stage) = stage(&ns, "llm-healthy", &[]).await else {
-        return;
-    };
-    stage.load(RPS);
-    let _operator = start_operator(&ns).await;
-    let log = WeightLog::start(&ns);
-    let url = stage.prometheus.url();
-    apply(&ns, llm_release(&ns, &STEPS, &url, GPT_41, GPT_4O)).await;
-    let measured = wait_rollout(&ns, "a passing measurement at 50%", |r| {
+    let ns = &swap.ns;
+    let log = WeightLog::start(ns);
+    swap.release(&STEPS, GPT_4O).await;
+    let measured = wait_rollout(ns, "a passing measurement at 50%", |r| {
         r.weight == 50 && r.checks.len() == 6 && r.last_verdict.as_deref() == Some("Pass")
     })
     .await;
@@ -171,8 +196,8 @@ async fn a_healthy_model_swap_passes_every_builtin_check_and_is_promoted() {
     let ratio = cost.value.unwrap_or(0.0) / cost.stable_value.unwrap_or(1.0);
     assert!((1.2..1.3).contains(&ratio), "{cost:#?}");
     assert_eq!(cost.action, "Warn");
-    wait_phase(&ns, "Promoted", None, WITHIN).await;
-    wait_canary_weight(&ns, NAME, 100, WITHIN).await;
+    wait_phase(ns, "Promoted", None, WITHIN).await;
+    wait_canary_weight(ns, NAME, 100, WITHIN).await;
     assert_eq!(log.since_ready(), [50, 100]);
 }
 
@@ -180,18 +205,13 @@ async fn a_healthy_model_swap_passes_every_builtin_check_and_is_promoted() {
 /// gives both versions' counts.
 #[tokio::test]
 async fn a_canary_with_30_percent_5xx_is_rolled_back() {
-    let Some(ns) = setup("llm-5xx").await else {
+    let Some(swap) = Swap::start("llm-5xx", &[("FAULT_PERCENT", "30")], true, RPS).await else {
         return;
     };
-    let Some(mut stage) = stage(&ns, "llm-5xx", &[("FAULT_PERCENT", "30")]).await else {
-        return;
-    };
-    stage.load(RPS);
-    let _operator = start_operator(&ns).await;
-    let url = stage.prometheus.url();
-    apply(&ns, llm_release(&ns, &STEPS, &url, GPT_41, GPT_4O)).await;
-    let rolled_back = wait_phase(&ns, "RolledBack", None, WITHIN).await;
-    wait_canary_weight(&ns, NAME, 0, WITHIN).await;
+    let ns = &swap.ns;
+    swap.release(&STEPS, GPT_4O).await;
+    let rolled_back = wait_phase(ns, "RolledBack", None, WITHIN).await;
+    wait_canary_weight(ns, NAME, 0, WITHIN).await;
     let errors = check(&rolled_back, "error-rate");
     assert_eq!(errors.verdict, "Fail", "{errors:#?}");
     assert!(
@@ -209,7 +229,7 @@ async fn a_canary_with_30_percent_5xx_is_rolled_back() {
         errors.message
     );
     assert!(errors.message.contains("stable 0%"), "{}", errors.message);
-    wait_event_noting(&ns, "RolledBack", "error-rate").await;
+    wait_event_noting(ns, "RolledBack", "error-rate").await;
 }
 
 /// Throttling is not a broken build: a canary answering half its requests with 429 once it has
@@ -217,21 +237,21 @@ async fn a_canary_with_30_percent_5xx_is_rolled_back() {
 /// Told to stop throttling and resumed, it goes on.
 #[tokio::test]
 async fn a_throttled_canary_steps_back_and_pauses_as_rate_limited() {
-    let Some(ns) = setup("llm-429").await else {
+    let Some(swap) = Swap::start("llm-429", &[], true, RPS).await else {
         return;
     };
-    let Some(mut stage) = stage(&ns, "llm-429", &[]).await else {
-        return;
-    };
-    stage.load(RPS);
-    let _operator = start_operator(&ns).await;
-    let url = stage.prometheus.url();
-    let steps = [(25, "10s", false), (50, "20s", false), (100, "1s", false)];
-    apply(&ns, llm_release(&ns, &steps, &url, GPT_41, GPT_4O)).await;
-    wait_canary_weight(&ns, NAME, 50, WITHIN).await;
-    stage.canary_fault(json!({"every": 2, "status": 429})).await;
-    let paused = wait_phase(&ns, "Paused", Some("RateLimited"), WITHIN).await;
-    wait_canary_weight(&ns, NAME, 25, WITHIN).await;
+    let ns = &swap.ns;
+    swap.release(
+        &[(25, "10s", false), (50, "20s", false), (100, "1s", false)],
+        GPT_4O,
+    )
+    .await;
+    wait_canary_weight(ns, NAME, 50, WITHIN).await;
+    swap.stage
+        .canary_fault(json!({"every": 2, "status": 429}))
+        .await;
+    let paused = wait_phase(ns, "Paused", Some("RateLimited"), WITHIN).await;
+    wait_canary_weight(ns, NAME, 25, WITHIN).await;
     assert_eq!((paused.step, paused.weight), (1, 25), "{paused:#?}");
     assert_eq!(paused.failed_revision, None, "not rolled back");
     let throttled = check(&paused, "rate-limited");
@@ -255,18 +275,18 @@ async fn a_throttled_canary_steps_back_and_pauses_as_rate_limited() {
         "{}",
         paused.message
     );
-    wait_event_noting(&ns, "Paused", "RateLimited").await;
+    wait_event_noting(ns, "Paused", "RateLimited").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let held = rollout(&ns).await.expect("rollout status");
+    let held = rollout(ns).await.expect("rollout status");
     assert_eq!(
         (held.phase.as_str(), held.weight),
         ("Paused", 25),
         "held until resumed"
     );
-    stage.canary_fault(json!({})).await;
-    ask(&ns, Verb::Resume).await;
-    wait_canary_weight(&ns, NAME, 50, WITHIN).await;
-    let resumed = rollout(&ns).await.expect("rollout status");
+    swap.stage.canary_fault(json!({})).await;
+    ask(ns, Verb::Resume).await;
+    wait_canary_weight(ns, NAME, 50, WITHIN).await;
+    let resumed = rollout(ns).await.expect("rollout status");
     assert_ne!(resumed.phase, "RolledBack");
 }
 
@@ -274,17 +294,12 @@ async fn a_throttled_canary_steps_back_and_pauses_as_rate_limited() {
 /// canary's and the stable's values.
 #[tokio::test]
 async fn a_canary_with_a_slow_first_token_is_rolled_back() {
-    let Some(ns) = setup("llm-ttft").await else {
+    let Some(swap) = Swap::start("llm-ttft", &[("FAULT_TTFT_MS", "1500")], true, RPS).await else {
         return;
     };
-    let Some(mut stage) = stage(&ns, "llm-ttft", &[("FAULT_TTFT_MS", "1500")]).await else {
-        return;
-    };
-    stage.load(RPS);
-    let _operator = start_operator(&ns).await;
-    let url = stage.prometheus.url();
-    apply(&ns, llm_release(&ns, &STEPS, &url, GPT_41, GPT_4O)).await;
-    let rolled_back = wait_phase(&ns, "RolledBack", None, WITHIN).await;
+    let ns = &swap.ns;
+    swap.release(&STEPS, GPT_4O).await;
+    let rolled_back = wait_phase(ns, "RolledBack", None, WITHIN).await;
     let ttft = check(&rolled_back, "ttft-p95");
     assert_eq!(ttft.verdict, "Fail", "{ttft:#?}");
     assert!(ttft.value.is_some_and(|v| v > 1.5), "{ttft:#?}");
@@ -296,7 +311,7 @@ async fn a_canary_with_a_slow_first_token_is_rolled_back() {
             ttft.message
         );
     }
-    wait_event_noting(&ns, "RolledBack", "ttft-p95").await;
+    wait_event_noting(ns, "RolledBack", "ttft-p95").await;
 }
 
 /// One error in the canary's first ten requests is not evidence either way: error-rate is
@@ -304,21 +319,16 @@ async fn a_canary_with_a_slow_first_token_is_rolled_back() {
 /// requests it pauses for want of data instead.
 #[tokio::test]
 async fn one_error_in_ten_requests_is_inconclusive_not_a_rollback() {
-    let Some(ns) = setup("llm-few").await else {
-        return;
-    };
-    let Some(mut stage) = stage(&ns, "llm-few", &[("FAULT_EVERY", "10")]).await else {
-        return;
-    };
     // 1.5 requests a second for the canary at 50 %: about fifteen in a window. Not a whole
     // number of failures per window: with the fault every 10th request, a failure at a fixed
     // place in every window could fall between two scrapes at its edge each time, and
     // increase() would never see it.
-    stage.load(3);
-    let _operator = start_operator(&ns).await;
-    let url = stage.prometheus.url();
-    apply(&ns, llm_release(&ns, &STEPS, &url, GPT_41, GPT_4O)).await;
-    let seen = wait_rollout(&ns, "a measured error among a few requests", |r| {
+    let Some(swap) = Swap::start("llm-few", &[("FAULT_EVERY", "10")], true, 3).await else {
+        return;
+    };
+    let ns = &swap.ns;
+    swap.release(&STEPS, GPT_4O).await;
+    let seen = wait_rollout(ns, "a measured error among a few requests", |r| {
         r.checks
             .iter()
             .any(|c| c.name == "error-rate" && c.value.is_some_and(|v| v > 0.0))
@@ -337,7 +347,7 @@ async fn one_error_in_ten_requests_is_inconclusive_not_a_rollback() {
     );
     assert_eq!(errors.failures, 0, "{errors:#?}");
     assert_ne!(seen.phase, "RolledBack");
-    let later = wait_phase(&ns, "Paused", Some("NoData"), WITHIN).await;
+    let later = wait_phase(ns, "Paused", Some("NoData"), WITHIN).await;
     assert_eq!((later.weight, later.failed_revision.as_deref()), (50, None));
     assert_eq!(check(&later, "error-rate").failures, 0);
 }
@@ -346,18 +356,12 @@ async fn one_error_in_ten_requests_is_inconclusive_not_a_rollback() {
 /// the cost check's note, which did not decide.
 #[tokio::test]
 async fn a_cheaper_equal_canary_is_promoted_with_a_cost_note() {
-    let Some(ns) = setup("llm-cheaper").await else {
+    let Some(swap) = Swap::start("llm-cheaper", &[], true, RPS).await else {
         return;
     };
-    let Some(mut stage) = stage(&ns, "llm-cheaper", &[]).await else {
-        return;
-    };
-    stage.load(RPS);
-    let _operator = start_operator(&ns).await;
-    let url = stage.prometheus.url();
-    let half = (GPT_41.0 / 2.0, GPT_41.1 / 2.0);
-    apply(&ns, llm_release(&ns, &STEPS, &url, GPT_41, half)).await;
-    let measured = wait_rollout(&ns, "the cost compared at 50%", |r| {
+    let ns = &swap.ns;
+    swap.release(&STEPS, (GPT_41.0 / 2.0, GPT_41.1 / 2.0)).await;
+    let measured = wait_rollout(ns, "the cost compared at 50%", |r| {
         r.weight == 50
             && r.checks
                 .iter()
@@ -368,9 +372,9 @@ async fn a_cheaper_equal_canary_is_promoted_with_a_cost_note() {
     let ratio = cost.value.unwrap_or(0.0) / cost.stable_value.unwrap_or(1.0);
     assert!((0.45..0.55).contains(&ratio), "{cost:#?}");
     assert!(cost.message.contains("per 1k requests"), "{}", cost.message);
-    wait_phase(&ns, "Promoted", None, WITHIN).await;
-    wait_event_noting(&ns, "Promoted", "cost-per-request: canary").await;
-    let promoted = events(&ns)
+    wait_phase(ns, "Promoted", None, WITHIN).await;
+    wait_event_noting(ns, "Promoted", "cost-per-request: canary").await;
+    let promoted = events(ns)
         .await
         .into_iter()
         .filter(|e| e.reason.as_deref() == Some("Promoted"))
@@ -382,26 +386,16 @@ async fn a_cheaper_equal_canary_is_promoted_with_a_cost_note() {
 /// pauses as NoData with the weight held, never promoted on silence.
 #[tokio::test]
 async fn a_canary_without_metrics_pauses_for_no_data() {
-    let Some(ns) = setup("llm-silent").await else {
+    let Some(swap) = Swap::start("llm-silent", &[], false, RPS).await else {
         return;
     };
-    let versions = Versions {
-        stable_env: &MODEL,
-        canary_env: &MODEL,
-        canary_scraped: false,
-    };
-    let Some(mut stage) = Stage::start_with(&ns, "llm-silent", versions).await else {
-        return;
-    };
-    stage.load(RPS);
-    let _operator = start_operator(&ns).await;
-    let url = stage.prometheus.url();
-    apply(&ns, llm_release(&ns, &STEPS, &url, GPT_41, GPT_4O)).await;
-    let paused = wait_phase(&ns, "Paused", Some("NoData"), WITHIN).await;
+    let ns = &swap.ns;
+    swap.release(&STEPS, GPT_4O).await;
+    let paused = wait_phase(ns, "Paused", Some("NoData"), WITHIN).await;
     assert_eq!(paused.weight, 50);
     for c in &paused.checks {
         assert_eq!(c.verdict, "Inconclusive", "{c:#?}");
         assert!(c.message.contains("no data"), "{c:#?}");
     }
-    wait_event_noting(&ns, "Paused", "NoData").await;
+    wait_event_noting(ns, "Paused", "NoData").await;
 }
