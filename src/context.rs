@@ -261,7 +261,7 @@ pub async fn publish<C: Resource<DynamicType = ()>>(
     let event = Event {
         type_,
         reason: reason.to_owned(),
-        note: Some(note),
+        note: Some(fit_note(note)),
         action: "Reconcile".to_owned(),
         secondary: related.map(|child| child.object_ref(&())),
     };
@@ -271,9 +271,41 @@ pub async fn publish<C: Resource<DynamicType = ()>>(
     }
 }
 
+/// Longest note the API server accepts on an Event (events.k8s.io/v1: 1 kB).
+const MAX_NOTE_BYTES: usize = 1024;
+
+/// The note, cut at a character boundary with an ellipsis when it is longer than an Event may
+/// carry: a rollout's message can name every check, and an Event refused for its length is lost.
+/// The status keeps the whole message.
+fn fit_note(note: String) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note;
+    }
+    const MORE: &str = " …";
+    let mut end = MAX_NOTE_BYTES - MORE.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &note[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn notes_fit_in_an_event() {
+        let short = "rolled back".to_owned();
+        assert_eq!(fit_note(short.clone()), short);
+        let exact = "x".repeat(MAX_NOTE_BYTES);
+        assert_eq!(fit_note(exact.clone()), exact);
+        // Multi-byte characters (× in "1.3 × stable") are never split.
+        let long = "1.3 × stable; ".repeat(200);
+        let fitted = fit_note(long.clone());
+        assert!(fitted.len() <= MAX_NOTE_BYTES, "{}", fitted.len());
+        assert!(fitted.ends_with(" …"));
+        assert!(long.starts_with(fitted.trim_end_matches(" …")));
+    }
 
     use super::*;
 

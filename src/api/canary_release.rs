@@ -705,6 +705,10 @@ pub struct CheckStatus {
     /// Rollback, StepBack or Warn.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub action: String,
+    /// The message of the last measurement that compared the canary with the stable, kept once
+    /// the canary has 100 % and the stable is no longer measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_comparison: Option<String>,
     #[serde(default)]
     pub passes: i32,
     #[serde(default)]

@@ -155,6 +155,10 @@ impl Verb {
 pub struct CheckState {
     pub name: String,
     pub judged: Judged,
+    /// The message of this check's last measurement that compared the canary with the stable:
+    /// once the canary has 100 %, the stable is no longer measured, and this is what is left of
+    /// the comparison (the promotion's Event quotes it).
+    pub compared: Option<String>,
     pub passes: u32,
     pub failures: u32,
     pub inconclusive: u32,
@@ -608,6 +612,7 @@ fn record(
                 s.checks.push(CheckState {
                     name: name.clone(),
                     judged: judged.clone(),
+                    compared: None,
                     passes: 0,
                     failures: 0,
                     inconclusive: 0,
@@ -618,6 +623,9 @@ fn record(
         };
         let check = &mut s.checks[index];
         check.judged = judged.clone();
+        if judged.stable_value.is_some() {
+            check.compared = Some(judged.message.clone());
+        }
         match judged.verdict {
             Verdict::Pass => check.passes += 1,
             Verdict::Fail => check.failures += 1,
@@ -883,8 +891,9 @@ fn promoted(plan: &Plan, s: &mut State, notes: &mut Vec<Note>) {
     s.message =
         "promoted: the canary serves 100%; make it the stable version in the spec to finish"
             .to_owned();
-    // What the warn-only checks (cost, typically) last said goes with the news: it did not
-    // decide, but it is what a person wants to know about the version now serving everything.
+    // What the warn-only checks (cost, typically) last said against the stable goes with the
+    // news: it did not decide, but it is what a person wants to know about the version now
+    // serving everything.
     let warn_only: Vec<String> = s
         .checks
         .iter()
@@ -894,7 +903,10 @@ fn promoted(plan: &Plan, s: &mut State, notes: &mut Vec<Note>) {
                 .flat_map(|a| &a.checks)
                 .any(|check| check.name == c.name && check.action == Action::Warn)
         })
-        .map(|c| format!("{}: {}", c.name, c.judged.message))
+        .map(|c| {
+            let said = c.compared.as_ref().unwrap_or(&c.judged.message);
+            format!("{}: {said}", c.name)
+        })
         .collect();
     let message = match warn_only.is_empty() {
         true => s.message.clone(),

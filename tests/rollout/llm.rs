@@ -350,6 +350,10 @@ async fn one_error_in_ten_requests_is_inconclusive_not_a_rollback() {
     let later = wait_phase(ns, "Paused", Some("NoData"), WITHIN).await;
     assert_eq!((later.weight, later.failed_revision.as_deref()), (50, None));
     assert_eq!(check(&later, "error-rate").failures, 0);
+    // The pause names every inconclusive check, more than an Event's 1 kB note holds: the Event
+    // is still recorded, its note cut short, the status keeping the whole message.
+    assert!(later.message.len() > 1024, "{}", later.message);
+    wait_event_noting(ns, "Paused", "NoData").await;
 }
 
 /// A canary as good as the stable at half the price is promoted; the promotion's Event carries
@@ -373,7 +377,10 @@ async fn a_cheaper_equal_canary_is_promoted_with_a_cost_note() {
     assert!((0.45..0.55).contains(&ratio), "{cost:#?}");
     assert!(cost.message.contains("per 1k requests"), "{}", cost.message);
     wait_phase(ns, "Promoted", None, WITHIN).await;
+    // The news of the promotion quotes the last comparison with the stable (at 100 % the stable
+    // is not measured any more).
     wait_event_noting(ns, "Promoted", "cost-per-request: canary").await;
+    wait_event_noting(ns, "Promoted", "× stable)").await;
     let promoted = events(ns)
         .await
         .into_iter()
