@@ -199,8 +199,11 @@ async fn an_operator_killed_mid_step_resumes_it() {
     )
     .await;
     wait_canary_weight(&ns, NAME, 50, WITHIN).await;
-    let before = rollout(&ns).await.expect("rollout status");
-    assert_eq!(before.step, 2);
+    // The route is written before the status that records it: wait for both.
+    let before = crate::common::wait_for("step 2 in status", WITHIN, async || {
+        rollout(&ns).await.filter(|r| r.step == 2)
+    })
+    .await;
     drop(operator); // SIGKILL
     let killed_at = Instant::now();
     let _operator = Process::start(&ns, &args);
