@@ -93,7 +93,7 @@ impl Unit {
             Unit::Plain => show(v),
             Unit::Share => format!("{}%", show_to(v * 100.0, 2)),
             Unit::Seconds => format!("{}s", show(v)),
-            Unit::TokensPerSecond => format!("{} tokens/s", show_short(v)),
+            Unit::TokensPerSecond => format!("{} tokens/s", show_to(v, 1)),
             Unit::CostPer1k => format!("{} per 1k requests", show(v)),
         }
     }
@@ -634,11 +634,6 @@ pub fn show(v: f64) -> String {
     let text = format!("{v:.4}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     if text == "-0" { "0" } else { text }.to_owned()
-}
-
-/// A value with one decimal, for numbers in the tens and hundreds.
-fn show_short(v: f64) -> String {
-    show_to(v, 1)
 }
 
 /// A value with at most `decimals` decimals, no trailing zeros.

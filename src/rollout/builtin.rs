@@ -162,7 +162,7 @@ impl Builtin {
                     "sum(increase(gen_ai_client_operation_time_to_first_chunk_seconds_count{{{SELECTOR}}}[{{{{interval}}}}]))"
                 ),
                 min_samples,
-                unit: Unit::Seconds,
+                unit: self.unit(),
             },
             Builtin::LatencyP95 => Rule::Sampled {
                 value: p95(
@@ -171,7 +171,7 @@ impl Builtin {
                 ),
                 requests: successes,
                 min_samples,
-                unit: Unit::Seconds,
+                unit: self.unit(),
             },
             // Output tokens over the time spent generating them: each success's duration less
             // its time to first chunk (the backend records both, and the tokens, for successes).
@@ -182,7 +182,7 @@ impl Builtin {
                 ),
                 requests: successes,
                 min_samples,
-                unit: Unit::TokensPerSecond,
+                unit: self.unit(),
             },
             Builtin::CostPerRequest => Rule::Cost {
                 input_tokens: tokens("input"),

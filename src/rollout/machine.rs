@@ -343,27 +343,15 @@ pub fn idle(previous: Option<&State>, now: SystemTime) -> Outcome {
             ),
         });
     }
-    let state = State {
-        phase: Phase::Idle,
-        pause_reason: None,
-        message: "no canary: the stable version serves everything".to_owned(),
-        revision: String::new(),
-        failed_revision: previous.and_then(|p| p.failed_revision.clone()),
-        step: 0,
-        step_start: previous
+    let state = fresh(
+        previous,
+        Phase::Idle,
+        "no canary: the stable version serves everything",
+        "",
+        previous
             .filter(|p| p.phase == Phase::Idle)
             .map_or(now, |p| p.step_start),
-        weight_since: None,
-        weight: 0,
-        full: false,
-        last_measurement: None,
-        last_verdict: None,
-        failures: 0,
-        inconclusive: 0,
-        errors: 0,
-        last_request: previous.and_then(|p| p.last_request.clone()),
-        checks: Vec::new(),
-    };
+    );
     Outcome {
         state,
         canary_weight: 0,
@@ -393,14 +381,26 @@ fn start(
             plan.steps.len()
         ),
     });
+    fresh(previous, Phase::Progressing, "starting", revision, now)
+}
+
+/// A state at step 1 with the canary at 0 % and nothing measured. Only the failed revision and
+/// the last request carry over from `previous`: neither may be acted on again.
+fn fresh(
+    previous: Option<&State>,
+    phase: Phase,
+    message: &str,
+    revision: &str,
+    step_start: SystemTime,
+) -> State {
     State {
-        phase: Phase::Progressing,
+        phase,
         pause_reason: None,
-        message: "starting".to_owned(),
+        message: message.to_owned(),
         revision: revision.to_owned(),
         failed_revision: previous.and_then(|p| p.failed_revision.clone()),
         step: 0,
-        step_start: now,
+        step_start,
         weight_since: None,
         weight: 0,
         full: false,

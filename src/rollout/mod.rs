@@ -91,17 +91,11 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 3] = [Action::Rollback, Action::StepBack, Action::Warn];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Rollback => "Rollback",
             Action::StepBack => "StepBack",
             Action::Warn => "Warn",
         }
-    }
-
-    pub fn parse(text: &str) -> Option<Action> {
-        Action::ALL.into_iter().find(|a| a.as_str() == text)
     }
 }
