@@ -72,6 +72,16 @@ build prometheus "$PROMETHEUS_VERSION" "$cache/prometheus-$PROMETHEUS_VERSION" \
   "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
   prometheus=github.com/prometheus/prometheus/cmd/prometheus
 
+# Istio's own control plane: istiod (pilot-discovery) judges and translates what the operator writes,
+# istioctl analyzes it. ~13 minutes on 2 cores, the longest build here.
+istio_ld="-X istio.io/istio/pkg/version.buildVersion=$ISTIO_VERSION -X istio.io/istio/pkg/version.buildStatus=Clean"
+build istio "$ISTIO_VERSION" "$cache/istio-$ISTIO_VERSION" "$istio_ld" \
+  pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery istioctl=istio.io/istio/istioctl/cmd/istioctl
+# Our xDS client (hack/tools/istio/xdsroutes) reads what istiod would program into the ingress gateway's
+# Envoy. It is our own source, so it is cached by its content, not by a version.
+xds_sum=$(cat "$here/tools/istio/xdsroutes/"*.go "$here/tools/istio/go.sum" | sha256sum | cut -c1-12)
+build istio "$xds_sum" "$cache/xdsroutes-$xds_sum" "" xdsroutes=canary-operator/hack/tools/istio/xdsroutes
+
 # Istio's CRDs come from the pinned istio.io/api module.
 istio_crds=$cache/istio-crds-$ISTIO_API_VERSION.yaml
 if [ ! -s "$istio_crds" ]; then
@@ -96,7 +106,8 @@ fi
 # when a link changes: a running cluster's scripts use it, and for a moment it would be missing.
 links=()
 for f in "$cache/kubernetes-$kv"/* "$cache/etcd-$ETCD_VERSION/etcd" "$cache/kwok-$KWOK_VERSION/kwok" \
-  "$cache/helm-$HELM_VERSION/helm" "$cache/prometheus-$PROMETHEUS_VERSION/prometheus" "$istio_crds" "$kwok_stages"; do
+  "$cache/helm-$HELM_VERSION/helm" "$cache/prometheus-$PROMETHEUS_VERSION/prometheus" \
+  "$cache/istio-$ISTIO_VERSION"/* "$cache/xdsroutes-$xds_sum/xdsroutes" "$istio_crds" "$kwok_stages"; do
   name=$(basename "$f")
   case $name in istio-crds-*) name=istio-crds.yaml ;; stages.yaml) name=kwok-stages.yaml ;; esac
   links+=("$name=$f")

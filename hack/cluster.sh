@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A real Kubernetes control plane on 127.0.0.1 for development, demos and tests:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes that turn pods
-# Running and Ready), built from Go modules by hack/build-tools.sh.
+# Running and Ready), and Istio's control plane, istiod (pilot-discovery), with ingress gateway
+# workloads for it to program; all built from Go modules by hack/build-tools.sh.
 #
 #   hack/cluster.sh up       start (or reuse a healthy) cluster; installs Istio's and our CRDs
+#                            CANARY_ISTIOD=false leaves istiod out (a lighter cluster, ~130 MB less)
 #   hack/cluster.sh down     stop the processes this script started (pid files) and remove the state
 #   hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` for eval
 #   hack/cluster.sh status   exit 0 only if every component is running and the apiserver is ready
@@ -14,13 +16,15 @@
 #   hack/cluster.sh restart COMPONENT [--signal TERM|KILL] [--down SECONDS]
 #                            stop, stay down for SECONDS (default 0), start
 #                            COMPONENT: etcd, kube-apiserver, kube-controller-manager,
-#                            kube-scheduler or kwok (or apiserver, controller-manager, scheduler)
+#                            kube-scheduler, kwok or istiod (or apiserver, controller-manager, scheduler)
 #   hack/cluster.sh bare-apiserver PORT /PREFIX
 #                            a second apiserver without any CRD, in the foreground (for tests)
 #
 # State lives in $CANARY_RUN_DIR (default ~/.cache/canary-operator/run), outside the repo: pid files,
 # one log per component, certificates, and the admin kubeconfig at $CANARY_RUN_DIR/kubeconfig.
 # CANARY_KWOK_NODES (default 3) fake nodes hold CANARY_KWOK_PODS_PER_NODE (default 1000) pods each.
+# istiod serves plaintext xDS on the port in $CANARY_RUN_DIR/ports/istiod-xds (also exported by `env`
+# as CANARY_ISTIOD_XDS): `xdsroutes` reads from it what a gateway's Envoy would be sent.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=hack/lib.sh
@@ -28,7 +32,12 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 cache=${CANARY_CACHE:-$HOME/.cache/canary-operator}
 run=${CANARY_RUN_DIR:-$cache/run}
-components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+base_components=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+components=("${base_components[@]}")
+# Whether istiod is one of them was decided by the `up` that made the cluster, and recorded.
+if [ -s "$run/components" ]; then
+  read -r -a components <"$run/components"
+fi
 
 say() { echo "cluster: $*" >&2; }
 
@@ -336,6 +345,71 @@ apiserver_flags() { # etcd-url port cert-dir
     --profiling="${CANARY_APISERVER_PROFILING:-false}"
 }
 
+with_istiod() { [[ " ${components[*]} " == *" istiod "* ]]; }
+
+# The ingress gateway's pods as the AKS Istio add-on labels them (the external gateway, in
+# aks-istio-ingress), and as upstream Istio's default install does (istio-system): kwok pods, so
+# Gateway selectors match a workload as in a real cluster and `istioctl analyze` checks the
+# Gateways' ports against their Services. No proxy runs in them: xdsroutes plays their Envoy.
+gateway_workloads() {
+  local gw ns name label
+  for gw in aks-istio-ingress/aks-istio-ingressgateway-external/aks-istio-ingressgateway-external \
+    istio-system/istio-ingressgateway/ingressgateway; do
+    IFS=/ read -r ns name label <<<"$gw"
+    cat <<EOF
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: $ns}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: $name, namespace: $ns, labels: {app: $name, istio: $label}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: $name, istio: $label}}
+  template:
+    metadata: {labels: {app: $name, istio: $label}}
+    spec:
+      containers:
+      - name: istio-proxy
+        image: istio/proxyv2:not-pulled-kwok-runs-no-image
+        ports:
+        - {containerPort: 8080, name: http2}
+        - {containerPort: 8443, name: https}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: $name, namespace: $ns, labels: {app: $name, istio: $label}}
+spec:
+  selector: {app: $name, istio: $label}
+  ports:
+  - {name: http2, port: 80, targetPort: 8080}
+  - {name: https, port: 443, targetPort: 8443}
+EOF
+  done
+}
+
+# istiod as a local process: plaintext xDS only (no secure port, no webhook server, no CA: nothing
+# here connects with certificates), every address on 127.0.0.1 at a free port.
+start_istiod() {
+  local http grpc monitoring
+  read -r http grpc monitoring < <(free_ports 3)
+  [ -n "$monitoring" ] || fail istiod "could not pick free ports on 127.0.0.1"
+  echo "$http" >"$run/ports/istiod"
+  echo "$grpc" >"$run/ports/istiod-xds"
+  echo "$monitoring" >"$run/ports/istiod-monitoring"
+  mkdir -p "$run/istiod"
+  # rootNamespace is where istiod reads mesh-wide configuration, as in AKS's add-on.
+  printf '%s\n' "rootNamespace: istio-system" "trustDomain: cluster.local" >"$run/istiod/mesh.yaml"
+  echo "networks: {}" >"$run/istiod/meshNetworks.yaml"
+  start istiod env POD_NAMESPACE=istio-system POD_NAME=istiod-local REVISION=default ENABLE_CA_SERVER=false \
+    "$bin/pilot-discovery" discovery --kubeconfig="$run/kubeconfig" \
+    --meshConfig="$run/istiod/mesh.yaml" --networksConfig="$run/istiod/meshNetworks.yaml" \
+    --httpAddr="127.0.0.1:$http" --grpcAddr="127.0.0.1:$grpc" --monitoringAddr="127.0.0.1:$monitoring" \
+    --httpsAddr= --secureGRPCAddr= --profile=false --log_output_level=default:warn
+}
+
 cmd_up() {
   local t0=$SECONDS
   mkdir -p "$(dirname "$run")"
@@ -364,8 +438,18 @@ cmd_up() {
     remove_state
   fi
   bin=$("$here/build-tools.sh" | tail -n1)
+  components=("${base_components[@]}")
+  case ${CANARY_ISTIOD:-true} in
+    true | 1) components+=(istiod) ;;
+    false | 0) ;;
+    *)
+      say "CANARY_ISTIOD takes true or false, not '$CANARY_ISTIOD'"
+      exit 2
+      ;;
+  esac
 
   mkdir -p "$run"/{pids,logs,etcd,certs}
+  echo "${components[*]}" >"$run/components"
   echo "$bin" >"$run/bin-dir"
   cp "$here/versions.env" "$run/versions.env"
   local etcd_port etcd_peer_port api_port kcm_port sched_port
@@ -437,6 +521,13 @@ cmd_up() {
   fake_nodes | kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f - >/dev/null ||
     fail kube-apiserver "could not create the fake nodes"
   apply_crds "$bin/istio-crds.yaml" || fail kube-apiserver "could not install the CRDs (Istio's and $repo/crd)"
+  gateway_workloads | kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f - >/dev/null ||
+    fail kube-apiserver "could not create the ingress gateway workloads"
+  if with_istiod; then
+    # istiod reads Istio's CRDs at start and does not wait for them.
+    crds_established || fail kube-apiserver "CRDs did not become Established"
+    start_istiod
+  fi
 
   wait_healthy kube-controller-manager
   wait_healthy kube-scheduler
@@ -448,6 +539,7 @@ cmd_up() {
     kubectl_admin get serviceaccount default -n default
 
   crds_established || fail kube-apiserver "CRDs did not become Established"
+  if with_istiod; then wait_healthy istiod; fi
 
   say "up in $((SECONDS - t0))s: $server (Kubernetes $("$bin/kubectl" version --client -o json 2>/dev/null |
     sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | head -n1)), run dir $run"
@@ -481,6 +573,8 @@ component_healthy() { # component
       curl -skf --max-time 2 "https://127.0.0.1:$(cat "$run/ports/$1")/healthz"
       ;;
     kwok) running kwok ;;
+    # Ready once its informers have synced the cluster's services and Istio configuration.
+    istiod) curl -sf --max-time 2 "http://127.0.0.1:$(cat "$run/ports/istiod")/ready" ;;
   esac
 }
 
@@ -496,7 +590,7 @@ component_name() { # name
     apiserver) echo kube-apiserver ;;
     controller-manager) echo kube-controller-manager ;;
     scheduler) echo kube-scheduler ;;
-    etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok) echo "$1" ;;
+    etcd | kube-apiserver | kube-controller-manager | kube-scheduler | kwok | istiod) echo "$1" ;;
     *) return 1 ;;
   esac
 }
@@ -506,7 +600,7 @@ component_name() { # name
 cmd_component() { # stop|start|restart COMPONENT [--signal TERM|KILL] [--down SECONDS]
   local verb=$1 c signal=TERM down=0 pid n
   if [ $# -lt 2 ] || ! c=$(component_name "$2"); then
-    echo "usage: $0 $verb etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok [--signal TERM|KILL] [--down SECONDS]" >&2
+    echo "usage: $0 $verb etcd|kube-apiserver|kube-controller-manager|kube-scheduler|kwok|istiod [--signal TERM|KILL] [--down SECONDS]" >&2
     exit 2
   fi
   shift 2
@@ -563,6 +657,7 @@ cmd_env() {
   echo "export KUBECONFIG=\"$run/kubeconfig\""
   # $PATH stays unexpanded until the caller evals the line.
   echo "export PATH=\"$(bin_dir):\$PATH\""
+  if [ -s "$run/ports/istiod-xds" ]; then echo "export CANARY_ISTIOD_XDS=127.0.0.1:$(cat "$run/ports/istiod-xds")"; fi
 }
 
 cmd_status() {
@@ -575,6 +670,9 @@ cmd_status() {
       ok=1
     fi
   done
+  if [ -s "$run/ports/istiod-xds" ]; then
+    echo "istiod xDS               127.0.0.1:$(cat "$run/ports/istiod-xds") (plaintext)"
+  fi
   if api_ready; then
     echo "apiserver                https://127.0.0.1:$(cat "$run/api-port") ready"
   else

@@ -38,5 +38,9 @@ gen "$here/tools/etcd" canary-operator/hack/tools/etcd go get -tool "go.etcd.io/
 gen "$here/tools/kwok" canary-operator/hack/tools/kwok go get -tool "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 gen "$here/tools/helm" canary-operator/hack/tools/helm go get -tool "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 gen "$here/tools/prometheus" canary-operator/hack/tools/prometheus go get -tool "github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION"
-for d in etcd kwok helm prometheus; do (cd "$here/tools/$d" && go mod tidy); done
+# Istio: istiod and istioctl, plus our own xDS client (xdsroutes/, kept across regeneration), which
+# uses the Envoy API types and gRPC versions istio itself pins.
+gen "$here/tools/istio" canary-operator/hack/tools/istio sh -c \
+  "go get -tool istio.io/istio/pilot/cmd/pilot-discovery@$ISTIO_VERSION && go get -tool istio.io/istio/istioctl/cmd/istioctl@$ISTIO_VERSION"
+for d in etcd kwok helm prometheus istio; do (cd "$here/tools/$d" && go mod tidy); done
 echo "wrapper modules written under $here/tools"

@@ -44,11 +44,19 @@ pub async fn create_secret(ns: &TestNs) {
 }
 
 /// `kubectl apply --server-side` of `release`, in the test's namespace.
+/// A Gateway the release creates for hosts `*` (the default) is given the release's own host instead
+/// ([`TestNs::host`]): tests share one ingress gateway workload, as tenants of a cluster do.
 pub async fn apply_release(ns: &TestNs, mut release: Value) -> Result<CanaryRelease, kube::Error> {
     release["metadata"]["namespace"] = json!(ns.name);
     let Some(name) = release["metadata"]["name"].as_str().map(str::to_owned) else {
         panic!("a release without a name: {release}")
     };
+    if let Some(gateway) = release["spec"]["gateway"].as_object_mut()
+        && gateway.get("existing").is_none_or(Value::is_null)
+        && gateway.get("hosts").is_none_or(|h| *h == json!(["*"]))
+    {
+        gateway.insert("hosts".to_owned(), json!([ns.host(&name)]));
+    }
     api::<CanaryRelease>(ns)
         .patch(
             &name,

@@ -5,6 +5,7 @@
 
 pub mod examples;
 pub mod host;
+pub mod istio;
 pub mod lab;
 pub mod operator;
 pub mod process;
@@ -28,10 +29,13 @@ pub const TEST_LABEL: &str = "canary-operator-test";
 /// How long a test waits for the operator to do one thing.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// A namespace owned by one test; dropping it deletes the namespace.
+/// A namespace owned by one test; dropping it deletes the namespace, after asking Istio's
+/// `istioctl analyze` about everything in it: a test whose objects Istio finds wrong fails.
 pub struct TestNs {
     pub client: Client,
     pub name: String,
+    /// Why this test's objects are not for `istioctl analyze` (it writes broken ones on purpose).
+    analyze_exempt: Option<&'static str>,
 }
 
 /// Connects to the cluster and creates a fresh namespace for `test_name`.
@@ -81,7 +85,32 @@ pub async fn setup(test_name: &str) -> Option<TestNs> {
         async || sas.get_opt("default").await.ok().flatten(),
     )
     .await;
-    Some(TestNs { client, name })
+    Some(TestNs {
+        client,
+        name,
+        analyze_exempt: None,
+    })
+}
+
+impl TestNs {
+    /// Leaves this namespace out of `istioctl analyze`, saying why.
+    pub fn exempt_from_analyze(&mut self, why: &'static str) {
+        self.analyze_exempt = Some(why);
+    }
+
+    /// The host this namespace's release `name` is served under on the shared ingress gateway.
+    /// Every test namespace is a tenant of the one gateway workload, and as tenants of a real
+    /// one must, each release has a host of its own: two Gateways of one selector and port that
+    /// both claim `*` conflict (istioctl analyze IST0145), and the gateway would route one
+    /// release's requests to the other.
+    pub fn host(&self, name: &str) -> String {
+        format!("{name}.{}.test", self.name)
+    }
+
+    /// The FQDN of this namespace's Service `name`, as Istio names clusters after it.
+    pub fn fqdn(&self, name: &str) -> String {
+        format!("{name}.{}.svc.cluster.local", self.name)
+    }
 }
 
 /// Calls `f` until it returns `Some`, at most until `timeout`; panics naming `what` on timeout.
@@ -141,32 +170,66 @@ fn base36(mut n: u64, width: usize) -> String {
 
 impl Drop for TestNs {
     fn drop(&mut self) {
-        // Drop cannot await, and blocking the test's runtime would starve the client's background
-        // tasks; so a separate thread with its own runtime and its own client does the delete.
-        let name = std::mem::take(&mut self.name);
-        let deleted = std::thread::spawn(move || -> Result<(), String> {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let client = Client::try_default().await.map_err(|e| e.to_string())?;
-                let api = Api::<Namespace>::all(client);
-                let params = DeleteParams::background();
-                let delete = api.delete(&name, &params);
-                match tokio::time::timeout(Duration::from_secs(30), delete).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(format!("deleting namespace {name}: {e}")),
-                    Err(_) => Err(format!("deleting namespace {name}: timed out")),
+        // A test that already failed has said why; its objects may be half made.
+        if !std::thread::panicking() && self.analyze_exempt.is_none() && !self.name.is_empty() {
+            match istio::analyze(&self.name) {
+                Ok(findings) => {
+                    let problems: Vec<String> = findings
+                        .iter()
+                        .filter(|f| f.level == "Error" || f.level == "Warning")
+                        .map(ToString::to_string)
+                        .collect();
+                    if !problems.is_empty() {
+                        let name = self.name.clone();
+                        delete_namespace(std::mem::take(&mut self.name));
+                        panic!(
+                            "istioctl analyze finds problems in namespace {name}:\n  {}",
+                            problems.join("\n  ")
+                        );
+                    }
                 }
-            })
-        })
-        .join();
-        match deleted {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("warning: {e}"),
-            Err(_) => eprintln!("warning: namespace cleanup thread panicked"),
+                Err(why) if in_ci() => {
+                    delete_namespace(std::mem::take(&mut self.name));
+                    panic!(
+                        "istioctl analyze could not run ({why}); CI is set, so this is a failure"
+                    );
+                }
+                Err(why) => eprintln!("warning: istioctl analyze of {} skipped: {why}", self.name),
+            }
         }
+        delete_namespace(std::mem::take(&mut self.name));
+    }
+}
+
+/// Deletes a test's namespace (in the background: its objects go with it).
+fn delete_namespace(name: String) {
+    if name.is_empty() {
+        return;
+    }
+    // Drop cannot await, and blocking the test's runtime would starve the client's background
+    // tasks; so a separate thread with its own runtime and its own client does the delete.
+    let deleted = std::thread::spawn(move || -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let client = Client::try_default().await.map_err(|e| e.to_string())?;
+            let api = Api::<Namespace>::all(client);
+            let params = DeleteParams::background();
+            let delete = api.delete(&name, &params);
+            match tokio::time::timeout(Duration::from_secs(30), delete).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("deleting namespace {name}: {e}")),
+                Err(_) => Err(format!("deleting namespace {name}: timed out")),
+            }
+        })
+    })
+    .join();
+    match deleted {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("warning: {e}"),
+        Err(_) => eprintln!("warning: namespace cleanup thread panicked"),
     }
 }
 

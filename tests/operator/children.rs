@@ -170,7 +170,7 @@ async fn lab_example_creates_every_object_of_the_lab() {
         .expect("VirtualService");
     assert!(controlled_by(&vs, &release));
     assert_eq!(vs.spec.gateways, ["azureopenaichat"]);
-    assert_eq!(vs.spec.hosts, ["*"]);
+    assert_eq!(vs.spec.hosts, [ns.host("azureopenaichat")]);
     assert_eq!(vs.weights(), [("v1".to_owned(), 75), ("v2".to_owned(), 25)]);
     assert!(
         vs.spec.http[0]

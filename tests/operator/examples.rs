@@ -1,10 +1,14 @@
-//! Every release under examples/ applies and becomes ready.
+//! Every release under examples/ applies, becomes ready, and is clean for `istioctl analyze`.
 
 use canary_operator::api::istio::{Gateway, VirtualService};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
 
 use crate::common::examples::example;
+use crate::common::istio::assert_analyze_clean;
 use crate::common::lab::{api, apply_release, create_secret, wait_ready};
 use crate::common::operator::start_operator;
 use crate::common::setup;
@@ -16,6 +20,7 @@ async fn every_example_applies_and_becomes_ready() {
     };
     let _operator = start_operator(&ns).await;
     create_secret(&ns).await;
+    platform_gateway(&ns).await;
     let mut names = Vec::new();
     for file in [
         "lab.yaml",
@@ -38,6 +43,8 @@ async fn every_example_applies_and_becomes_ready() {
     for name in &names {
         wait_ready(&ns, name).await;
     }
+    // Also when the test namespace is dropped; here so that this test is named for it.
+    assert_analyze_clean(&ns.name);
     let shared = api::<VirtualService>(&ns)
         .get("chat-shared-gateway")
         .await
@@ -72,4 +79,36 @@ async fn every_example_applies_and_becomes_ready() {
         cm.data.expect("data").get("LOG_LEVEL").map(String::as_str),
         Some("debug")
     );
+}
+
+/// The Gateway `istio-ingress/public` that existing-gateway.yaml binds to, as a platform team
+/// would run it (for chat.example.com on the external ingress gateway). Without it Istio has no
+/// gateway to bind the route to (istioctl analyze: referenced gateway not found). Applied, not
+/// created: it outlives the test, as such a Gateway outlives its tenants.
+async fn platform_gateway(ns: &crate::common::TestNs) {
+    let params = PatchParams::apply("canary-operator-tests").force();
+    Api::<Namespace>::all(ns.client.clone())
+        .patch(
+            "istio-ingress",
+            &params,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-ingress"}})),
+        )
+        .await
+        .expect("namespace istio-ingress");
+    let gateway = json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "public", "namespace": "istio-ingress"},
+        "spec": {
+            "selector": {"istio": "aks-istio-ingressgateway-external"},
+            "servers": [{
+                "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                "hosts": ["chat.example.com"],
+            }],
+        },
+    });
+    Api::<Gateway>::namespaced(ns.client.clone(), "istio-ingress")
+        .patch("public", &params, &Patch::Apply(gateway))
+        .await
+        .expect("Gateway istio-ingress/public");
 }
