@@ -1,11 +1,15 @@
-//! A stand-in for Istio's ingress gateway: follows the weights of one VirtualService with nginx, so
-//! that a split the operator writes can be seen to move real requests on a machine with a
-//! kube-apiserver but no mesh (tests, demos, the lab without Istio).
+//! A stand-in for Istio's ingress gateway: nginx, with the weights Istio would give the gateway's
+//! Envoy, so that a split the operator writes can be seen to move real requests on a machine with
+//! a kube-apiserver but no Envoy (tests, demos, the lab without a mesh).
 //!
-//! Istio's gateway turns a VirtualService's weighted route into its proxy's configuration; this
-//! does the same for the first HTTP route only (the operator's routes have no match conditions, so
-//! the first one takes every request): each destination's `subset` is looked up among the
-//! `--upstream SUBSET=HOST:PORT` addresses, and nginx's upstream weights are set to the route's.
+//! The weights are the ones istiod itself pushes to the ingress gateway, not read from the
+//! VirtualService: `xdsroutes` (hack/tools/istio) connects to istiod (`--xds`) as the gateway's
+//! proxy, and the first route of the virtual host serving `--host` is followed (the operator's
+//! routes have no match conditions, so the first one takes every request), cluster by cluster
+//! (`outbound|PORT|SUBSET|<name>.<namespace>.svc.cluster.local`). Traffic is then split by exactly
+//! what Istio would program into Envoy: host matching, gateway binding, subsets and all. Each
+//! subset is looked up among the `--upstream SUBSET=HOST:PORT` addresses, and nginx's upstream
+//! weights are set to the route's.
 //! After each change has taken effect it prints one line on stdout, `applied v1=75 v2=25` (subsets
 //! in name order; ` unrouted=N` after them when the route gives weight to a subset with no
 //! address, whose share is answered 503 as Istio would), which is what scripts and tests wait for;
@@ -25,7 +29,7 @@
 //!
 //! Run it: `cargo run --example ingress_standin -- --namespace lab --name azureopenaichat
 //! --upstream v1=127.0.0.1:5001 --upstream v2=127.0.0.1:5002 --listen 127.0.0.1:8080
-//! --dir /tmp/standin --load-rps 10`.
+//! --dir /tmp/standin --load-rps 10 --xds $CANARY_ISTIOD_XDS --host '*'`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -36,12 +40,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use canary_operator::api::istio::VirtualService;
 use clap::Parser;
-use futures::StreamExt;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client};
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
@@ -64,17 +63,30 @@ const REPORT: Duration = Duration::from_secs(5);
 /// Longest one generated request may take; the chat backend answers offline in milliseconds.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Stand-in for Istio's ingress gateway: keeps nginx's upstream weights equal to a VirtualService's.
+/// Stand-in for Istio's ingress gateway: keeps nginx's upstream weights equal to the route istiod
+/// pushes to the gateway.
 #[derive(Parser, Debug)]
 #[command(name = "ingress_standin", version)]
 struct Cli {
-    /// Namespace of the VirtualService.
+    /// Namespace of the release (of the Service whose subsets the route splits).
     #[arg(long)]
     namespace: String,
 
-    /// Name of the VirtualService.
+    /// Name of the release (of its Service).
     #[arg(long)]
     name: String,
+
+    /// istiod's plaintext xDS address (`hack/cluster.sh env` exports it as CANARY_ISTIOD_XDS).
+    #[arg(long, value_name = "HOST:PORT")]
+    xds: String,
+
+    /// The host whose requests are followed: the release's gateway host.
+    #[arg(long)]
+    host: String,
+
+    /// The xDS client [default: xdsroutes on PATH].
+    #[arg(long)]
+    xdsroutes: Option<PathBuf>,
 
     /// Address of a subset's pods (repeat for each subset), e.g. v1=127.0.0.1:5001.
     #[arg(long = "upstream", value_name = "SUBSET=HOST:PORT", required = true, value_parser = parse_upstream)]
@@ -136,8 +148,6 @@ fn parse_upstream(text: &str) -> Result<Upstream, String> {
 enum Error {
     #[error("{0}")]
     Usage(String),
-    #[error("cannot reach the cluster: {0}")]
-    Kube(#[from] kube::Error),
     #[error("cannot build an HTTP client: {0}")]
     Http(#[from] reqwest::Error),
     #[error("cannot {action} {}: {source}", path.display())]
@@ -155,8 +165,8 @@ enum Error {
     Nginx(String),
     #[error("cannot handle signals: {0}")]
     Signal(std::io::Error),
-    #[error("the watch of VirtualService {0} ended")]
-    WatchEnded(String),
+    #[error("xdsroutes (following istiod at {0}) exited: {1}")]
+    XdsEnded(String, String),
 }
 
 /// The weight each subset gets, by subset name; the subsets are exactly the `--upstream` ones.
@@ -194,43 +204,145 @@ impl Split {
             unrouted: 0,
         }
     }
+}
 
-    /// The split of the first HTTP route of `vs` (`None`: it does not exist), and warnings about
-    /// what of it cannot be followed.
-    fn of(vs: Option<&VirtualService>, upstreams: &[Upstream]) -> (Split, Vec<String>) {
+/// One push of `xdsroutes`: the gateway's virtual hosts and the clusters of each route.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Push {
+    virtual_hosts: Vec<PushedHost>,
+}
+
+#[derive(serde::Deserialize)]
+struct PushedHost {
+    domains: Vec<String>,
+    routes: Vec<PushedRoute>,
+}
+
+#[derive(serde::Deserialize)]
+struct PushedRoute {
+    clusters: Vec<PushedCluster>,
+}
+
+#[derive(serde::Deserialize)]
+struct PushedCluster {
+    name: String,
+    weight: u32,
+}
+
+impl Split {
+    /// The split of the first route of the virtual host serving `host` in istiod's push, for the
+    /// subsets of service `fqdn`; weight to any other cluster is unrouted.
+    fn of_push(
+        push: &Push,
+        host: &str,
+        fqdn: &str,
+        upstreams: &[Upstream],
+    ) -> (Split, Vec<String>) {
         let mut split = Split::nothing(upstreams);
         let mut warnings = Vec::new();
-        let Some(route) = vs.and_then(|vs| vs.spec.http.first()) else {
+        // Envoy prefers a domain naming the host (with any port) to the catch-all.
+        let names = |v: &&PushedHost| {
+            v.domains
+                .iter()
+                .any(|d| d == host || d.strip_suffix(":*") == Some(host))
+        };
+        let any = |v: &&PushedHost| v.domains.iter().any(|d| d == "*");
+        let vhost = push
+            .virtual_hosts
+            .iter()
+            .find(names)
+            .or_else(|| push.virtual_hosts.iter().find(any));
+        let Some(route) = vhost.and_then(|v| v.routes.first()) else {
+            warnings.push(format!(
+                "istiod gives the gateway no route for host {host}: nothing is routed"
+            ));
             return (split, warnings);
         };
-        for destination in &route.route {
-            let subset = destination
-                .destination
-                .subset
-                .as_deref()
-                .unwrap_or_default();
-            let Ok(weight) = u32::try_from(destination.weight) else {
-                warnings.push(format!(
-                    "subset {subset:?} has weight {}, taken as 0",
-                    destination.weight
-                ));
-                continue;
+        for cluster in &route.clusters {
+            let mut parts = cluster.name.split('|');
+            let subset = match (parts.next(), parts.nth(1), parts.next()) {
+                (Some("outbound"), Some(subset), Some(of)) if of == fqdn => Some(subset),
+                _ => None,
             };
-            match split.weights.get_mut(subset) {
-                Some(total) => *total = total.saturating_add(weight),
+            match subset.and_then(|s| split.weights.get_mut(s)) {
+                Some(total) => *total = total.saturating_add(cluster.weight),
                 None => {
-                    if weight > 0 {
-                        warnings.push(format!(
-                            "the route sends weight {weight} to subset {subset:?}, which has no \
-                             --upstream: that share is answered 503"
-                        ));
-                    }
-                    split.unrouted = split.unrouted.saturating_add(weight);
+                    warnings.push(format!(
+                        "the route sends weight {} to cluster {}, which has no --upstream: that \
+                         share is answered 503",
+                        cluster.weight, cluster.name
+                    ));
+                    split.unrouted = split.unrouted.saturating_add(cluster.weight);
                 }
             }
         }
         (split, warnings)
     }
+}
+
+/// A split to apply, with what of it cannot be followed.
+type Update = (Split, Vec<String>);
+
+/// Follows istiod through `xdsroutes`, sending the split of each route configuration it pushes.
+async fn follow_istiod(
+    xdsroutes: PathBuf,
+    address: String,
+    host: String,
+    fqdn: String,
+    upstreams: Vec<Upstream>,
+    tx: tokio::sync::mpsc::Sender<Update>,
+) -> Error {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = match Command::new(&xdsroutes)
+        .args(["-addr", &address])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(source) => {
+            return Error::Spawn {
+                binary: xdsroutes,
+                source,
+            };
+        }
+    };
+    let Some(stdout) = child.stdout.take() else {
+        return Error::XdsEnded(address, "its output is not piped".to_owned());
+    };
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => match serde_json::from_str::<Push>(&line) {
+                Ok(push) => {
+                    let (split, warnings) = Split::of_push(&push, &host, &fqdn, &upstreams);
+                    if tx.send((split, warnings)).await.is_err() {
+                        return Error::XdsEnded(address, "no longer read".to_owned());
+                    }
+                }
+                Err(e) => eprintln!("{NAME}: unreadable line from xdsroutes ({e}): {line}"),
+            },
+            Ok(None) => break,
+            Err(e) => return Error::XdsEnded(address, e.to_string()),
+        }
+    }
+    let status = child
+        .wait()
+        .await
+        .map_or_else(|e| e.to_string(), |s| s.to_string());
+    Error::XdsEnded(address, status)
+}
+
+/// `xdsroutes` from PATH (`hack/cluster.sh env` puts the cluster's tools there).
+fn default_xdsroutes() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("xdsroutes"))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| PathBuf::from("xdsroutes"))
 }
 
 /// What nginx is run with: its binary and its files.
@@ -623,29 +735,19 @@ fn shutdown() -> Result<impl Future<Output = ()>, Error> {
     })
 }
 
-/// What the watch says about the VirtualService once it has said something complete.
-#[derive(Default)]
-struct Follow {
-    /// Collects a relist: the object, if the list has it.
-    listing: Option<Option<VirtualService>>,
+/// A task that is aborted when this is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// The task's result; called once its channel has closed, so it has ended or is ending.
+    async fn finish(&mut self) -> Option<T> {
+        (&mut self.0).await.ok()
+    }
 }
 
-impl Follow {
-    /// `Some(object or None when it does not exist)` when the event settles what exists.
-    fn settle(&mut self, event: Event<VirtualService>) -> Option<Option<VirtualService>> {
-        match event {
-            Event::Init => {
-                self.listing = Some(None);
-                None
-            }
-            Event::InitApply(vs) => {
-                self.listing = Some(Some(vs));
-                None
-            }
-            Event::InitDone => Some(self.listing.take().flatten()),
-            Event::Apply(vs) => Some(Some(vs)),
-            Event::Delete(_) => Some(None),
-        }
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -662,15 +764,30 @@ async fn run(cli: Cli) -> Result<(), Error> {
     }
     // reqwest is built without a TLS provider of its own; use ring, which kube's client links.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = Client::try_default().await?;
-    let api: Api<VirtualService> = Api::namespaced(client, &cli.namespace);
-    let what = format!("{}/{}", cli.namespace, cli.name);
+    let (tx, mut updates) = tokio::sync::mpsc::channel::<Update>(16);
+    let fqdn = format!("{}.{}.svc.cluster.local", cli.name, cli.namespace);
+    let what = format!(
+        "the route istiod at {} pushes for host {} (service {fqdn})",
+        cli.xds, cli.host
+    );
+    let xdsroutes = cli.xdsroutes.clone().unwrap_or_else(default_xdsroutes);
+    let task = follow_istiod(
+        xdsroutes,
+        cli.xds.clone(),
+        cli.host.clone(),
+        fqdn,
+        cli.upstreams.clone(),
+        tx,
+    );
+    let source = tokio::spawn(task);
+    // Ends the source (and xdsroutes with it) however this function returns.
+    let mut source = AbortOnDrop(source);
 
     let binary = cli.nginx.clone().unwrap_or_else(default_nginx);
     let mut nginx =
         Nginx::start(binary, cli.dir.clone(), cli.listen, cli.upstreams.clone()).await?;
     eprintln!(
-        "{NAME}: nginx (pid {}) listening on {}, answering 503 until VirtualService {what} is read",
+        "{NAME}: nginx (pid {}) listening on {}, answering 503 until {what} is read",
         nginx.child.id().unwrap_or_default(),
         cli.listen
     );
@@ -693,9 +810,6 @@ async fn run(cli: Cli) -> Result<(), Error> {
         None => None,
     };
 
-    let config = watcher::Config::default().fields(&format!("metadata.name={}", cli.name));
-    let mut events = watcher(api, config).default_backoff().boxed();
-    let mut follow = Follow::default();
     let mut desired: Option<Split> = None;
     let mut applied: Option<Split> = None;
     let mut retry = tokio::time::interval(RETRY);
@@ -707,22 +821,18 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 let status = status.map_or_else(|e| e.to_string(), |s: ExitStatus| s.to_string());
                 break Err(Error::Nginx(format!("exited with {status}; its log ends:\n{}", nginx.setup.log_tail())));
             }
-            event = events.next() => match event {
-                None => break Err(Error::WatchEnded(what)),
-                Some(Err(e)) => eprintln!("{NAME}: watching VirtualService {what}: {e}; retrying"),
-                Some(Ok(event)) => {
-                    if let Some(vs) = follow.settle(event) {
-                        if vs.is_none() {
-                            eprintln!("{NAME}: VirtualService {what} does not exist: nothing is routed");
+            update = updates.recv() => match update {
+                None => break Err(source
+                    .finish()
+                    .await
+                    .unwrap_or_else(|| Error::Usage(format!("following {what} stopped")))),
+                Some((split, warnings)) => {
+                    if desired.as_ref() != Some(&split) {
+                        for warning in warnings {
+                            eprintln!("{NAME}: {warning}");
                         }
-                        let (split, warnings) = Split::of(vs.as_ref(), &cli.upstreams);
-                        if desired.as_ref() != Some(&split) {
-                            for warning in warnings {
-                                eprintln!("{NAME}: VirtualService {what}: {warning}");
-                            }
-                        }
-                        desired = Some(split);
                     }
+                    desired = Some(split);
                 }
             },
             _ = retry.tick() => {}

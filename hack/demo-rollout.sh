@@ -131,9 +131,13 @@ targets_up() {
 }
 wait_until 60 "Prometheus to scrape both backends" "$!" "$dir/prometheus.log" targets_up
 
-say "Starting the ingress gateway stand-in at http://127.0.0.1:$gw_port (VirtualService $ns/$release, 150 requests/s)"
+if [ -z "${CANARY_ISTIOD_XDS:-}" ]; then
+  echo "demo-rollout: the cluster runs no istiod, whose routes the gateway stand-in follows; start it with \`make cluster-down cluster-up\` (without CANARY_ISTIOD=false)" >&2
+  exit 1
+fi
+say "Starting the ingress gateway stand-in at http://127.0.0.1:$gw_port (the route istiod pushes for $release, 150 requests/s)"
 "$target/debug/examples/ingress_standin" --namespace "$ns" --name "$release" \
-  --upstream "v1=$v1" --upstream "v2=$v2" --listen "127.0.0.1:$gw_port" --dir "$dir/gateway" \
+  --xds "$CANARY_ISTIOD_XDS" --host '*' --upstream "v1=$v1" --upstream "v2=$v2" --listen "127.0.0.1:$gw_port" --dir "$dir/gateway" \
   --load-rps 150 >"$dir/gateway.out" 2>"$dir/gateway.log" </dev/null &
 pids+=("$!")
 wait_until 30 "the gateway stand-in to listen" "$!" "$dir/gateway.log" grep -q 'listening on' "$dir/gateway.log"

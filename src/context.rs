@@ -31,6 +31,9 @@ pub struct Settings {
     pub reporter: Reporter,
     /// Shortest analysis interval a release may ask for (`--min-analysis-interval`).
     pub min_analysis_interval: Duration,
+    /// Whether to check that Gateways' selectors match pods, which lists pods cluster-wide: only
+    /// an operator watching every namespace is granted that.
+    pub check_gateway_pods: bool,
 }
 
 impl Default for Settings {
@@ -43,6 +46,7 @@ impl Default for Settings {
                 instance: None,
             },
             min_analysis_interval: crate::rollout::DEFAULT_MIN_INTERVAL,
+            check_gateway_pods: true,
         }
     }
 }
@@ -212,6 +216,8 @@ pub struct Context {
     /// The client of the rollouts' metric analysis; `None` if it could not be built (then every
     /// query is an error, which pauses rollouts and never rolls them back).
     pub prometheus: Option<crate::prometheus::Prometheus>,
+    /// Whether the Gateways' selectors match pods, per selector.
+    pub workloads: crate::reconcile::gateway_workload::Workloads,
 }
 
 /// Consecutive failures per release; shared with the controller, which clears them after an outage.

@@ -56,6 +56,17 @@ pub struct Rule {
 /// Events, and for each child kind what its cache and apply step use. A server-side apply that
 /// creates an object is authorized as `create` as well as `patch`; `delete` only where it prunes.
 /// No `get`: the caches list and watch every object of each kind.
+/// What only an operator watching every namespace needs besides [`rbac_rules`]: listing pod
+/// metadata cluster-wide, to tell whether a Gateway's selector matches any pod
+/// (`reconcile/gateway_workload.rs`; an install limited to some namespaces does not check).
+pub fn cluster_wide_rbac_rules() -> Vec<Rule> {
+    vec![Rule {
+        group: String::new(),
+        resource: "pods".to_owned(),
+        verbs: vec!["list"],
+    }]
+}
+
 pub fn rbac_rules() -> Vec<Rule> {
     use kube::Resource;
     let rule = |group: &str, resource: &str, verbs: &[&'static str]| Rule {

@@ -215,6 +215,7 @@ async fn run_controllers(
                 instance: Some(options.instance.clone()),
             },
             min_analysis_interval: options.min_analysis_interval,
+            check_gateway_pods: options.namespaces.is_empty(),
         };
         let (ctx, future) = controller::controller(
             clients.clone(),

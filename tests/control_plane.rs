@@ -218,9 +218,11 @@ fn virtual_service(name: &str, route: serde_json::Value) -> DynamicObject {
 
 #[tokio::test]
 async fn istio_crd_schema_rejects_invalid_virtual_services() {
-    let Some(ns) = setup("istio-crd-schema").await else {
+    let Some(mut ns) = setup("istio-crd-schema").await else {
         return;
     };
+    // Objects for the schema only: their hosts and subsets name nothing that exists.
+    ns.exempt_from_analyze("VirtualServices written only to test the CRD's schema");
     let ar = virtual_service_resource();
     let vss: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
     let pp = PostParams::default();

@@ -29,10 +29,21 @@ pub const LABEL: &str = "canary-bench";
 /// Field manager of the bench's own writes, distinct from the operator's.
 const MANAGER: &str = "canary-bench";
 
+/// The lab's release as `namespace/name`, with a host of its own on the shared ingress gateway,
+/// as tenants of one gateway have (with `*` for all, istiod would merge every release's routes
+/// into one virtual host, and Istio reports the Gateways as conflicting).
 pub fn release(lab: &Value, namespace: &str, name: &str) -> Value {
     let mut release = lab.clone();
     release["metadata"] = json!({"name": name, "namespace": namespace});
+    if let Some(gateway) = release["spec"]["gateway"].as_object_mut() {
+        gateway.insert("hosts".to_owned(), json!([host(namespace, name)]));
+    }
     release
+}
+
+/// The gateway host of release `namespace/name` in the bench.
+pub fn host(namespace: &str, name: &str) -> String {
+    format!("{name}.{namespace}.bench")
 }
 
 /// Deletes the namespaces and nodes the bench created (in this run or an aborted earlier one) and

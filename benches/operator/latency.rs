@@ -1,6 +1,8 @@
 //! Weight-shift latency: one `spec.weight` edit at a time, each timed from the PATCH response to
 //! the VirtualService watch event that carries the new weights, and beside it the floor this
-//! machine allows at that moment.
+//! machine allows at that moment. When the cluster runs istiod, each edit is also timed to the
+//! moment istiod pushes the new weights to the ingress gateway (read by `xdsroutes` connected as
+//! the gateway's proxy): the latency users experience, Istio's debounce (100 ms) included.
 //!
 //! The floor is a direct patch of a VirtualService that no operator touches, timed from sending the
 //! patch to its watch event: one route write and one watch event, the least any change of a route
@@ -8,7 +10,7 @@
 //! that plus the release's watch event and the reconcile. Floor patches are interleaved with the
 //! edits, so both see the same load; on a shared machine the ratio says more than either figure.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
@@ -21,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use crate::figures::Distribution;
+use crate::istio::RouteWatch;
 
 /// The longest the bench waits for one edit to show; an edit that takes longer is counted as
 /// timed out instead of stalling the run.
@@ -46,6 +49,11 @@ pub struct Shifts {
     /// Milliseconds from sending a direct VirtualService patch to its event, one per edit.
     pub floor_ms: Vec<f64>,
     pub floor_timed_out: usize,
+    /// Milliseconds from the PATCH response to istiod's push of the new weights to the gateway,
+    /// one per edit that reached it (empty without istiod).
+    pub gateway_ms: Vec<f64>,
+    /// Edits whose weights istiod did not push within [`EDIT_LIMIT`] (0 without istiod).
+    pub gateway_timed_out: usize,
 }
 
 /// [`Shifts`] summed up for the report.
@@ -57,6 +65,9 @@ pub struct Summary {
     pub ms: Distribution,
     pub floor_ms: Distribution,
     pub floor_timed_out: usize,
+    /// Edit -> the gateway's new route, pushed by istiod.
+    pub gateway_ms: Distribution,
+    pub gateway_timed_out: usize,
     /// Weight shift over floor, at the median and at p99 (None without floor samples).
     pub ratio_p50: Option<f64>,
     pub ratio_p99: Option<f64>,
@@ -76,6 +87,8 @@ impl Shifts {
             ms,
             floor_ms,
             floor_timed_out: self.floor_timed_out,
+            gateway_ms: Distribution::of(&self.gateway_ms),
+            gateway_timed_out: self.gateway_timed_out,
         }
     }
 }
@@ -155,6 +168,30 @@ async fn arrival(
     None
 }
 
+/// The ingress gateway's view of the release: what istiod pushes to it for the release's host.
+struct Gateway {
+    routes: RouteWatch,
+    host: String,
+    fqdn: String,
+    canary: String,
+}
+
+impl Gateway {
+    /// Reads the canary weight of the gateway's route for the release from a push, when the
+    /// route splits the release's subsets only.
+    fn canary_weight_of<'a>(
+        host: &'a str,
+        fqdn: &'a str,
+        canary: &'a str,
+    ) -> impl Fn(&crate::istio::Push) -> Option<i64> + 'a {
+        move |push| {
+            let split = push.split(host, fqdn)?;
+            (split.values().sum::<u32>() == 100 && split.len() <= 2)
+                .then(|| i64::from(split.get(canary).copied().unwrap_or(0)))
+        }
+    }
+}
+
 /// Edits one release's weight and patches the floor route, with the watches that time both.
 pub struct Shifter {
     releases: Api<CanaryRelease>,
@@ -166,6 +203,17 @@ pub struct Shifter {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Edits so far: varies the weights, and numbers the floor patches.
     count: usize,
+    gateway: Option<Gateway>,
+}
+
+/// What one edit measured.
+pub struct Edit {
+    /// Milliseconds from the PATCH response to the VirtualService event (None: not in time).
+    pub ms: Option<f64>,
+    /// The event came before the response.
+    early: bool,
+    /// Milliseconds from the PATCH response to istiod's push (None: not in time, or no istiod).
+    gateway_ms: Option<f64>,
 }
 
 impl Drop for Shifter {
@@ -186,6 +234,18 @@ impl Shifter {
         (stable, canary): (&str, &str),
         offset: usize,
     ) -> Shifter {
+        let gateway = match RouteWatch::start() {
+            Ok(routes) => Some(Gateway {
+                routes,
+                host: crate::cluster::host(namespace, name),
+                fqdn: format!("{name}.{namespace}.svc.cluster.local"),
+                canary: canary.to_owned(),
+            }),
+            Err(why) => {
+                eprintln!("bench: no gateway figures: {why}");
+                None
+            }
+        };
         let releases: Api<CanaryRelease> = Api::namespaced(client.clone(), namespace);
         let floor: Api<VirtualService> = Api::namespaced(client.clone(), namespace);
         let route = serde_json::from_value::<VirtualService>(json!({
@@ -233,13 +293,13 @@ impl Shifter {
             statuses,
             tasks: vec![route_task, floor_task],
             count: offset,
+            gateway,
         }
     }
 
-    /// One weight edit: milliseconds from the PATCH response to the VirtualService event (None if
-    /// it did not come in time), and whether the event came before the response. Returns once
-    /// the status shows the edit, so that edits never overlap.
-    pub async fn edit(&mut self) -> (Option<f64>, bool) {
+    /// One weight edit, timed to the VirtualService event and to istiod's push. Returns once the
+    /// status shows the edit and the push came (or the limit passed), so that edits never overlap.
+    pub async fn edit(&mut self) -> Edit {
         // 37 is coprime to 99, so the weights walk through 1..=99 and never repeat back to back.
         let weight = 1 + (self.count * 37 % 99) as i32;
         self.count += 1;
@@ -254,6 +314,10 @@ impl Shifter {
             .await
             .expect("patch spec.weight");
         let responded = Instant::now();
+        // istiod's pushes are stamped by xdsroutes with the wall clock of this same machine.
+        let responded_wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let generation = patched.metadata.generation;
         let deadline = sent + EDIT_LIMIT;
         let seen = arrival(&mut self.routes, i64::from(weight), deadline).await;
@@ -263,10 +327,35 @@ impl Shifter {
             })
         })
         .await;
-        seen.map_or((None, false), |at| {
+        let gateway_ms = match &mut self.gateway {
+            Some(gateway) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let want = i64::from(weight);
+                let Gateway {
+                    routes,
+                    host,
+                    fqdn,
+                    canary,
+                } = gateway;
+                let view = Gateway::canary_weight_of(host, fqdn, canary);
+                routes
+                    .next_matching(left, |push| view(push) == Some(want))
+                    .await
+                    .map(|push| {
+                        (i128::from(push.received_unix_nano) - responded_wall as i128) as f64 / 1e6
+                    })
+            }
+            None => None,
+        };
+        let (ms, early) = seen.map_or((None, false), |at| {
             let ms = at.saturating_duration_since(responded).as_secs_f64() * 1000.0;
             (Some(ms), at < responded)
-        })
+        });
+        Edit {
+            ms,
+            early,
+            gateway_ms,
+        }
     }
 
     /// One direct patch of the floor route: milliseconds from sending it to its watch event.
@@ -294,12 +383,18 @@ impl Shifter {
             ..Shifts::default()
         };
         for _ in 0..count {
-            match self.edit().await {
-                (Some(ms), early) => {
+            let edit = self.edit().await;
+            match edit.ms {
+                Some(ms) => {
                     shifts.samples_ms.push(ms);
-                    shifts.before_response += usize::from(early);
+                    shifts.before_response += usize::from(edit.early);
                 }
-                (None, _) => shifts.timed_out += 1,
+                None => shifts.timed_out += 1,
+            }
+            match (edit.gateway_ms, &self.gateway) {
+                (Some(ms), _) => shifts.gateway_ms.push(ms),
+                (None, Some(_)) => shifts.gateway_timed_out += 1,
+                (None, None) => {}
             }
             tokio::time::sleep(BETWEEN_EDITS).await;
             match self.floor().await {

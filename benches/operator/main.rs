@@ -39,6 +39,8 @@ mod cold;
 #[path = "../../tests/common/examples.rs"]
 mod examples;
 mod figures;
+#[path = "../../tests/common/istio.rs"]
+mod istio;
 mod latency;
 mod one_release;
 mod process;

@@ -272,6 +272,15 @@ fn shift_rows(table: &mut Table, label: &str, s: &Summary, p99_goal: Option<(&st
             )
         }),
     );
+    if s.gateway_ms.samples + s.gateway_timed_out > 0 {
+        table.row(
+            &format!(
+                "{label}, to the gateway (edit -> route pushed by istiod): p50 / p95 / p99 / max"
+            ),
+            percentiles(&s.gateway_ms),
+            None,
+        );
+    }
     table.row(
         &format!("{label}, floor (direct VirtualService patch -> event)"),
         percentiles(&s.floor_ms),
@@ -283,10 +292,13 @@ fn shift_rows(table: &mut Table, label: &str, s: &Summary, p99_goal: Option<(&st
         format!("{} / {}", ratio(s.ratio_p50), ratio(s.ratio_p99)),
         Some(("p50 <= 1.5, p99 <= 2", met)),
     );
-    if s.timed_out + s.floor_timed_out > 0 {
+    if s.timed_out + s.floor_timed_out + s.gateway_timed_out > 0 {
         table.row(
-            &format!("{label}: edits / floor patches not seen within 30 s"),
-            format!("{} / {}", s.timed_out, s.floor_timed_out),
+            &format!("{label}: edits / floor patches / gateway pushes not seen within 30 s"),
+            format!(
+                "{} / {} / {}",
+                s.timed_out, s.floor_timed_out, s.gateway_timed_out
+            ),
             None,
         );
     }

@@ -110,7 +110,7 @@ pub async fn run(bench: &mut Bench, loaded: &Summary) -> Warm {
             "edit {spell}/{spells} after {quiet_seconds} s of quiet"
         ));
         tokio::time::sleep(Duration::from_secs(wait)).await;
-        quiet.edits_ms.push(shifter.edit().await.0);
+        quiet.edits_ms.push(shifter.edit().await.ms);
         quiet.floor_ms.push(shifter.floor().await);
     }
     operator.stop();

@@ -13,6 +13,7 @@ pub mod children;
 pub mod credentials;
 pub mod decide;
 pub mod diff;
+pub mod gateway_workload;
 pub mod observe;
 pub mod rollout_status;
 pub mod status;
@@ -30,6 +31,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use self::apply::Converged;
+use self::gateway_workload::Workload;
 use self::status::{DEGRADED, Health};
 use crate::api::CanaryRelease;
 use crate::context::{CACHE_LAG_LIMIT, Context};
@@ -67,7 +69,13 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     ) {
         Ok(validated) => validated,
         Err(problems) => {
-            status::report(&ctx, &release, &Health::Invalid(&problems)).await?;
+            status::report(
+                &ctx,
+                &release,
+                &Health::Invalid(&problems),
+                &Workload::Unknown,
+            )
+            .await?;
             ctx.reset_backoff(&release);
             return Ok(Action::await_change());
         }
@@ -84,32 +92,41 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
                 .iter()
                 .any(|c| c.type_ == DEGRADED && c.status == "False")
     });
-    match apply::converge(&ctx, &release, children, expect_present).await {
+    let workload = match apply::converge(&ctx, &release, children, expect_present).await {
         Ok(Converged::Done(applied)) => {
             let health = Health::Converged(&validated, &applied, decision.rollout.as_ref());
-            status::report(&ctx, &release, &health).await?;
+            let workload = if ctx.settings.check_gateway_pods {
+                ctx.workloads.observe(&ctx.client, &validated).await
+            } else {
+                Workload::Unknown
+            };
+            status::report(&ctx, &release, &health, &workload).await?;
+            workload
         }
         Ok(Converged::Conflict(conflicts)) => {
-            status::report(&ctx, &release, &Health::Conflict(&conflicts)).await?;
+            let health = Health::Conflict(&conflicts);
+            status::report(&ctx, &release, &health, &Workload::Unknown).await?;
             ctx.reset_backoff(&release);
             return Ok(Action::requeue(CONFLICT_RECHECK));
         }
         // Unprocessable: the server will refuse the same object again, so wait for a new spec.
         Err(Error::Kube(kube::Error::Api(s))) if s.code == 422 => {
-            status::report(&ctx, &release, &Health::Rejected(s.message)).await?;
+            let health = Health::Rejected(s.message);
+            status::report(&ctx, &release, &health, &Workload::Unknown).await?;
             ctx.reset_backoff(&release);
             return Ok(Action::await_change());
         }
         Err(error) => {
             // Best effort: the error itself is what the controller retries on.
+            let health = Health::Failed(error.to_string());
             if let Err(status_error) =
-                status::report(&ctx, &release, &Health::Failed(error.to_string())).await
+                status::report(&ctx, &release, &health, &Workload::Unknown).await
             {
                 tracing::debug!(%status_error, "could not report the failure in status");
             }
             return Err(error);
         }
-    }
+    };
     ctx.reset_backoff(&release);
     tracing::debug!("in place");
     // A rolling release is looked at again when its step ends or its next measurement is due.
@@ -125,6 +142,11 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         .map_or(RESYNC, |wait| {
             wait.clamp(Duration::from_millis(100), RESYNC)
         });
+    // Gateway pods are not watched: a selector that matched none is looked at again soon.
+    let next = match workload {
+        Workload::Missing { .. } => next.min(gateway_workload::RECHECK),
+        _ => next,
+    };
     Ok(Action::requeue(next))
 }
 

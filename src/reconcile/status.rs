@@ -13,6 +13,7 @@ use serde_json::json;
 use super::build::traffic;
 use super::children::Children;
 use super::decide::Strategy;
+use super::gateway_workload::{self, INGRESS_GATEWAY, Workload};
 use super::rollout_status::status_of;
 use super::validate::Problems;
 use super::validated::{Validated, Version};
@@ -58,10 +59,18 @@ impl Health<'_> {
     }
 }
 
-/// Writes the status for `health` if it changed, and records a Warning Event when the release
-/// newly enters a degraded state (not on every retry, which would flood `kubectl describe`).
-pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>) -> Result<()> {
-    let status = desired_status(release, health, Timestamp::now());
+/// Writes the status for `health` and the Gateway's `workload` if it changed, and records a
+/// Warning Event when the release newly enters a degraded state (not on every retry, which would
+/// flood `kubectl describe`), or its Gateway newly selects no pod.
+pub async fn report(
+    ctx: &Context,
+    release: &CanaryRelease,
+    health: &Health<'_>,
+    workload: &Workload,
+) -> Result<()> {
+    let now = Timestamp::now();
+    let mut status = desired_status(release, health, now);
+    with_workload(&mut status, release, workload, now);
     if release.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -113,7 +122,66 @@ pub async fn report(ctx: &Context, release: &CanaryRelease, health: &Health<'_>)
         tracing::warn!(reason, "{message}");
         publish::<CanaryRelease>(ctx, release, EventType::Warning, reason, message, None).await;
     }
+    let was = release
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, INGRESS_GATEWAY));
+    if let Some(gateway) = find(&status.conditions, INGRESS_GATEWAY)
+        && gateway.status == "False"
+        && was.is_none_or(|w| w.status != "False")
+    {
+        tracing::warn!(reason = "NoGatewayWorkload", "{}", gateway.message);
+        let message = gateway.message.clone();
+        publish::<CanaryRelease>(
+            ctx,
+            release,
+            EventType::Warning,
+            "NoGatewayWorkload",
+            message,
+            None,
+        )
+        .await;
+    }
     Ok(())
+}
+
+/// Adds the `IngressGateway` condition for `workload` (keeping the one shown when nothing new
+/// is known), after the conditions of [`desired_status`].
+pub fn with_workload(
+    status: &mut CanaryReleaseStatus,
+    release: &CanaryRelease,
+    workload: &Workload,
+    now: Timestamp,
+) {
+    let previous = release
+        .status
+        .as_ref()
+        .and_then(|s| find(&s.conditions, INGRESS_GATEWAY))
+        .cloned();
+    status.conditions.retain(|c| c.type_ != INGRESS_GATEWAY);
+    let condition = match (gateway_workload::condition(workload), workload) {
+        (Some((ok, reason, message)), _) => {
+            let state = if ok { "True" } else { "False" }.to_owned();
+            let last_transition_time = match &previous {
+                Some(old) if old.status == state => old.last_transition_time.clone(),
+                _ => Time(now),
+            };
+            Condition {
+                type_: INGRESS_GATEWAY.to_owned(),
+                status: state,
+                reason: reason.to_owned(),
+                message,
+                observed_generation: release.meta().generation,
+                last_transition_time,
+            }
+        }
+        (None, Workload::Unknown) => match previous {
+            Some(previous) => previous,
+            None => return,
+        },
+        (None, _) => return,
+    };
+    status.conditions.push(condition);
 }
 
 /// Normal and Warning Events for what changed: each rollout transition, and in manual mode each
@@ -591,5 +659,52 @@ mod tests {
             at(0),
         );
         assert_eq!(manual.rollout, None, "manual mode has no rollout status");
+    }
+
+    /// The `IngressGateway` condition: set from what was found, kept while nothing new is known,
+    /// its transition time moved only when its status flips, and gone without a created Gateway.
+    #[test]
+    fn the_gateway_condition_follows_what_was_found() {
+        let selector = "istio=aks-istio-ingressgateway-external".to_owned();
+        let missing = Workload::Missing {
+            selector: selector.clone(),
+        };
+        let found = Workload::Found {
+            selector,
+            pod: "aks-istio-ingress/gw-0".to_owned(),
+        };
+        let mut release = lab_release();
+        let health = |release: &CanaryRelease, workload: &Workload, t: i64| {
+            let v = lab_validated();
+            let children = applied([2, 2]);
+            let mut status =
+                desired_status(release, &Health::Converged(&v, &children, None), at(t));
+            with_workload(&mut status, release, workload, at(t));
+            status
+        };
+        let table = [
+            (&missing, 0, Some(("False", "NoWorkload", 0))),
+            (&missing, 10, Some(("False", "NoWorkload", 0))),
+            (&Workload::Unknown, 20, Some(("False", "NoWorkload", 0))),
+            (&found, 30, Some(("True", "WorkloadFound", 30))),
+            (&Workload::NoGateway, 40, None),
+        ];
+        for (workload, t, expected) in table {
+            let status = health(&release, workload, t);
+            let got = find(&status.conditions, INGRESS_GATEWAY).map(|c| {
+                (
+                    c.status.as_str(),
+                    c.reason.as_str(),
+                    c.last_transition_time.0.as_second() - at(0).as_second(),
+                )
+            });
+            assert_eq!(got, expected, "{workload:?} at {t}");
+            assert_eq!(
+                find(&status.conditions, READY).map(|c| c.status.as_str()),
+                Some("True"),
+                "Ready is about the objects and versions"
+            );
+            release.status = Some(status);
+        }
     }
 }

@@ -336,9 +336,10 @@ http {{
     )
 }
 
-/// `examples/ingress_standin.rs` as a process: nginx on 127.0.0.1 following one VirtualService's
-/// weights. Needs a cluster (`KUBECONFIG`, inherited) and nginx. Its waits block the thread, as
-/// the operator's process harness does: nothing in the test's runtime has to run meanwhile.
+/// `examples/ingress_standin.rs` as a process: nginx on 127.0.0.1 splitting requests as istiod
+/// tells the ingress gateway to, for one host. Needs the cluster's istiod, `xdsroutes` (on PATH
+/// after `eval $(hack/cluster.sh env)`) and nginx. Its waits block the thread, as the operator's
+/// process harness does: nothing in the test's runtime has to run meanwhile.
 pub struct IngressStandin {
     child: std::process::Child,
     pub port: u16,
@@ -350,12 +351,13 @@ pub struct IngressStandin {
 }
 
 impl IngressStandin {
-    /// Starts the stand-in for VirtualService `namespace/name` with `upstreams` (subset, address)
-    /// and waits until nginx serves (answering 503 until the VirtualService is read).
+    /// Starts the stand-in for the requests to `host` that istiod (at `xds`) routes to the subsets
+    /// of Service `namespace/name`, with `upstreams` (subset, address), and waits until nginx
+    /// serves (answering 503 until istiod's first route is read).
     pub fn start(
         nginx: &Path,
-        namespace: &str,
-        name: &str,
+        xds: &str,
+        (namespace, name, host): (&str, &str, &str),
         upstreams: &[(&str, SocketAddr)],
     ) -> IngressStandin {
         static SEQUENCE: AtomicU32 = AtomicU32::new(0);
@@ -372,6 +374,7 @@ impl IngressStandin {
             let mut command = std::process::Command::new(example_binary("ingress_standin"));
             command
                 .args(["--namespace", namespace, "--name", name])
+                .args(["--xds", xds, "--host", host])
                 .arg("--listen")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--dir")

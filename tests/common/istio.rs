@@ -275,6 +275,34 @@ impl RouteWatch {
             .unwrap_or_default()
     }
 
+    /// The next push that satisfies `wanted` (the last one received counts), waiting at most
+    /// `within`; `None` if none came. Polled, not blocked on: the operator under test may run on
+    /// this thread's runtime. Panics if `xdsroutes` has exited.
+    pub async fn next_matching(
+        &mut self,
+        within: Duration,
+        wanted: impl Fn(&Push) -> bool,
+    ) -> Option<Push> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(push) = &self.latest
+                && wanted(push)
+            {
+                return Some(push.clone());
+            }
+            match self.pushes.try_recv() {
+                Ok(push) => self.latest = Some(push),
+                Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err(mpsc::TryRecvError::Empty) => return None,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    panic!("xdsroutes exited; its stderr:\n{}", self.stderr_text())
+                }
+            }
+        }
+    }
+
     /// Waits (at most `within`) until the gateway's route for `host` splits service `fqdn`'s
     /// subsets as `expected` (subsets at 0 absent, as istiod leaves them out), and returns the
     /// push that did. Panics with the last split seen otherwise.
@@ -290,32 +318,21 @@ impl RouteWatch {
             .filter(|(_, w)| *w > 0)
             .map(|(s, w)| ((*s).to_owned(), *w))
             .collect();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(push) = &self.latest
-                && push.split(host, fqdn).as_ref() == Some(&want)
-            {
-                return push.clone();
-            }
-            // Polled, not blocked on: the operator under test may run on this thread's runtime.
-            match self.pushes.try_recv() {
-                Ok(push) => {
-                    self.latest = Some(push);
-                    continue;
-                }
-                Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-                Err(_) => panic!(
-                    "istiod did not send the ingress gateway {want:?} for host {host} (service \
-                     {fqdn}) within {within:?}; last split seen: {:?} (push {:?}); xdsroutes' \
-                     stderr:\n{}",
-                    self.latest.as_ref().and_then(|p| p.split(host, fqdn)),
-                    self.latest.as_ref().map(|p| &p.version),
-                    self.stderr_text()
-                ),
-            }
+        let matching = self
+            .next_matching(within, |push| {
+                push.split(host, fqdn).as_ref() == Some(&want)
+            })
+            .await;
+        match matching {
+            Some(push) => push,
+            None => panic!(
+                "istiod did not send the ingress gateway {want:?} for host {host} (service \
+                 {fqdn}) within {within:?}; last split seen: {:?} (push {:?}); xdsroutes' \
+                 stderr:\n{}",
+                self.latest.as_ref().and_then(|p| p.split(host, fqdn)),
+                self.latest.as_ref().map(|p| &p.version),
+                self.stderr_text()
+            ),
         }
     }
 }

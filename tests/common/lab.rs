@@ -43,20 +43,29 @@ pub async fn create_secret(ns: &TestNs) {
     }
 }
 
-/// `kubectl apply --server-side` of `release`, in the test's namespace.
-/// A Gateway the release creates for hosts `*` (the default) is given the release's own host instead
-/// ([`TestNs::host`]): tests share one ingress gateway workload, as tenants of a cluster do.
-pub async fn apply_release(ns: &TestNs, mut release: Value) -> Result<CanaryRelease, kube::Error> {
-    release["metadata"]["namespace"] = json!(ns.name);
-    let Some(name) = release["metadata"]["name"].as_str().map(str::to_owned) else {
-        panic!("a release without a name: {release}")
-    };
+/// `release` with its own host ([`TestNs::host`]) where its Gateway would claim `*` (as written,
+/// or by default): tests share one ingress gateway workload, as tenants of a cluster do.
+pub fn own_host(ns: &TestNs, mut release: Value) -> Value {
+    let name = release["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if let Some(gateway) = release["spec"]["gateway"].as_object_mut()
         && gateway.get("existing").is_none_or(Value::is_null)
         && gateway.get("hosts").is_none_or(|h| *h == json!(["*"]))
     {
         gateway.insert("hosts".to_owned(), json!([ns.host(&name)]));
     }
+    release
+}
+
+/// `kubectl apply --server-side` of `release`, in the test's namespace, with [`own_host`].
+pub async fn apply_release(ns: &TestNs, release: Value) -> Result<CanaryRelease, kube::Error> {
+    let mut release = own_host(ns, release);
+    release["metadata"]["namespace"] = json!(ns.name);
+    let Some(name) = release["metadata"]["name"].as_str().map(str::to_owned) else {
+        panic!("a release without a name: {release}")
+    };
     api::<CanaryRelease>(ns)
         .patch(
             &name,

@@ -96,6 +96,23 @@ pub fn expected_operator_grants() -> BTreeSet<Grant> {
         .collect()
 }
 
+/// What the chart grants an operator watching every namespace: [`expected_operator_grants`] and
+/// the rules only it needs (`canary_operator::kinds::cluster_wide_rbac_rules()`).
+pub fn expected_cluster_grants() -> BTreeSet<Grant> {
+    let mut grants = expected_operator_grants();
+    for rule in canary_operator::kinds::cluster_wide_rbac_rules() {
+        for verb in rule.verbs {
+            grants.insert(Grant {
+                group: rule.group.clone(),
+                resource: rule.resource.clone(),
+                verb: verb.to_owned(),
+                name: None,
+            });
+        }
+    }
+    grants
+}
+
 pub fn lease_grants(lease: &str) -> BTreeSet<Grant> {
     let grant = |verb: &str, name: Option<&str>| Grant {
         group: "coordination.k8s.io".into(),
@@ -291,7 +308,7 @@ async fn chart_installs_cluster_wide_with_a_cluster_role() {
         .await
         .expect("the chart's ClusterRole");
     let rules = serde_json::to_value(role.rules.unwrap_or_default()).expect("rules");
-    assert_eq!(grants(&rules), expected_operator_grants());
+    assert_eq!(grants(&rules), expected_cluster_grants());
     let binding = Api::<ClusterRoleBinding>::all(ns.client.clone())
         .get(&fullname)
         .await
@@ -352,7 +369,9 @@ async fn chart_installs_cluster_wide_with_a_cluster_role() {
         ),
         ("update", "deployments.apps", "anywhere", "x", false),
         ("delete", "services", "anywhere", "x", false),
-        ("list", "pods", "", "", false),
+        ("list", "pods", "", "", true),
+        ("get", "pods", "anywhere", "x", false),
+        ("watch", "pods", "", "", false),
         (
             "update",
             "leases.coordination.k8s.io",

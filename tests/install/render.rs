@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use crate::helm::{helm_or_skip, name_of, of_kind, one, render, run_helm, set_args, text};
-use crate::rbac::{assert_no_broad_rules, expected_operator_grants, grants, lease_grants};
+use crate::rbac::{
+    assert_no_broad_rules, expected_cluster_grants, expected_operator_grants, grants, lease_grants,
+};
 use crate::{CHART, RENDER_NAMESPACE};
 
 #[test]
@@ -96,7 +98,7 @@ fn default_values_render_a_cluster_role_and_a_locked_down_deployment() {
     // Cluster-wide: the operator's rules, bound to its ServiceAccount.
     let cluster_role = one(&objects, "ClusterRole");
     assert_eq!(name_of(cluster_role), fullname);
-    assert_eq!(grants(&cluster_role["rules"]), expected_operator_grants());
+    assert_eq!(grants(&cluster_role["rules"]), expected_cluster_grants());
     let binding = one(&objects, "ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
     assert_eq!(binding["roleRef"]["name"], fullname);
@@ -226,7 +228,8 @@ fn listed_namespaces_render_roles_there_and_nothing_cluster_wide() {
         "one Role per watched namespace and no Lease Role"
     );
     for role in &roles {
-        // The same rules as the ClusterRole of the default install, CanaryReleases included.
+        // The rules of the ClusterRole of the default install, CanaryReleases included, but
+        // listing pods (cluster-wide only: this install does not check gateway pods).
         assert_eq!(grants(&role["rules"]), expected_operator_grants());
         assert_eq!(name_of(role), "canary");
     }

@@ -11,7 +11,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
-use kube::api::{Api, DeleteParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -121,11 +121,32 @@ async fn run_scenario(apps: &TestNs, operator: &mut Process, instance: &str) {
     lab::wait_gone::<Deployment>(apps, "azureopenaichat-v2").await;
     lab::wait_ready_of(apps, operator, name).await;
 
-    // Binding to an existing Gateway: the created one goes.
+    // Binding to an existing Gateway (the platform's, for this release's host): the created one
+    // goes.
+    let shared = json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "shared"},
+        "spec": {
+            "selector": {"istio": "aks-istio-ingressgateway-external"},
+            "servers": [{
+                "port": {"number": 80, "name": "http", "protocol": "HTTP"},
+                "hosts": [apps.host(name)],
+            }],
+        },
+    });
+    api::<Gateway>(apps)
+        .patch(
+            "shared",
+            &PatchParams::apply("platform-team").force(),
+            &Patch::Apply(&shared),
+        )
+        .await
+        .expect("the platform's Gateway");
     lab::patch_release(
         apps,
         name,
-        json!({"spec": {"gateway": {"selector": null, "port": null, "existing": ["istio-system/shared"]}}}),
+        json!({"spec": {"gateway": {"selector": null, "port": null, "existing": [format!("{}/shared", apps.name)]}}}),
     )
     .await;
     lab::wait_gone::<Gateway>(apps, name).await;

@@ -10,7 +10,10 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::common::istio::{RouteWatch, analyze};
-use crate::common::lab::{api, apply, create_secret, set_weight, wait_ready};
+use crate::common::lab::{
+    api, apply, apply_release, condition, create_secret, patch_release, set_weight, wait_condition,
+    wait_event_noting, wait_ready,
+};
 use crate::common::operator::start_operator;
 use crate::common::{host, setup};
 
@@ -132,4 +135,46 @@ async fn istioctl_analyze_finds_what_the_schema_accepts() {
         "the missing gateway: {findings:?}"
     );
     ns.exempt_from_analyze("holds a VirtualService broken on purpose");
+}
+
+#[tokio::test]
+async fn a_gateway_selector_that_matches_no_pod_is_reported() {
+    let Some(mut ns) = setup("gateway selects nothing").await else {
+        return;
+    };
+    // A Gateway that selects no pod, on purpose: istioctl analyze reports it too (IST0101).
+    ns.exempt_from_analyze("a Gateway whose selector matches no pod, on purpose");
+    let _operator = start_operator(&ns).await;
+    create_secret(&ns).await;
+    let name = "azureopenaichat";
+    let mut release = crate::common::lab::release(&ns, name);
+    // The lab's label with a typo, as a user might make it.
+    let typo = "aks-istio-ingressgateway-externl";
+    release["spec"]["gateway"]["selector"] = json!({"istio": typo});
+    apply_release(&ns, release).await.expect("apply");
+    // Every object is in place and both versions run, but no traffic can arrive.
+    wait_ready(&ns, name).await;
+    let release = wait_condition(&ns, name, "IngressGateway", "False", "NoWorkload").await;
+    let (_, _, message) = condition(&release, "IngressGateway").expect("the condition");
+    assert!(message.contains(&format!("istio={typo}")), "{message}");
+    assert!(
+        message.contains(&format!("kubectl get pods -A -l istio={typo}")),
+        "{message}"
+    );
+    let event = wait_event_noting(&ns, "NoGatewayWorkload", typo).await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+
+    // Fixed: the selector matches the external ingress gateway's pod that `make cluster-up` runs.
+    patch_release(
+        &ns,
+        name,
+        json!({"spec": {"gateway": {"selector": {"istio": "aks-istio-ingressgateway-external"}}}}),
+    )
+    .await;
+    let release = wait_condition(&ns, name, "IngressGateway", "True", "WorkloadFound").await;
+    let (_, _, message) = condition(&release, "IngressGateway").expect("the condition");
+    assert!(
+        message.contains("aks-istio-ingress/"),
+        "names the pod: {message}"
+    );
 }

@@ -11,9 +11,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
 use crate::backend::{Backend, IngressStandin, nginx, start_backend};
-use crate::common::TestNs;
 use crate::common::lab::{api, apply_release, create_secret, release};
 use crate::common::prometheus::{self, Prometheus, ScrapeTarget};
+use crate::common::{TestNs, host, istio};
 
 pub const NAME: &str = "chat";
 
@@ -205,6 +205,14 @@ impl Stage {
 
     pub async fn start_with(ns: &TestNs, test: &str, versions: Versions<'_>) -> Option<Stage> {
         let nginx = nginx(test)?;
+        let Some(xds) = istio::xds_address() else {
+            host::skip(
+                test,
+                "the cluster runs no istiod",
+                "run `make cluster-up` (it starts istiod)",
+            );
+            return None;
+        };
         let binary = prometheus::binary(test)?;
         let mut env = vec![("AZURE_MODEL_NAME", "m-stable")];
         env.extend_from_slice(versions.stable_env);
@@ -225,8 +233,8 @@ impl Stage {
         let prometheus = Prometheus::start(&binary, &targets).await;
         let gateway = IngressStandin::start(
             &nginx,
-            &ns.name,
-            NAME,
+            &xds,
+            (&ns.name, NAME, &ns.host(NAME)),
             &[("v1", stable.addr), ("v2", canary.addr)],
         );
         Some(Stage {

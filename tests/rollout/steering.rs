@@ -9,7 +9,7 @@ use canary_operator::rollout::Verb;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 
-use crate::common::lab::{api, wait_canary_weight, wait_event_noting};
+use crate::common::lab::{api, own_host, wait_canary_weight, wait_event_noting};
 use crate::common::operator::start_operator;
 use crate::common::process::Process;
 use crate::common::setup;
@@ -250,10 +250,14 @@ async fn a_gitops_reapply_changes_nothing() {
         return;
     };
     let operator = start_operator(&ns).await;
-    let release = automatic(
+    // What both managers apply: the same spec, byte for byte.
+    let release = own_host(
         &ns,
-        &[(10, "1s", false), (50, "1h", false), (100, "1s", false)],
-        None,
+        automatic(
+            &ns,
+            &[(10, "1s", false), (50, "1h", false), (100, "1s", false)],
+            None,
+        ),
     );
     apply(&ns, release.clone()).await;
     wait_canary_weight(&ns, NAME, 50, WITHIN).await;

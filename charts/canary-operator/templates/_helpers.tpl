@@ -85,3 +85,14 @@ both modes grant the same.
   resources: ["events"]
   verbs: ["create"]
 {{- end }}
+
+{{- /*
+Only when watching every namespace: pod metadata, listed cluster-wide with a Gateway's selector,
+to tell whether any pod is an ingress gateway Istio would program for it (gateway pods live in a
+namespace of their own, which an install limited to some namespaces does not watch nor check).
+*/}}
+{{- define "canary-operator.clusterRules" -}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+{{- end }}
