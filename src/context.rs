@@ -217,7 +217,7 @@ pub struct Context {
     /// query is an error, which pauses rollouts and never rolls them back).
     pub prometheus: Option<crate::prometheus::Prometheus>,
     /// Whether the Gateways' selectors match pods, per selector.
-    pub workloads: crate::reconcile::gateway_workload::Workloads,
+    pub gateway_pods: crate::gateway_pods::GatewayPods,
 }
 
 /// Consecutive failures per release; shared with the controller, which clears them after an outage.

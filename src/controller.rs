@@ -313,7 +313,7 @@ pub fn controller(
         prometheus: crate::prometheus::Prometheus::new()
             .inspect_err(|error| tracing::error!(%error, "cannot build the Prometheus client; metric analysis will fail"))
             .ok(),
-        workloads: Default::default(),
+        gateway_pods: Default::default(),
     });
     let running = controller
         .reconcile_all_on(recoveries)

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod client;
 pub mod context;
 pub mod controller;
+pub mod gateway_pods;
 pub mod kinds;
 pub mod labels;
 pub mod memory;

@@ -4,23 +4,16 @@
 //! `istio: aks-istio-ingressgateway-external`). Observed here, shown as the `IngressGateway`
 //! condition by [`condition`].
 //!
-//! A list of pod metadata with a label selector and `limit=1`, cluster-wide (gateway pods live in
-//! their own namespace), remembered per selector for [`RECHECK`]: a thousand releases on one
-//! gateway cost one request per period, not one per reconcile. Without the permission to list
-//! pods cluster-wide (an install limited to some namespaces), nothing is said.
+//! The pods are read through [`crate::gateway_pods`], at most once per selector every
+//! [`RECHECK`]. Without the permission to list pods cluster-wide (an install limited to some
+//! namespaces), nothing is said.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use std::collections::BTreeMap;
 
 use super::validated::{Gateway, Validated};
-
-/// How long a selector's answer is reused; also how soon a release whose selector matched no pod
-/// is looked at again, so its status turns right once the gateway's pods appear.
-pub const RECHECK: Duration = Duration::from_secs(30);
+use crate::context::Context;
+use crate::gateway_pods::Answer;
+pub use crate::gateway_pods::RECHECK;
 
 /// The condition type.
 pub const INGRESS_GATEWAY: &str = "IngressGateway";
@@ -28,31 +21,15 @@ pub const INGRESS_GATEWAY: &str = "IngressGateway";
 /// What was found for the release's Gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Workload {
-    /// Nothing to say now: the release binds to Gateways it does not create, or the check is not
-    /// allowed or failed. The condition, if any, is kept as it is.
+    /// Nothing to say now: the check is off (an install limited to some namespaces), or the
+    /// pods could not be listed. The condition, if any, is kept as it is.
     Unknown,
-    /// The release creates no Gateway: no condition.
+    /// The release creates no Gateway (it binds to existing ones): no condition.
     NoGateway,
     /// A pod (`namespace/name`) has the selector's labels.
     Found { selector: String, pod: String },
     /// No pod has the selector's labels.
     Missing { selector: String },
-}
-
-/// What the list of pods said for one selector.
-#[derive(Clone)]
-enum Answer {
-    /// A pod, as `namespace/name`.
-    Pod(String),
-    NoPod,
-    /// The list failed (not allowed, or the apiserver away).
-    Unreadable,
-}
-
-/// The answers per selector, with when they were read.
-#[derive(Default)]
-pub struct Workloads {
-    answers: Mutex<HashMap<String, (Instant, Answer)>>,
 }
 
 /// `k=v,k2=v2`, as `kubectl -l` takes it (the keys sorted, as a BTreeMap gives them).
@@ -64,60 +41,19 @@ pub fn selector_text(selector: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-impl Workloads {
-    /// Whether a pod matches the selector of the Gateway `validated` creates.
-    pub async fn observe(&self, client: &kube::Client, validated: &Validated) -> Workload {
-        let Gateway::Create { selector, .. } = &validated.gateway else {
-            return Workload::NoGateway;
-        };
-        if selector.is_empty() {
-            // An empty selector is refused by validation; nothing meaningful to check.
-            return Workload::Unknown;
-        }
-        let selector = selector_text(selector);
-        let cached = self.answers.lock().ok().and_then(|answers| {
-            answers
-                .get(&selector)
-                .filter(|(at, _)| at.elapsed() < RECHECK)
-                .map(|(_, answer)| answer.clone())
-        });
-        let answer = match cached {
-            Some(answer) => answer,
-            None => {
-                let answer = first_pod(client, &selector).await;
-                if let Ok(mut answers) = self.answers.lock() {
-                    answers.retain(|_, (at, _)| at.elapsed() < RECHECK);
-                    answers.insert(selector.clone(), (Instant::now(), answer.clone()));
-                }
-                answer
-            }
-        };
-        match answer {
-            Answer::Unreadable => Workload::Unknown,
-            Answer::Pod(pod) => Workload::Found { selector, pod },
-            Answer::NoPod => Workload::Missing { selector },
-        }
+/// Whether a pod matches the selector of the Gateway `validated` creates.
+pub async fn observe(ctx: &Context, validated: &Validated) -> Workload {
+    let Gateway::Create { selector, .. } = &validated.gateway else {
+        return Workload::NoGateway;
+    };
+    if !ctx.settings.check_gateway_pods || selector.is_empty() {
+        return Workload::Unknown;
     }
-}
-
-async fn first_pod(client: &kube::Client, selector: &str) -> Answer {
-    let pods: Api<Pod> = Api::all(client.clone());
-    match pods
-        .list_metadata(&ListParams::default().labels(selector).limit(1))
-        .await
-    {
-        Ok(list) => match list.items.first() {
-            Some(pod) => Answer::Pod(format!(
-                "{}/{}",
-                pod.metadata.namespace.as_deref().unwrap_or_default(),
-                pod.metadata.name.as_deref().unwrap_or_default()
-            )),
-            None => Answer::NoPod,
-        },
-        Err(error) => {
-            tracing::debug!(%error, selector, "cannot list pods to check the Gateway's selector");
-            Answer::Unreadable
-        }
+    let selector = selector_text(selector);
+    match ctx.gateway_pods.first(&ctx.client, &selector).await {
+        Answer::Unreadable => Workload::Unknown,
+        Answer::Pod(pod) => Workload::Found { selector, pod },
+        Answer::NoPod => Workload::Missing { selector },
     }
 }
 

@@ -95,11 +95,7 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     let workload = match apply::converge(&ctx, &release, children, expect_present).await {
         Ok(Converged::Done(applied)) => {
             let health = Health::Converged(&validated, &applied, decision.rollout.as_ref());
-            let workload = if ctx.settings.check_gateway_pods {
-                ctx.workloads.observe(&ctx.client, &validated).await
-            } else {
-                Workload::Unknown
-            };
+            let workload = gateway_workload::observe(&ctx, &validated).await;
             status::report(&ctx, &release, &health, &workload).await?;
             workload
         }
