@@ -950,3 +950,71 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn push(json: serde_json::Value) -> Push {
+        serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn upstreams() -> Vec<Upstream> {
+        ["v1=127.0.0.1:1", "v2=127.0.0.1:2"]
+            .iter()
+            .map(|u| parse_upstream(u).unwrap_or_else(|e| panic!("{e}")))
+            .collect()
+    }
+
+    /// What the gateway would do with a request for the host, as istiod's push says.
+    #[test]
+    fn the_split_is_read_from_the_pushed_route_of_the_host() {
+        let fqdn = "chat.ns.svc.cluster.local";
+        let cluster = |subset: &str, weight: u32| json!({"name": format!("outbound|5000|{subset}|{fqdn}"), "weight": weight});
+        let vhost = |domains: &[&str], clusters: Vec<serde_json::Value>| json!({"domains": domains, "routes": [{"clusters": clusters}]});
+        let table = [
+            // The host's own virtual host, before a catch-all of another release.
+            (
+                vec![
+                    vhost(
+                        &["*"],
+                        vec![
+                            json!({"name": "outbound|80||other.x.svc.cluster.local", "weight": 100}),
+                        ],
+                    ),
+                    vhost(
+                        &["chat.test", "chat.test:*"],
+                        vec![cluster("v1", 75), cluster("v2", 25)],
+                    ),
+                ],
+                "v1=75 v2=25",
+            ),
+            // istiod leaves a subset at 0 out.
+            (
+                vec![vhost(&["chat.test"], vec![cluster("v2", 100)])],
+                "v1=0 v2=100",
+            ),
+            // A subset with no address, or another service's cluster: answered 503.
+            (
+                vec![vhost(
+                    &["chat.test"],
+                    vec![cluster("v1", 75), cluster("v3", 25)],
+                )],
+                "v1=75 v2=0 unrouted=25",
+            ),
+            // Only a catch-all: it serves the host.
+            (vec![vhost(&["*"], vec![cluster("v1", 100)])], "v1=100 v2=0"),
+            // No virtual host for the host: nothing is routed.
+            (
+                vec![vhost(&["other.test"], vec![cluster("v1", 100)])],
+                "v1=0 v2=0",
+            ),
+        ];
+        for (hosts, expected) in table {
+            let push = push(json!({"virtualHosts": hosts}));
+            let (split, _) = Split::of_push(&push, "chat.test", fqdn, &upstreams());
+            assert_eq!(split.to_string(), expected);
+        }
+    }
+}

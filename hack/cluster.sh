@@ -407,7 +407,7 @@ start_istiod() {
     "$bin/pilot-discovery" discovery --kubeconfig="$run/kubeconfig" \
     --meshConfig="$run/istiod/mesh.yaml" --networksConfig="$run/istiod/meshNetworks.yaml" \
     --httpAddr="127.0.0.1:$http" --grpcAddr="127.0.0.1:$grpc" --monitoringAddr="127.0.0.1:$monitoring" \
-    --httpsAddr= --secureGRPCAddr= --profile=false --log_output_level=default:warn
+    --httpsAddr= --secureGRPCAddr= --profile=false --log_output_level=all:warn
 }
 
 cmd_up() {

@@ -104,23 +104,26 @@ pub fn analyze(namespace: &str) -> Result<Vec<Finding>, String> {
     })
 }
 
-/// Panics with every Error and Warning `istioctl analyze` reports for `namespace`; Info (such as
-/// "the namespace is not enabled for injection", true of every test namespace) is not a problem.
-pub fn assert_analyze_clean(namespace: &str) {
-    let findings = match analyze(namespace) {
-        Ok(findings) => findings,
-        Err(why) => panic!("istioctl analyze of namespace {namespace}: {why}"),
-    };
-    let problems: Vec<String> = findings
+/// The Errors and Warnings `istioctl analyze` reports for `namespace`, one line each; Info (such
+/// as "the namespace is not enabled for injection", true of every test namespace) is no problem.
+pub fn problems(namespace: &str) -> Result<Vec<String>, String> {
+    Ok(analyze(namespace)?
         .iter()
         .filter(|f| f.level == "Error" || f.level == "Warning")
         .map(Finding::to_string)
-        .collect();
-    assert!(
-        problems.is_empty(),
-        "istioctl analyze finds problems in namespace {namespace}:\n  {}",
-        problems.join("\n  ")
-    );
+        .collect())
+}
+
+/// Panics with every problem `istioctl analyze` reports for `namespace` ([`problems`]).
+pub fn assert_analyze_clean(namespace: &str) {
+    match problems(namespace) {
+        Ok(problems) => assert!(
+            problems.is_empty(),
+            "istioctl analyze finds problems in namespace {namespace}:\n  {}",
+            problems.join("\n  ")
+        ),
+        Err(why) => panic!("istioctl analyze of namespace {namespace}: {why}"),
+    }
 }
 
 /// One cluster of a route, as `xdsroutes` prints it: `outbound|PORT|SUBSET|FQDN` and its weight.
