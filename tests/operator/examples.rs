@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::common::examples::example;
 use crate::common::istio::assert_analyze_clean;
-use crate::common::lab::{api, apply_release, create_secret, wait_ready};
+use crate::common::lab::{api, apply_release, create_secret, wait_ready, wait_weights};
 use crate::common::operator::start_operator;
 use crate::common::setup;
 
@@ -111,4 +111,28 @@ async fn platform_gateway(ns: &crate::common::TestNs) {
         .patch("public", &params, &Patch::Apply(gateway))
         .await
         .expect("Gateway istio-ingress/public");
+}
+
+/// The automatic rollouts' examples, each alone (both are named like the lab's release): their
+/// Istio objects as the operator writes them at the start of a rollout, judged by istioctl analyze.
+#[tokio::test]
+async fn the_rollout_examples_are_clean_for_istioctl_analyze() {
+    for file in ["progressive.yaml", "llm-rollout.yaml"] {
+        let Some(ns) = setup(&format!("example {file}")).await else {
+            return;
+        };
+        let _operator = start_operator(&ns).await;
+        create_secret(&ns).await;
+        let release = example(file);
+        let name = release["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_owned();
+        apply_release(&ns, release)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        // A rollout starts with all traffic on the stable version.
+        wait_weights(&ns, &name, &[("v1", 100), ("v2", 0)]).await;
+        assert_analyze_clean(&ns.name);
+    }
 }
