@@ -155,6 +155,16 @@ wait_until 60 "the operator to be ready" "$!" "$operator_log" curl -sf --max-tim
 jsonpath='{.status.rollout.phase}|{.status.rollout.pauseReason}|{.status.rollout.step}|{.status.rollout.steps}|{.status.rollout.weight}|{.status.rollout.lastVerdict}|{.status.rollout.revision}|{.status.rollout.lastMeasurementTime}'
 state() { kubectl -n "$ns" get "canaryrelease/$release" --request-timeout=5s -o "jsonpath=$jsonpath"; }
 applied() { grep '^applied' "$dir/gateway.out" | tail -n 1 | sed 's/^applied //'; }
+# The gateway's weights once they give the canary (v2) `weight`, or as they are after 3 s: istiod
+# pushes a route 100 ms after the change (its debounce), then nginx reloads.
+applied_at() { # canary-weight
+  local i
+  for ((i = 0; i < 30; i++)); do
+    [[ " $(applied) " == *" v2=$1 "* ]] && break
+    sleep 0.1
+  done
+  applied
+}
 # The checks table of `kubectl canary status`: check, stable, canary, bound, sample sizes, verdict.
 checks_table() {
   kubectl canary status "$release" -n "$ns" 2>/dev/null |
@@ -176,7 +186,7 @@ follow() { # timeout done-phase bad-phases
     if [ -n "$phase" ] && [ "$key" != "$last" ]; then
       last=$key
       printf '[%3ss] step %s/%s  weight %3s%%  %-26s gateway %s\n' "$((SECONDS - t0))" "$step" "$steps" \
-        "$weight" "$phase${pause:+ ($pause)}" "$(applied)"
+        "$weight" "$phase${pause:+ ($pause)}" "$(applied_at "$weight")"
       if [ "$weight" != "$last_weight" ]; then
         last_weight=$weight
         rc=0
