@@ -128,11 +128,12 @@ func proxyNode(namespace, pod, ip string, labels map[string]string) (*core.Node,
 		l[k] = v
 	}
 	meta, err := structpb.NewStruct(map[string]any{
-		"NAMESPACE":       namespace,
-		"NAME":            pod,
-		"LABELS":          l,
-		"INSTANCE_IPS":    ip,
-		"CLUSTER_ID":      "Kubernetes",
+		"NAMESPACE":    namespace,
+		"NAME":         pod,
+		"LABELS":       l,
+		"INSTANCE_IPS": ip,
+		"CLUSTER_ID":   "Kubernetes",
+		// istiod tailors what it sends to the proxy's version: that of the istiod built here.
 		"ISTIO_VERSION":   "1.30.0",
 		"WORKLOAD_NAME":   pod,
 		"SERVICE_ACCOUNT": "default",
@@ -172,9 +173,9 @@ func stream(ctx context.Context, addr string, node *core.Node, name string, once
 		}
 		received := time.Now().UnixNano()
 		if resp.GetTypeUrl() == routeType {
-			for _, any := range resp.GetResources() {
+			for _, resource := range resp.GetResources() {
 				rc := &route.RouteConfiguration{}
-				if err := proto.Unmarshal(any.GetValue(), rc); err != nil {
+				if err := proto.Unmarshal(resource.GetValue(), rc); err != nil {
 					return fmt.Errorf("decoding a route configuration: %w", err)
 				}
 				if rc.GetName() != name {
