@@ -1,7 +1,7 @@
 //! The operator as a process while the control plane fails under it, on the local control plane:
 //! kube-apiserver stopped with SIGTERM and with SIGKILL, and etcd stopped, each for 20 s and then
-//! started again with the same command line (`hack/cluster.sh stop|start`); and the CRD deleted
-//! and installed again while the operator runs.
+//! started again with the same command line (`hack/cluster.sh stop|start`); the CRD deleted
+//! and installed again while the operator runs; and istiod killed and started again.
 //!
 //! What must hold: the process keeps running; `/readyz` says 503 while its watches are broken; a
 //! weight edit made as soon as the control plane is ready again reaches the VirtualService within
@@ -348,4 +348,46 @@ async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {
     })
     .await;
     assert!(operator.running());
+}
+
+/// istiod is part of the control plane the tests stand on: killed while a weight is edited, and
+/// started again (`hack/cluster.sh stop|start istiod`), the gateway's route comes back carrying
+/// the edit, through the same `xdsroutes` connection's retries, as a gateway's proxy reconnects.
+#[tokio::test]
+async fn after_an_istiod_restart_the_gateway_route_carries_the_edit_made_meanwhile() {
+    let _serial = SERIAL.lock().await;
+    let Some(ns) = setup("recovery-istiod").await else {
+        return;
+    };
+    let mut routes = match common::istio::RouteWatch::start() {
+        Ok(routes) => routes,
+        Err(why) => {
+            return common::host::skip(
+                "recovery-istiod",
+                &why,
+                "run `make cluster-up` (it starts istiod)",
+            );
+        }
+    };
+    let name = RELEASES[0];
+    let (host, fqdn) = (ns.host(name), ns.fqdn(name));
+    lab::create_secret(&ns).await;
+    lab::apply(&ns, name).await;
+    let _operator = Process::start(&ns, &[]);
+    lab::wait_canary_weight(&ns, name, 25, WAIT).await;
+    routes
+        .wait_split(&host, &fqdn, &[("v1", 75), ("v2", 25)], WAIT)
+        .await;
+
+    cluster(&["stop", "istiod", "--signal", "KILL"]).await;
+    // The operator does its part with istiod away: the VirtualService carries the edit.
+    lab::set_weight(&ns, name, 40)
+        .await
+        .expect("set the weight");
+    lab::wait_weights(&ns, name, &[("v1", 60), ("v2", 40)]).await;
+    cluster(&["start", "istiod"]).await;
+    routes
+        .wait_split(&host, &fqdn, &[("v1", 60), ("v2", 40)], WAIT)
+        .await;
+    assert!(cluster_healthy().await, "the cluster is left healthy");
 }
