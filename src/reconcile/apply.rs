@@ -4,7 +4,7 @@
 //! builds objects.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions, PropagationPolicy};
 use kube::core::PartialObjectMetaExt;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
@@ -38,7 +38,8 @@ macro_rules! converge_children {
         /// DestinationRule) before the route that names them, so a new version is never routed
         /// to an undefined subset.
         ///
-        /// All children are read (from the caches) before anything is written, so an ownership
+        /// All children are read (from the caches; a child to be created is also looked up in
+        /// the apiserver, see [`confirm_absent`]) before anything is written, so an ownership
         /// conflict on any of them leaves every object untouched. `expect_present` says the
         /// release was fully in place before; a child missing then was deleted by someone, and
         /// restoring it is announced in an Event.
@@ -54,7 +55,8 @@ macro_rules! converge_children {
                 .clone()
                 .ok_or(Error::MissingMetadata("CanaryRelease", "uid"))?;
             let Children { $($field,)* } = children;
-            $(let $field = plan_all(ctx, $field, &uid)?;)*
+            $(let mut $field = plan_all(ctx, $field, &uid)?;)*
+            $(confirm_absent(ctx, &mut $field, &uid).await?;)*
             let conflicts: Vec<String> = [$(foreign(&$field),)*].concat();
             if !conflicts.is_empty() {
                 return Ok(Converged::Conflict(conflicts));
@@ -115,6 +117,40 @@ fn plan<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
         current,
         verdict,
     })
+}
+
+/// A child the caches do not know is confirmed absent with the apiserver before it is created.
+/// Server-side apply creates or takes over alike, and the caches learn of objects through
+/// watches: an object of that name made a moment before the release (seen in a test: a
+/// ConfigMap created just before the release was applied) may not have reached them yet, and the
+/// operator never overwrites or adopts what it did not create. One list by name (the `list` verb
+/// the watches already have), and only for creations, so a steady state costs nothing.
+async fn confirm_absent<K: Child>(
+    ctx: &Context,
+    planned: &mut [Planned<K>],
+    uid: &str,
+) -> Result<()> {
+    for p in planned
+        .iter_mut()
+        .filter(|p| matches!(p.verdict, Verdict::Create))
+    {
+        let namespace = p.desired.namespace().unwrap_or_default();
+        let name = p.desired.name_any();
+        let params = ListParams::default()
+            .fields(&format!("metadata.name={name}"))
+            .limit(1);
+        let found = ctx.api::<K>(&namespace).list_metadata(&params).await?;
+        if let Some(existing) = found.items.first() {
+            let controller = existing
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .find(|o| o.controller == Some(true));
+            p.verdict = diff::judge_unlabelled::<K>(&namespace, &name, controller, uid);
+        }
+    }
+    Ok(())
 }
 
 fn foreign<K>(planned: &[Planned<K>]) -> Vec<String> {
