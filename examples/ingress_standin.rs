@@ -336,13 +336,17 @@ async fn follow_istiod(
     Error::XdsEnded(address, status)
 }
 
-/// `xdsroutes` from PATH (`hack/cluster.sh env` puts the cluster's tools there).
-fn default_xdsroutes() -> PathBuf {
+/// The program `name` in a directory of PATH.
+fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
-        .map(|dir| dir.join("xdsroutes"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| PathBuf::from("xdsroutes"))
+}
+
+/// `xdsroutes` from PATH (`hack/cluster.sh env` puts the cluster's tools there).
+fn default_xdsroutes() -> PathBuf {
+    on_path("xdsroutes").unwrap_or_else(|| PathBuf::from("xdsroutes"))
 }
 
 /// What nginx is run with: its binary and its files.
@@ -390,11 +394,7 @@ fn quoted_prefixed(prefix: &str, path: &Path) -> Result<String, Error> {
 
 /// `nginx` from PATH, else Debian's, which installs it outside a user's PATH.
 fn default_nginx() -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("nginx"))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
+    on_path("nginx").unwrap_or_else(|| PathBuf::from("/usr/sbin/nginx"))
 }
 
 impl Setup {

@@ -176,20 +176,17 @@ struct Gateway {
     canary: String,
 }
 
-impl Gateway {
-    /// Reads the canary weight of the gateway's route for the release from a push, when the
-    /// route splits the release's subsets only.
-    fn canary_weight_of<'a>(
-        host: &'a str,
-        fqdn: &'a str,
-        canary: &'a str,
-    ) -> impl Fn(&crate::istio::Push) -> Option<i64> + 'a {
-        move |push| {
-            let split = push.split(host, fqdn)?;
-            (split.values().sum::<u32>() == 100 && split.len() <= 2)
-                .then(|| i64::from(split.get(canary).copied().unwrap_or(0)))
-        }
-    }
+/// The canary weight of the gateway's route for host `host` in a push, when the route splits
+/// the subsets of service `fqdn` only.
+fn gateway_canary_weight(
+    push: &crate::istio::Push,
+    host: &str,
+    fqdn: &str,
+    canary: &str,
+) -> Option<i64> {
+    let split = push.split(host, fqdn)?;
+    (split.values().sum::<u32>() == 100 && split.len() <= 2)
+        .then(|| i64::from(split.get(canary).copied().unwrap_or(0)))
 }
 
 /// Edits one release's weight and patches the floor route, with the watches that time both.
@@ -337,9 +334,10 @@ impl Shifter {
                     fqdn,
                     canary,
                 } = gateway;
-                let view = Gateway::canary_weight_of(host, fqdn, canary);
                 routes
-                    .next_matching(left, |push| view(push) == Some(want))
+                    .next_matching(left, |push| {
+                        gateway_canary_weight(push, host, fqdn, canary) == Some(want)
+                    })
                     .await
                     .map(|push| {
                         (i128::from(push.received_unix_nano) - responded_wall as i128) as f64 / 1e6

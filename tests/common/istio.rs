@@ -21,15 +21,11 @@ use serde::Deserialize;
 /// Longest a single `istioctl analyze` may take; it takes about 0.2 s.
 const ANALYZE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The cluster's run directory (`$CANARY_RUN_DIR`): where `KUBECONFIG` lives.
-pub fn run_dir() -> Option<PathBuf> {
-    let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG")?);
-    kubeconfig.parent().map(PathBuf::from)
-}
-
-/// istiod's plaintext xDS address, when the cluster runs istiod.
+/// istiod's plaintext xDS address, when the cluster runs istiod: the port is in the cluster's
+/// run directory (`$CANARY_RUN_DIR`), where `KUBECONFIG` lives.
 pub fn xds_address() -> Option<String> {
-    let port = std::fs::read_to_string(run_dir()?.join("ports/istiod-xds")).ok()?;
+    let kubeconfig = PathBuf::from(std::env::var_os("KUBECONFIG")?);
+    let port = std::fs::read_to_string(kubeconfig.parent()?.join("ports/istiod-xds")).ok()?;
     Some(format!("127.0.0.1:{}", port.trim()))
 }
 
@@ -218,7 +214,7 @@ pub struct RouteWatch {
     pushes: mpsc::Receiver<Push>,
     stderr: Arc<Mutex<Vec<String>>>,
     /// The last push received.
-    pub latest: Option<Push>,
+    latest: Option<Push>,
 }
 
 impl RouteWatch {
