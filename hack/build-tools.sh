@@ -89,6 +89,22 @@ if [ ! -s "$istio_crds" ]; then
   mv "$istio_crds.tmp" "$istio_crds"
 fi
 
+# The Gateway API's CRDs (standard channel, and the policy that keeps the channel from being mixed)
+# come from the pinned sigs.k8s.io/gateway-api module, in the order of its own kustomization.
+gateway_api_crds=$cache/gateway-api-crds-$GATEWAY_API_VERSION.yaml
+if [ ! -s "$gateway_api_crds" ]; then
+  gw_src=$(module_dir "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION")/config/crd
+  sed -n 's|^ *- \(standard/.*\.yaml\)$|\1|p' "$gw_src/kustomization.yaml" | while read -r f; do
+    echo "---"
+    cat "$gw_src/$f"
+  done >"$gateway_api_crds.tmp"
+  grep -q 'kind: CustomResourceDefinition' "$gateway_api_crds.tmp" || {
+    echo "no Gateway API CRDs found in $gw_src" >&2
+    exit 1
+  }
+  mv "$gateway_api_crds.tmp" "$gateway_api_crds"
+fi
+
 # The kwok binary ships no default Stages (kwokctl injects them), and without them nodes never become
 # Ready and pods never Running. Take kwok's own "fast" stages from the same module version.
 kwok_stages=$cache/kwok-$KWOK_VERSION/stages.yaml
@@ -107,9 +123,9 @@ fi
 links=()
 for f in "$cache/kubernetes-$kv"/* "$cache/etcd-$ETCD_VERSION/etcd" "$cache/kwok-$KWOK_VERSION/kwok" \
   "$cache/helm-$HELM_VERSION/helm" "$cache/prometheus-$PROMETHEUS_VERSION/prometheus" \
-  "$cache/istio-$ISTIO_VERSION"/* "$cache/xdsroutes-$xds_sum/xdsroutes" "$istio_crds" "$kwok_stages"; do
+  "$cache/istio-$ISTIO_VERSION"/* "$cache/xdsroutes-$xds_sum/xdsroutes" "$istio_crds" "$gateway_api_crds" "$kwok_stages"; do
   name=$(basename "$f")
-  case $name in istio-crds-*) name=istio-crds.yaml ;; stages.yaml) name=kwok-stages.yaml ;; esac
+  case $name in istio-crds-*) name=istio-crds.yaml ;; gateway-api-crds-*) name=gateway-api-crds.yaml ;; stages.yaml) name=kwok-stages.yaml ;; esac
   links+=("$name=$f")
 done
 current=()

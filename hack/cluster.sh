@@ -520,7 +520,8 @@ cmd_up() {
   # Everything that only needs the apiserver is created now, while the other components start.
   fake_nodes | kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f - >/dev/null ||
     fail kube-apiserver "could not create the fake nodes"
-  apply_crds "$bin/istio-crds.yaml" || fail kube-apiserver "could not install the CRDs (Istio's and $repo/crd)"
+  apply_crds "$bin/istio-crds.yaml" "$bin/gateway-api-crds.yaml" ||
+    fail kube-apiserver "could not install the CRDs (Istio's, the Gateway API's and $repo/crd)"
   gateway_workloads | kubectl_admin apply --server-side --field-manager=canary-cluster-sh -f - >/dev/null ||
     fail kube-apiserver "could not create the ingress gateway workloads"
   if with_istiod; then

@@ -33,6 +33,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::api::CanaryRelease;
+use crate::api::gateway_api::HTTPRoute;
 use crate::api::istio::{DestinationRule, Gateway, VirtualService};
 use crate::labels;
 
@@ -136,6 +137,11 @@ impl Compact for Gateway {
 
 impl Compact for VirtualService {
     const SERVER_FIELDS: &'static [&'static [&'static str]] = &[&["status"]];
+}
+
+// The status stays: it is where the Gateways say whether they accepted the route.
+impl Compact for HTTPRoute {
+    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[];
 }
 
 /// Text the apiserver generates, held without an allocation of its own when it has the usual
@@ -425,6 +431,20 @@ impl<K> Default for ChildStore<K> {
             dictionary: Arc::default(),
             kind: PhantomData,
         }
+    }
+}
+
+impl<K> ChildStore<K> {
+    /// A cache of a kind the operator does not watch (a traffic provider it was not started
+    /// with): listed, and empty for good, so a reconcile never waits for it.
+    pub fn unwatched() -> Self {
+        let store = ChildStore::default();
+        store
+            .state
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .listed = true;
+        store
     }
 }
 

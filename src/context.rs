@@ -17,6 +17,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::CanaryRelease;
+use crate::api::TrafficProvider;
 use crate::cache::{ChildStore, Compact};
 use crate::metrics::Metrics;
 
@@ -34,6 +35,9 @@ pub struct Settings {
     /// Whether to check that Gateways' selectors match pods, which lists pods cluster-wide: only
     /// an operator watching every namespace is granted that.
     pub check_gateway_pods: bool,
+    /// The traffic providers whose objects the operator watches and writes
+    /// (`--traffic-providers`); a release asking for another is refused with a condition.
+    pub traffic_providers: Vec<TrafficProvider>,
 }
 
 impl Default for Settings {
@@ -47,6 +51,7 @@ impl Default for Settings {
             },
             min_analysis_interval: crate::rollout::DEFAULT_MIN_INTERVAL,
             check_gateway_pods: true,
+            traffic_providers: vec![TrafficProvider::Istio],
         }
     }
 }

@@ -16,14 +16,15 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::CanaryRelease;
+use crate::api::gateway_api::HTTPRoute;
 use crate::api::istio::VirtualService;
+use crate::api::{CanaryRelease, TrafficProvider};
 use crate::cache::ChildStore;
 use crate::client::Clients;
 use crate::context::{Child, Context, Failures, Settings, Stores, Unseen};
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, WatchBackoff};
-use crate::{Error, reconcile};
+use crate::{Error, kinds, reconcile};
 
 fn error_policy(release: Arc<CanaryRelease>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
@@ -47,6 +48,9 @@ pub const CRD_INSTALL_HINT: &str = "install it with `kubectl apply --server-side
 /// How to install Istio's CRDs.
 pub const ISTIO_INSTALL_HINT: &str = "install Istio, or its CRDs, first";
 
+/// How to install the Gateway API's CRDs, or run without them.
+pub const GATEWAY_API_INSTALL_HINT: &str = "install the Gateway API's standard CRDs first, or run the operator without the gatewayAPI provider (--traffic-providers=istio)";
+
 /// Why the operator cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -58,6 +62,10 @@ pub enum StartError {
         "Istio's networking CRDs (virtualservices/destinationrules/gateways.networking.istio.io, v1) are not installed: {ISTIO_INSTALL_HINT}"
     )]
     IstioMissing,
+    #[error(
+        "the Gateway API's CRDs (httproutes.gateway.networking.k8s.io, v1) are not installed: {GATEWAY_API_INSTALL_HINT}"
+    )]
+    GatewayApiMissing,
     #[error(
         "not allowed to {verb} {resource} in {scope}: grant `{verb}` and `watch` on {resource} to the operator's identity (the Helm chart's ClusterRole does), or run it only for namespaces it may read: `--namespace a,b` (the chart's `--set watchNamespaces={{a,b}}`). The apiserver said: {message}"
     )]
@@ -73,9 +81,20 @@ pub enum StartError {
 
 /// Checks that the APIs the operator needs are served and that it may read them, so a missing
 /// CRD or a missing grant is one clear message at start instead of a stream of watch errors.
-pub async fn check_apis(client: &Client, namespace: Option<&str>) -> Result<(), StartError> {
+/// Only the traffic providers the operator runs with are checked.
+pub async fn check_apis(
+    client: &Client,
+    namespace: Option<&str>,
+    providers: &[TrafficProvider],
+) -> Result<(), StartError> {
     check_api::<CanaryRelease>(client, namespace, StartError::CrdMissing).await?;
-    check_api::<VirtualService>(client, namespace, StartError::IstioMissing).await
+    if providers.contains(&TrafficProvider::Istio) {
+        check_api::<VirtualService>(client, namespace, StartError::IstioMissing).await?;
+    }
+    if providers.contains(&TrafficProvider::GatewayApi) {
+        check_api::<HTTPRoute>(client, namespace, StartError::GatewayApiMissing).await?;
+    }
+    Ok(())
 }
 
 async fn check_api<K>(
@@ -221,8 +240,12 @@ pub fn child_cache<K: Child>(
     let writer = store.clone();
     // Every object of the kind, not only ours: see `ChildStore`.
     let config = watcher::Config::default().page_size(LIST_PAGE_SIZE);
-    let istio = K::group(&()) == VirtualService::group(&());
-    let path = register_watch::<K>(readiness, namespace, istio.then_some(ISTIO_INSTALL_HINT));
+    let hint = match kinds::provider_of_group(&K::group(&())) {
+        Some(TrafficProvider::Istio) => Some(ISTIO_INSTALL_HINT),
+        Some(TrafficProvider::GatewayApi) => Some(GATEWAY_API_INSTALL_HINT),
+        None => None,
+    };
+    let path = register_watch::<K>(readiness, namespace, hint);
     let stream = watch_stream(
         scoped::<K>(client, namespace),
         config,
@@ -237,17 +260,25 @@ macro_rules! watch_children {
     ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
         /// A cache of every kind of child (see [`crate::kinds`]), and `controller` told to
         /// reconcile a release when one of its children changes.
+        /// A kind of a traffic provider the operator was not started with is not watched (its
+        /// CRDs may not be installed, and its RBAC not granted).
         fn watch_children(
             client: &Client,
             namespace: Option<&str>,
+            providers: &[TrafficProvider],
             readiness: &Arc<Readiness>,
             mut controller: Controller<CanaryRelease>,
         ) -> (Stores, Controller<CanaryRelease>) {
             let mut stores = Stores::default();
             $(
-                let (store, stream) = child_cache::<$kind>(client, namespace, readiness);
-                stores.$field = store;
-                controller = controller.owns_stream(stream);
+                let group = <$kind as Resource>::group(&());
+                if kinds::provider_of_group(&group).is_none_or(|p| providers.contains(&p)) {
+                    let (store, stream) = child_cache::<$kind>(client, namespace, readiness);
+                    stores.$field = store;
+                    controller = controller.owns_stream(stream);
+                } else {
+                    stores.$field = ChildStore::unwatched();
+                }
             )*
             (stores, controller)
         }
@@ -270,6 +301,7 @@ pub fn controller(
     } = clients.into();
     let ns = settings.namespace.clone();
     let ns = ns.as_deref();
+    let settings_providers = settings.traffic_providers.clone();
     let (releases, release_writer) = reflector::store();
     let release_path = register_watch::<CanaryRelease>(&readiness, ns, Some(CRD_INSTALL_HINT));
     let release_stream = watch_stream(
@@ -301,7 +333,13 @@ pub fn controller(
         }
     });
     let controller = Controller::for_stream(release_stream, releases.clone());
-    let (stores, controller) = watch_children(&child_watches, ns, &readiness, controller);
+    let (stores, controller) = watch_children(
+        &child_watches,
+        ns,
+        &settings_providers,
+        &readiness,
+        controller,
+    );
     let ctx = Arc::new(Context {
         releases,
         client,

@@ -14,9 +14,12 @@
 //! implementation, `every_kind_is_built_for_some_example` fails until a builder produces the kind,
 //! and the chart test names the rule the chart lacks.
 
+use crate::api::TrafficProvider;
+
 /// Calls `$callback!` with the list of child kinds, in the order they are applied: configuration
-/// before the pods that read it, and subsets (the DestinationRule) before the route that names
-/// them. Each entry is `field: Type => pruned` or `=> kept`.
+/// before the pods that read it, Services and subsets (the DestinationRule) before the routes that
+/// name them. Each entry is `field: Type => policy`, which says when objects of the kind become
+/// unwanted, to be deleted ([`child_kind_pruned!`], [`delete_granted`]).
 #[macro_export]
 macro_rules! with_child_kinds {
     ($callback:ident) => {
@@ -24,24 +27,61 @@ macro_rules! with_child_kinds {
             config_maps: k8s_openapi::api::core::v1::ConfigMap => pruned,
             deployments: k8s_openapi::api::apps::v1::Deployment => pruned,
             autoscalers: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler => pruned,
-            services: k8s_openapi::api::core::v1::Service => kept,
-            destination_rules: $crate::api::istio::DestinationRule => kept,
+            services: k8s_openapi::api::core::v1::Service => versioned,
+            destination_rules: $crate::api::istio::DestinationRule => switched,
             gateways: $crate::api::istio::Gateway => pruned,
-            virtual_services: $crate::api::istio::VirtualService => kept,
+            virtual_services: $crate::api::istio::VirtualService => switched,
+            http_routes: $crate::api::gateway_api::HTTPRoute => switched,
         }
     };
 }
 
-/// Whether objects of a kind that a release no longer wants are deleted (`pruned`) or a kind's
-/// objects only ever change (`kept`), from the list's word for it.
+/// Whether objects of a kind that a release no longer wants are deleted, from the list's word for
+/// it: `pruned` (they can be unwanted whatever routes the traffic, like a renamed version's
+/// Deployment), `versioned` (the Services: the Gateway API provider gives each version its own),
+/// `switched` (a provider's routing objects, unwanted once a release moves to another provider)
+/// or `kept` (never unwanted). Deleting is always attempted where the word allows it; it costs
+/// nothing when nothing is unwanted. What is granted is narrower ([`delete_granted`]).
 #[macro_export]
 macro_rules! child_kind_pruned {
     (pruned) => {
         true
     };
+    (versioned) => {
+        true
+    };
+    (switched) => {
+        true
+    };
     (kept) => {
         false
     };
+}
+
+/// Whether the operator needs `delete` on a kind of API group `group` with the list's word
+/// `policy`, running with `providers`: only where objects of it can become unwanted with those
+/// providers. A `switched` kind only when its provider runs with another one to switch to; the
+/// `versioned` Services only when the Gateway API provider runs (the release's own Service is
+/// always wanted).
+pub fn delete_granted(policy: &str, group: &str, providers: &[TrafficProvider]) -> bool {
+    match policy {
+        "pruned" => true,
+        "versioned" => providers.contains(&TrafficProvider::GatewayApi),
+        "switched" => {
+            provider_of_group(group).is_some_and(|p| providers.contains(&p)) && providers.len() > 1
+        }
+        _ => false,
+    }
+}
+
+/// The traffic provider whose objects live in API group `group`; `None` for the kinds every
+/// release has whatever routes it.
+pub fn provider_of_group(group: &str) -> Option<TrafficProvider> {
+    match group {
+        "networking.istio.io" => Some(TrafficProvider::Istio),
+        "gateway.networking.k8s.io" => Some(TrafficProvider::GatewayApi),
+        _ => None,
+    }
 }
 
 /// One rule the operator needs: an API group, a resource and its verbs.
@@ -52,10 +92,6 @@ pub struct Rule {
     pub verbs: Vec<&'static str>,
 }
 
-/// Every RBAC rule the operator needs, in the namespaces it watches: its own resource and status,
-/// Events, and for each child kind what its cache and apply step use. A server-side apply that
-/// creates an object is authorized as `create` as well as `patch`; `delete` only where it prunes.
-/// No `get`: the caches list and watch every object of each kind.
 /// What only an operator watching every namespace needs besides [`rbac_rules`]: listing pod
 /// metadata cluster-wide, to tell whether a Gateway's selector matches any pod
 /// (`reconcile/gateway_workload.rs`; an install limited to some namespaces does not check).
@@ -67,7 +103,12 @@ pub fn cluster_wide_rbac_rules() -> Vec<Rule> {
     }]
 }
 
-pub fn rbac_rules() -> Vec<Rule> {
+/// Every RBAC rule the operator needs, in the namespaces it watches: its own resource and status,
+/// Events, and for each child kind what its cache and apply step use. A server-side apply that
+/// creates an object is authorized as `create` as well as `patch`; `delete` only where it prunes.
+/// No `get`: the caches list and watch every object of each kind. Only the kinds of the traffic
+/// providers in `providers` are granted.
+pub fn rbac_rules(providers: &[TrafficProvider]) -> Vec<Rule> {
     use kube::Resource;
     let rule = |group: &str, resource: &str, verbs: &[&'static str]| Rule {
         group: group.to_owned(),
@@ -82,15 +123,17 @@ pub fn rbac_rules() -> Vec<Rule> {
     macro_rules! child_rules {
         ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
             $(
+                let group = <$kind as Resource>::group(&());
+                let wanted = provider_of_group(&group).is_none_or(|p| providers.contains(&p));
                 let mut verbs = vec!["list", "watch", "create", "patch"];
-                if $crate::child_kind_pruned!($policy) {
+                if delete_granted(stringify!($policy), &group, providers) {
                     verbs.push("delete");
                 }
-                rules.push(Rule {
-                    group: <$kind as Resource>::group(&()).into_owned(),
+                if wanted { rules.push(Rule {
+                    group: group.into_owned(),
                     resource: <$kind as Resource>::plural(&()).into_owned(),
                     verbs,
-                });
+                }); }
             )*
         };
     }
@@ -104,7 +147,7 @@ mod tests {
 
     #[test]
     fn rules_cover_every_kind_with_delete_only_where_pruned() {
-        let rules = rbac_rules();
+        let rules = rbac_rules(&[TrafficProvider::Istio]);
         let find = |resource: &str| {
             rules
                 .iter()
@@ -124,5 +167,69 @@ mod tests {
             rules.iter().all(|r| !r.verbs.contains(&"get")),
             "reads come from caches"
         );
+    }
+
+    /// Each case: the providers, the resource, and whether `delete` is granted on it.
+    #[test]
+    fn delete_is_granted_where_objects_can_become_unwanted() {
+        use TrafficProvider::{GatewayApi, Istio};
+        let both: &[TrafficProvider] = &[Istio, GatewayApi];
+        let cases: [(&[TrafficProvider], &str, bool); 10] = [
+            (&[Istio], "deployments", true),
+            (&[Istio], "gateways", true),
+            (&[Istio], "services", false),
+            (&[Istio], "virtualservices", false),
+            (&[GatewayApi], "services", true),
+            (&[GatewayApi], "httproutes", false),
+            (both, "services", true),
+            (both, "virtualservices", true),
+            (both, "destinationrules", true),
+            (both, "httproutes", true),
+        ];
+        for (providers, resource, granted) in cases {
+            let rules = rbac_rules(providers);
+            let rule = rules
+                .iter()
+                .find(|r| r.resource == resource)
+                .unwrap_or_else(|| panic!("{resource} granted with {providers:?}"));
+            assert_eq!(
+                rule.verbs.contains(&"delete"),
+                granted,
+                "{resource} with {providers:?}"
+            );
+        }
+    }
+
+    /// Each case: the providers the operator runs with, and the API groups it is granted.
+    #[test]
+    fn only_the_providers_run_with_are_granted() {
+        let groups = |providers: &[TrafficProvider]| {
+            let mut groups: Vec<String> =
+                rbac_rules(providers).into_iter().map(|r| r.group).collect();
+            groups.sort();
+            groups.dedup();
+            groups
+        };
+        let cases: [(&[TrafficProvider], &[&str]); 3] = [
+            (&[TrafficProvider::Istio], &["networking.istio.io"]),
+            (
+                &[TrafficProvider::GatewayApi],
+                &["gateway.networking.k8s.io"],
+            ),
+            (
+                &TrafficProvider::ALL,
+                &["gateway.networking.k8s.io", "networking.istio.io"],
+            ),
+        ];
+        for (providers, routing) in cases {
+            let mut expected: Vec<String> =
+                ["", "apps", "autoscaling", "canary.dev", "events.k8s.io"]
+                    .iter()
+                    .chain(routing)
+                    .map(|g| (*g).to_owned())
+                    .collect();
+            expected.sort();
+            assert_eq!(groups(providers), expected, "{providers:?}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use canary_operator::api::CanaryRelease;
+use canary_operator::api::{CanaryRelease, TrafficProvider};
 use canary_operator::operator::{self, LeaderElection, Options};
 use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
@@ -81,6 +81,22 @@ struct Cli {
     /// interval of a rolling release costs one query per check and version, and one status write.
     #[arg(long, env = "MIN_ANALYSIS_INTERVAL", default_value = "10s", value_parser = canary_operator::plugin::duration::parse, global = true)]
     min_analysis_interval: std::time::Duration,
+
+    /// Traffic providers to watch and write, comma-separated: istio (DestinationRules,
+    /// VirtualServices, Gateways) and gatewayAPI (HTTPRoutes). Each needs its CRDs installed and
+    /// the chart's grants for its kinds; a release asking for another is refused with a condition.
+    #[arg(long, env = "TRAFFIC_PROVIDERS", value_delimiter = ',', default_value = "istio", value_parser = parse_provider, global = true)]
+    traffic_providers: Vec<TrafficProvider>,
+}
+
+fn parse_provider(text: &str) -> Result<TrafficProvider, String> {
+    TrafficProvider::parse(text.trim()).ok_or_else(|| {
+        let names: Vec<&str> = TrafficProvider::ALL.iter().map(|p| p.as_str()).collect();
+        format!(
+            "{text:?} is not a traffic provider: use {}",
+            names.join(" or ")
+        )
+    })
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +186,12 @@ async fn run(cli: Cli) -> ExitCode {
             .collect(),
         cluster_domain: cli.cluster_domain,
         min_analysis_interval: cli.min_analysis_interval,
+        traffic_providers: {
+            let mut providers = cli.traffic_providers;
+            providers.sort();
+            providers.dedup();
+            providers
+        },
         instance: cli.instance.unwrap_or_else(default_instance),
         http_address: cli.http_address,
         leader_election,

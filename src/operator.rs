@@ -12,6 +12,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use futures::FutureExt;
+
+use crate::api::TrafficProvider;
 use kube::runtime::events::Reporter;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
@@ -36,6 +38,8 @@ pub struct Options {
     pub leader_election: Option<LeaderElection>,
     /// Shortest analysis interval a release may ask for.
     pub min_analysis_interval: std::time::Duration,
+    /// The traffic providers to watch and write; the others' CRDs need not be installed.
+    pub traffic_providers: Vec<TrafficProvider>,
 }
 
 /// Which Lease decides the leader, and for how long a lost leader keeps it.
@@ -98,10 +102,10 @@ pub async fn run(
         requests: client.clone(),
     };
     if options.namespaces.is_empty() {
-        controller::check_apis(&client, None).await?;
+        controller::check_apis(&client, None, &options.traffic_providers).await?;
     }
     for namespace in &options.namespaces {
-        controller::check_apis(&client, Some(namespace)).await?;
+        controller::check_apis(&client, Some(namespace), &options.traffic_providers).await?;
     }
 
     let health = Health {
@@ -216,6 +220,7 @@ async fn run_controllers(
             },
             min_analysis_interval: options.min_analysis_interval,
             check_gateway_pods: options.namespaces.is_empty(),
+            traffic_providers: options.traffic_providers.clone(),
         };
         let (ctx, future) = controller::controller(
             clients.clone(),

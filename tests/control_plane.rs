@@ -290,6 +290,83 @@ async fn istio_crd_schema_rejects_invalid_virtual_services() {
     );
 }
 
+/// The Gateway API's CRDs (standard channel, from the pinned `sigs.k8s.io/gateway-api` module) hold
+/// their own rules: types, ranges, and CEL rules the apiserver evaluates.
+#[tokio::test]
+async fn gateway_api_crd_schema_rejects_invalid_http_routes() {
+    let Some(mut ns) = setup("gateway-api-crd-schema").await else {
+        return;
+    };
+    ns.exempt_from_analyze("HTTPRoutes written only to test the CRD's schema");
+    let ar = ApiResource {
+        group: "gateway.networking.k8s.io".into(),
+        version: "v1".into(),
+        api_version: "gateway.networking.k8s.io/v1".into(),
+        kind: "HTTPRoute".into(),
+        plural: "httproutes".into(),
+    };
+    let routes: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &ar);
+    let pp = PostParams::default();
+    let route = |name: &str, spec: serde_json::Value| -> DynamicObject {
+        from_json(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+    };
+    let backends = json!([{"name": "llm-v1", "port": 5000, "weight": 90}, {"name": "llm-v2", "port": 5000, "weight": 10}]);
+    routes
+        .create(
+            &pp,
+            &route(
+                "valid",
+                json!({"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": backends}]}),
+            ),
+        )
+        .await
+        .expect("a valid HTTPRoute is accepted");
+
+    // Each case: the spec, and a fragment of the apiserver's refusal.
+    let cases = [
+        (
+            "a negative weight",
+            json!({"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "llm-v1", "port": 5000, "weight": -1}]}]}),
+            "weight",
+        ),
+        (
+            "a Service backend without a port",
+            json!({"parentRefs": [{"name": "gw"}], "rules": [{"backendRefs": [{"name": "llm-v1"}]}]}),
+            "Must have port for Service reference",
+        ),
+        (
+            // (An IP passes the schema's pattern, though the Gateway API forbids it; the
+            // operator's own validation refuses it.)
+            "an uppercase hostname",
+            json!({"hostnames": ["Chat.example.com"], "rules": [{"backendRefs": backends}]}),
+            "hostnames",
+        ),
+        (
+            "a header match type that does not exist",
+            json!({"rules": [{"matches": [{"headers": [{"type": "Glob", "name": "cookie", "value": "x"}]}], "backendRefs": backends}]}),
+            "Unsupported value",
+        ),
+        (
+            "seventeen rules",
+            json!({"rules": (0..17).map(|_| json!({"backendRefs": backends})).collect::<Vec<_>>()}),
+            "rules",
+        ),
+    ];
+    for (i, (what, spec, fragment)) in cases.into_iter().enumerate() {
+        let (code, message) = api_error_code(
+            what,
+            routes.create(&pp, &route(&format!("bad-{i}"), spec)).await,
+        );
+        assert_eq!(code, 422, "{what} is Invalid: {message}");
+        assert!(message.contains(fragment), "{what}: {message}");
+    }
+}
+
 #[tokio::test]
 async fn rbac_is_enforced_for_service_accounts() {
     let Some(ns) = setup("rbac-enforced").await else {

@@ -298,6 +298,8 @@ impl Observer {
             destination_rules,
             gateways,
             virtual_services,
+            // The bench's releases are routed by Istio.
+            http_routes: ChildStore::unwatched(),
         };
         children.wait_ready().await;
         let _ = tokio::time::timeout(Duration::from_secs(30), releases.wait_until_ready()).await;

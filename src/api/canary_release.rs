@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 /// chat backend reads this one.
 pub const DEFAULT_MODEL_ENV: &str = "AZURE_MODEL_NAME";
 
-/// A canary release of one HTTP service in two versions, each pinned to its own model, with an
-/// Istio traffic split between them.
+/// A canary release of one HTTP service in two versions, each pinned to its own model, with a
+/// traffic split between them (Istio, or the Gateway API).
 #[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "canary.dev",
@@ -58,7 +58,7 @@ pub const DEFAULT_MODEL_ENV: &str = "AZURE_MODEL_NAME";
         name = "Applied",
         type_ = "integer",
         json_path = ".status.canaryWeight",
-        description = "Percent of traffic the VirtualService sends to the canary",
+        description = "Percent of traffic the route (VirtualService or HTTPRoute) sends to the canary",
         priority = 1
     ),
     printcolumn(
@@ -91,6 +91,8 @@ pub const DEFAULT_MODEL_ENV: &str = "AZURE_MODEL_NAME";
 #[x_kube(validation = Rule::new("!has(self.canary) || has(self.weight) || has(self.strategy)").message("set exactly one of weight (manual: you set the split) or strategy (automatic: steps, with optional analysis)"))]
 #[x_kube(validation = Rule::new("has(self.canary) || !has(self.weight) || self.weight == 0").message("weight must be 0 (or unset) without a canary: the stable version serves everything"))]
 #[x_kube(validation = Rule::new("!has(self.analysis) || has(self.strategy)").message("analysis applies only to an automatic release: set strategy too"))]
+#[x_kube(validation = Rule::new("has(self.gateway) || (has(self.traffic) && (self.traffic.provider == 'gatewayAPI' || (has(self.traffic.mesh) && self.traffic.mesh)))").message("set gateway (traffic enters through an Istio ingress gateway), traffic.mesh: true (calls inside the mesh only), or traffic.provider: gatewayAPI"))]
+#[x_kube(validation = Rule::new("!has(self.gateway) || !has(self.traffic) || self.traffic.provider == 'istio'").message("gateway is for the istio provider; with gatewayAPI the Gateways are traffic.gatewayAPI.parentRefs"))]
 #[serde(rename_all = "camelCase")]
 pub struct CanaryReleaseSpec {
     /// Container image both versions run unless a version sets its own `image`.
@@ -157,8 +159,161 @@ pub struct CanaryReleaseSpec {
     pub autoscaling: Option<AutoscalingSpec>,
 
     /// The Istio Gateway that brings traffic in: either let the operator create one (`selector`,
-    /// `port`) or name gateways that already exist (`existing`).
-    pub gateway: GatewaySpec,
+    /// `port`) or name gateways that already exist (`existing`). Required by the `istio` provider
+    /// unless `traffic.mesh` routes calls made inside the mesh only; not used by `gatewayAPI`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewaySpec>,
+
+    /// Who routes requests to the versions (Istio, the default, or the Gateway API), from where,
+    /// and whether a conversation stays with the version that first answered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficSpec>,
+}
+
+/// How requests reach the versions.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.provider == 'gatewayAPI') == has(self.gatewayAPI)").message("traffic.gatewayAPI is set with provider gatewayAPI, and only then"))]
+#[x_kube(validation = Rule::new("!has(self.mesh) || !self.mesh || self.provider == 'istio'").message("traffic.mesh applies to the istio provider"))]
+pub struct TrafficSpec {
+    /// What the operator writes to route requests: `istio` (a DestinationRule with a subset per
+    /// version and a VirtualService splitting between them, as in the lab) or `gatewayAPI` (a
+    /// Service per version, named `<release>-<version>`, and an HTTPRoute splitting between them,
+    /// for any Gateway API implementation). Changing it on a live release creates the new objects
+    /// before the old ones are removed.
+    #[serde(default)]
+    pub provider: TrafficProvider,
+
+    /// Istio: also split calls made inside the mesh to the release's Service (the VirtualService
+    /// is bound to `mesh` and names the Service's host). Without `gateway`, only those are split.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mesh: bool,
+
+    /// Gateway API: the Gateways the HTTPRoute attaches to, and the host names it serves.
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_api: Option<GatewayApiSpec>,
+
+    /// Keeps a conversation on the version that answered its first request: each answer of the
+    /// split carries the version (a cookie, or a response header for API clients), and a request
+    /// that carries it back goes to that version while it has a share of the traffic. Without it
+    /// every request is split anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness: Option<StickinessSpec>,
+}
+
+/// Who routes requests to the versions.
+#[derive(
+    Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+pub enum TrafficProvider {
+    /// Istio's DestinationRule and VirtualService.
+    #[default]
+    #[serde(rename = "istio")]
+    Istio,
+    /// The Kubernetes Gateway API's HTTPRoute.
+    #[serde(rename = "gatewayAPI")]
+    GatewayApi,
+}
+
+impl TrafficProvider {
+    pub const ALL: [TrafficProvider; 2] = [TrafficProvider::Istio, TrafficProvider::GatewayApi];
+
+    /// The name written in the spec and in `--traffic-providers`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficProvider::Istio => "istio",
+            TrafficProvider::GatewayApi => "gatewayAPI",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TrafficProvider> {
+        Self::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+}
+
+/// The Gateway API's side of a release.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiSpec {
+    /// The Gateways (or their listeners) the HTTPRoute attaches to. A Gateway in another namespace
+    /// must allow routes from this one (its listener's `allowedRoutes`); a route no parent accepts
+    /// makes the release not Ready, with the Gateway's reason.
+    #[schemars(length(min = 1, max = 32))]
+    pub parent_refs: Vec<ParentRefSpec>,
+
+    /// Host names the HTTPRoute serves, such as chat.example.com or *.example.com; empty serves
+    /// every host name of the listeners it attaches to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway, or one listener of it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRefSpec {
+    /// The Gateway's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// The Gateway's namespace; the release's own when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+
+    /// One listener of the Gateway, by name; all of its listeners that allow the route when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
+
+    /// The listeners of the Gateway on this port only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+}
+
+/// How a conversation is kept on one version. Set exactly one of `cookie` and `header`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.cookie) != has(self.header)").message("set exactly one of stickiness.cookie (browsers) or stickiness.header (API clients)"))]
+pub struct StickinessSpec {
+    /// For browsers: each answer of the split sets this cookie to the version that gave it, and
+    /// the browser sends it back with every later request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<CookieStickiness>,
+
+    /// For API clients: each answer of the split carries this header with the version that gave
+    /// it; a client that sends the header (with that value) on later requests of the conversation
+    /// reaches the same version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderStickiness>,
+}
+
+/// The cookie that carries a conversation's version.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CookieStickiness {
+    /// The cookie's name, for example `canary-model`.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_.-]+$"))]
+    pub name: String,
+
+    /// How long the browser keeps the cookie, as a duration (`30m`, `24h`); a session cookie,
+    /// kept until the browser closes, when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<String>,
+}
+
+/// The header that carries a conversation's version.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderStickiness {
+    /// The header's name, in lower case, for example `x-canary-model`.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[a-z0-9][a-z0-9-]*$"))]
+    pub name: String,
 }
 
 fn default_model_env() -> String {
@@ -554,11 +709,11 @@ pub struct CanaryReleaseStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Percent of traffic the VirtualService sends to the stable version.
+    /// Percent of traffic the route (VirtualService or HTTPRoute) sends to the stable version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_weight: Option<i32>,
 
-    /// Percent of traffic the VirtualService sends to the canary version.
+    /// Percent of traffic the route (VirtualService or HTTPRoute) sends to the canary version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary_weight: Option<i32>,
 

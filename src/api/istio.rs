@@ -30,26 +30,27 @@ pub struct VirtualServiceSpec {
 }
 
 impl VirtualService {
-    /// The split this VirtualService carries: each subset its routes name, with its weight, in
-    /// route order. The one place where weights are read back from Istio's objects: status,
-    /// `kubectl canary`, the bench and the tests all read the split through it.
+    /// The split this VirtualService carries: each subset its catch-all routes (those without a
+    /// match) name, with its weight, in route order. The one place where weights are read back
+    /// from Istio's objects: status, `kubectl canary`, the bench and the tests all read the split
+    /// through it. The match routes of a sticky release send a conversation back to its version
+    /// and carry no share of new traffic.
     pub fn weights(&self) -> Vec<(String, i32)> {
         self.spec
             .http
             .iter()
+            .filter(|route| route.match_.is_empty())
             .flat_map(|route| &route.route)
             .map(|r| (r.destination.subset.clone().unwrap_or_default(), r.weight))
             .collect()
     }
 
-    /// The weight routed to `subset`, if a route names it.
+    /// The weight the catch-all routes give `subset`, if one names it.
     pub fn weight_of(&self, subset: &str) -> Option<i32> {
-        self.spec
-            .http
-            .iter()
-            .flat_map(|route| &route.route)
-            .find(|r| r.destination.subset.as_deref() == Some(subset))
-            .map(|r| r.weight)
+        self.weights()
+            .into_iter()
+            .find(|(name, _)| name == subset)
+            .map(|(_, weight)| weight)
     }
 }
 
@@ -57,8 +58,41 @@ impl VirtualService {
 pub struct HttpRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Requests the route takes; every request when empty.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub match_: Vec<HttpMatchRequest>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<HttpRouteDestination>,
+}
+
+/// Request headers a route matches, by name (lowercase).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct HttpMatchRequest {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
+}
+
+/// Exactly one of its fields, as Istio's `StringMatch` oneof.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct StringMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    /// RE2, matched against the whole value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Headers added to the answers a destination gives.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct Headers {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<HeaderOperations>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+pub struct HeaderOperations {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub add: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
@@ -68,6 +102,8 @@ pub struct HttpRouteDestination {
     /// destinations, which is always the case for our routes.
     #[serde(default)]
     pub weight: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Headers>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq)]

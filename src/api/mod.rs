@@ -1,12 +1,14 @@
-//! Types of the APIs the operator reads and writes: its own `CanaryRelease` and the Istio
-//! networking resources it manages.
+//! Types of the APIs the operator reads and writes: its own `CanaryRelease`, and the Istio and
+//! Gateway API networking resources it manages.
 
 pub mod canary_release;
+pub mod gateway_api;
 pub mod istio;
 
 pub use canary_release::{
     AnalysisSpec, AutoscalingSpec, BuiltinCheck, CanaryRelease, CanaryReleaseSpec,
-    CanaryReleaseStatus, CheckAction, CheckSpec, CheckStatus, ComparisonSpec, GatewaySpec,
-    PricingSpec, PrometheusSpec, RolloutStatus, SecretReference, StepSpec, StrategySpec,
-    VersionSpec, VersionStatus,
+    CanaryReleaseStatus, CheckAction, CheckSpec, CheckStatus, ComparisonSpec, CookieStickiness,
+    GatewayApiSpec, GatewaySpec, HeaderStickiness, ParentRefSpec, PricingSpec, PrometheusSpec,
+    RolloutStatus, SecretReference, StepSpec, StickinessSpec, StrategySpec, TrafficProvider,
+    TrafficSpec, VersionSpec, VersionStatus,
 };

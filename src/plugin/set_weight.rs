@@ -1,8 +1,9 @@
 //! `set-weight`: changes `spec.weight` and (by default) waits until the traffic split really
 //! carries it.
 //!
-//! "Carries it" is judged on the VirtualService itself, not on the release's status: the status
-//! is the operator's account of the split, the VirtualService is what Istio routes by.
+//! "Carries it" is judged on the route itself (the VirtualService, or the HTTPRoute with the
+//! Gateway API provider), not on the release's status: the status is the operator's account of
+//! the split, the route is what the mesh or the gateway routes by.
 
 use std::time::Duration;
 
@@ -12,8 +13,9 @@ use tokio::time::Instant;
 
 use super::Error;
 use super::cluster::Target;
-use crate::api::CanaryRelease;
+use crate::api::gateway_api::HTTPRoute;
 use crate::api::istio::VirtualService;
+use crate::api::{CanaryRelease, TrafficProvider};
 
 /// How often to look again while waiting; a weight change costs the operator one write, so it
 /// usually lands within the first few polls.
@@ -35,8 +37,10 @@ pub struct Change {
     /// The version names, stable then canary, for the message.
     pub stable: String,
     pub canary: String,
-    /// Whether the VirtualService was seen carrying the new weight.
+    /// Whether the route was seen carrying the new weight.
     pub applied: bool,
+    /// The kind of the route: VirtualService or HTTPRoute.
+    pub route: &'static str,
 }
 
 impl std::fmt::Display for Change {
@@ -54,7 +58,8 @@ impl std::fmt::Display for Change {
         if self.applied {
             write!(
                 f,
-                "; the VirtualService sends {}% to {} and {}% to {}",
+                "; the {} sends {}% to {} and {}% to {}",
+                self.route,
                 100 - self.new,
                 self.stable,
                 self.new,
@@ -86,6 +91,7 @@ pub async fn set_weight(
             .map(|c| c.name.clone())
             .unwrap_or_default(),
         applied: false,
+        route: route_kind(&after),
     };
     if let Some(timeout) = wait {
         wait_applied(target, &after, timeout).await?;
@@ -125,7 +131,42 @@ async fn patch_weight(
     }
 }
 
-/// Polls until the VirtualService of `release` routes the release's weight to its canary.
+/// The kind of object that carries `release`'s split.
+fn route_kind(release: &CanaryRelease) -> &'static str {
+    match release.spec.traffic.as_ref().map(|t| t.provider) {
+        Some(TrafficProvider::GatewayApi) => "HTTPRoute",
+        _ => "VirtualService",
+    }
+}
+
+/// The split that `release`'s route carries, read from the route of its provider (which the
+/// operator names after the release); `None` when there is no such route.
+async fn route_split(
+    target: &Target,
+    release: &CanaryRelease,
+) -> Result<Option<(Option<i32>, Option<i32>)>, Error> {
+    let name = release.name_any();
+    Ok(match route_kind(release) {
+        "HTTPRoute" => {
+            let routes: kube::Api<HTTPRoute> =
+                kube::Api::namespaced(target.client.clone(), &target.namespace);
+            routes
+                .get_opt(&name)
+                .await?
+                .map(|route| http_route_split_of(&route, release))
+        }
+        _ => {
+            let services: kube::Api<VirtualService> =
+                kube::Api::namespaced(target.client.clone(), &target.namespace);
+            services
+                .get_opt(&name)
+                .await?
+                .map(|vs| split_of(&vs, release))
+        }
+    })
+}
+
+/// Polls until the route of `release` sends the release's weight to its canary.
 async fn wait_applied(
     target: &Target,
     release: &CanaryRelease,
@@ -133,13 +174,10 @@ async fn wait_applied(
 ) -> Result<(), Error> {
     let name = release.name_any();
     let generation = release.metadata.generation;
-    let services: kube::Api<VirtualService> =
-        kube::Api::namespaced(target.client.clone(), &target.namespace);
+    let kind = route_kind(release);
     let deadline = Instant::now() + timeout;
     loop {
-        // The operator names the VirtualService after the release.
-        let service = services.get_opt(&name).await?;
-        let split = service.as_ref().map(|vs| split_of(vs, release));
+        let split = route_split(target, release).await?;
         let weight = release.spec.weight.unwrap_or_default();
         if split == Some((Some(100 - weight), Some(weight))) {
             return Ok(());
@@ -151,7 +189,7 @@ async fn wait_applied(
         if Instant::now() >= deadline {
             return Err(Error::WaitTimeout {
                 what: format!(
-                    "VirtualService {name} to send {}% to {}",
+                    "{kind} {name} to send {}% to {}",
                     weight,
                     release
                         .spec
@@ -160,7 +198,7 @@ async fn wait_applied(
                         .map_or("the canary", |c| c.name.as_str())
                 ),
                 after: timeout,
-                seen: describe(split, current.as_ref(), generation),
+                seen: describe(kind, split, current.as_ref(), generation),
             });
         }
         tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
@@ -176,6 +214,24 @@ pub fn split_of(service: &VirtualService, release: &CanaryRelease) -> (Option<i3
             .canary
             .as_ref()
             .and_then(|c| service.weight_of(&c.name)),
+    )
+}
+
+/// The weights an HTTPRoute gives the Services of the release's stable and canary versions
+/// (`<release>-<version>`).
+pub fn http_route_split_of(
+    route: &HTTPRoute,
+    release: &CanaryRelease,
+) -> (Option<i32>, Option<i32>) {
+    let name = release.name_any();
+    let service = |version: &str| format!("{name}-{version}");
+    (
+        route.weight_of(&service(&release.spec.stable.name)),
+        release
+            .spec
+            .canary
+            .as_ref()
+            .and_then(|c| route.weight_of(&service(&c.name))),
     )
 }
 
@@ -199,12 +255,13 @@ fn blocking(release: &CanaryRelease, generation: Option<i64>) -> Option<Error> {
 
 /// What was seen at the timeout, worded to point at the likely cause.
 fn describe(
+    kind: &str,
     split: Option<(Option<i32>, Option<i32>)>,
     release: Option<&CanaryRelease>,
     generation: Option<i64>,
 ) -> String {
     let routes = match split {
-        None => "there is no VirtualService with the release's name".to_owned(),
+        None => format!("there is no {kind} with the release's name"),
         Some((stable, canary)) => format!(
             "it sends {} to stable and {} to canary",
             stable.map_or("nothing".into(), |w| format!("{w}%")),
@@ -277,6 +334,29 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_split_of_an_httproute_by_service() {
+        let route: HTTPRoute = serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "chat"},
+            "spec": {"rules": [
+                {"matches": [{"headers": [{"name": "x-model", "value": "v2"}]}],
+                 "backendRefs": [{"name": "chat-v2", "port": 5000, "weight": 100}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                 "backendRefs": [
+                    {"name": "chat-v1", "port": 5000, "weight": 70},
+                    {"name": "chat-v2", "port": 5000, "weight": 30},
+                 ]},
+            ]},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            http_route_split_of(&route, &release(json!(null))),
+            (Some(70), Some(30)),
+            "the split rule, not the sticky one"
+        );
+    }
+
+    #[test]
     fn only_refusals_for_the_new_generation_stop_the_wait() {
         let r = release(degraded("OwnershipConflict", 4));
         assert!(matches!(
@@ -296,6 +376,7 @@ mod tests {
     #[test]
     fn timeout_message_points_at_the_cause() {
         let text = describe(
+            "VirtualService",
             Some((Some(75), Some(25))),
             Some(&release(json!(null))),
             Some(4),
@@ -304,10 +385,15 @@ mod tests {
             text,
             "it sends 75% to stable and 25% to canary; the operator has not processed the change; is it running?"
         );
-        let text = describe(None, Some(&release(degraded("ApplyFailed", 4))), Some(4));
+        let text = describe(
+            "HTTPRoute",
+            None,
+            Some(&release(degraded("ApplyFailed", 4))),
+            Some(4),
+        );
         assert_eq!(
             text,
-            "there is no VirtualService with the release's name; the release is Ready=False (ApplyFailed): why"
+            "there is no HTTPRoute with the release's name; the release is Ready=False (ApplyFailed): why"
         );
     }
 
@@ -320,6 +406,7 @@ mod tests {
             stable: "v1".into(),
             canary: "v2".into(),
             applied: true,
+            route: "VirtualService",
         };
         assert_eq!(
             change.to_string(),

@@ -43,7 +43,7 @@ pub fn selector_text(selector: &BTreeMap<String, String>) -> String {
 
 /// Whether a pod matches the selector of the Gateway `validated` creates.
 pub async fn observe(ctx: &Context, validated: &Validated) -> Workload {
-    let Gateway::Create { selector, .. } = &validated.gateway else {
+    let Some(Gateway::Create { selector, .. }) = validated.gateway() else {
         return Workload::NoGateway;
     };
     if !ctx.settings.check_gateway_pods || selector.is_empty() {

@@ -33,7 +33,8 @@ use kube::runtime::reflector::ObjectRef;
 use self::apply::Converged;
 use self::gateway_workload::Workload;
 use self::status::{DEGRADED, Health};
-use crate::api::CanaryRelease;
+use self::validated::Traffic;
+use crate::api::{CanaryRelease, TrafficProvider};
 use crate::context::{CACHE_LAG_LIMIT, Context};
 use crate::{Error, Result};
 
@@ -80,6 +81,35 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
             return Ok(Action::await_change());
         }
     };
+    let provider = match validated.traffic {
+        Traffic::Istio { .. } => TrafficProvider::Istio,
+        Traffic::GatewayApi(_) => TrafficProvider::GatewayApi,
+    };
+    if !ctx.settings.traffic_providers.contains(&provider) {
+        let problems = validate::Problems(vec![validate::Problem {
+            field: "spec.traffic.provider".to_owned(),
+            message: format!(
+                "{} is not among the traffic providers this operator runs with ({}): start it with --traffic-providers including {} (the chart's trafficProviders), with that provider's CRDs installed",
+                provider.as_str(),
+                ctx.settings
+                    .traffic_providers
+                    .iter()
+                    .map(|p| p.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                provider.as_str()
+            ),
+        }]);
+        status::report(
+            &ctx,
+            &release,
+            &Health::Invalid(&problems),
+            &Workload::Unknown,
+        )
+        .await?;
+        ctx.reset_backoff(&release);
+        return Ok(Action::await_change());
+    }
     let observation = observe::observe(&ctx, &release, &validated).await?;
     let decision = decide::decide(&validated.strategy, &observation);
     let children = build::build(&validated, &decision);

@@ -115,10 +115,11 @@ pub async fn report(
         .status
         .as_ref()
         .and_then(|s| find(&s.conditions, DEGRADED));
-    let now = find(&status.conditions, DEGRADED);
-    if let (Some((reason, message)), Some(now)) = (health.trouble(), now)
+    if let Some(now) = find(&status.conditions, DEGRADED)
+        && now.status == "True"
         && previous.is_none_or(|p| p.reason != now.reason || p.message != now.message)
     {
+        let (reason, message) = (now.reason.as_str(), now.message.clone());
         tracing::warn!(reason, "{message}");
         publish::<CanaryRelease>(ctx, release, EventType::Warning, reason, message, None).await;
     }
@@ -291,7 +292,23 @@ pub fn desired_status(
         status.stable_weight.unwrap_or_default(),
         status.canary_weight.unwrap_or_default(),
     );
-    status.conditions = if waiting.is_empty() {
+    let refusal = match traffic::provider(validated).acceptance(validated, applied) {
+        traffic::Acceptance::Accepted => None,
+        traffic::Acceptance::Refused { reason, message } => Some((reason, message)),
+    };
+    status.conditions = if let Some((reason, message)) = refusal {
+        // Everything is applied, and the route is not taken: traffic does not follow the split.
+        vec![
+            condition(READY, false, &reason, message.clone()),
+            condition(
+                PROGRESSING,
+                false,
+                &reason,
+                "waiting for the route to be accepted".to_owned(),
+            ),
+            condition(DEGRADED, true, &reason, message),
+        ]
+    } else if waiting.is_empty() {
         vec![
             condition(
                 READY,

@@ -50,6 +50,17 @@ pub fn built(v: &super::validated::Validated) -> super::children::Children {
     super::build::build(v, &decided(v))
 }
 
+/// `examples/gateway-api.yaml`: the lab routed by an HTTPRoute.
+pub fn gateway_api_validated() -> super::validated::Validated {
+    let mut release: CanaryRelease =
+        serde_norway::from_str(include_str!("../../examples/gateway-api.yaml"))
+            .unwrap_or_else(|e| panic!("examples/gateway-api.yaml: {e}"));
+    release.metadata.uid = Some(UID.to_owned());
+    release.metadata.generation = Some(1);
+    super::validate::validate(&release, "cluster.local")
+        .unwrap_or_else(|p| panic!("gateway-api example is invalid: {p}"))
+}
+
 pub fn lab_validated() -> super::validated::Validated {
     super::validate::validate(&lab_release(), "cluster.local")
         .unwrap_or_else(|p| panic!("lab example is invalid: {p}"))

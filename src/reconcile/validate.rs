@@ -15,10 +15,13 @@ use kube::ResourceExt;
 
 use super::credentials;
 use super::decide::{Automatic, Strategy};
-use super::validated::{Autoscaling, Claim, Gateway, Resources, Role, Validated, Version};
+use super::validated::{
+    Autoscaling, Claim, Gateway, GatewayApi, ParentRef, Resources, Role, Stickiness, Traffic,
+    Validated, Version,
+};
 use crate::api::{
     AutoscalingSpec, BuiltinCheck, CanaryRelease, CanaryReleaseSpec, CheckAction, CheckSpec,
-    VersionSpec,
+    GatewaySpec, TrafficProvider, VersionSpec,
 };
 use crate::rollout::{
     Action, Analysis, Bounds, Builtin, Check, Comparison, Plan, Price, Rule, Step, Unit, builtin,
@@ -124,33 +127,8 @@ pub fn validate_with(
             );
         }
     }
-    let gateway = &spec.gateway;
-    for (i, host) in gateway.hosts.iter().enumerate() {
-        if !is_host(host) {
-            problem(
-                &format!("spec.gateway.hosts[{i}]"),
-                format!(
-                    "{host:?} is not a host name: use a DNS name such as chat.example.com, a wildcard such as *.example.com, or *"
-                ),
-            );
-        }
-    }
-    for (i, reference) in gateway.existing.iter().flatten().enumerate() {
-        if !is_gateway_reference(reference) {
-            problem(
-                &format!("spec.gateway.existing[{i}]"),
-                format!("{reference:?} is not a gateway reference: use NAME or NAMESPACE/NAME"),
-            );
-        }
-    }
-    for (key, value) in gateway.selector.iter().flatten() {
-        if !is_label_value(value) || key.is_empty() || key.len() > 317 {
-            problem(
-                &format!("spec.gateway.selector.{key}"),
-                format!("{value:?} is not a valid label selector entry"),
-            );
-        }
-    }
+    let traffic = traffic(spec, &name, &mut problem);
+    let stickiness = stickiness(spec, &mut problem);
 
     let plan = strategy_plan(spec, min_interval, &mut problem);
 
@@ -167,16 +145,11 @@ pub fn validate_with(
         return Err(Problems(problems));
     }
 
-    let gateway = match (&gateway.selector, &gateway.existing) {
-        (_, Some(existing)) => Gateway::Existing {
-            gateways: existing.clone(),
-            hosts: gateway.hosts.clone(),
-        },
-        (selector, None) => Gateway::Create {
-            selector: selector.clone().unwrap_or_default(),
-            port: gateway.port.unwrap_or(DEFAULT_GATEWAY_PORT),
-            hosts: gateway.hosts.clone(),
-        },
+    let Some(traffic) = traffic else {
+        return Err(Problems(vec![Problem {
+            field: "spec.traffic".to_owned(),
+            message: "no route for the traffic".to_owned(),
+        }]));
     };
     let version = |role, v: &VersionSpec| Version {
         role,
@@ -218,8 +191,314 @@ pub fn validate_with(
         secret_name: spec.secret_ref.as_ref().map(|s| s.name.clone()),
         strategy,
         autoscaling: spec.autoscaling.as_ref().map(autoscaling),
-        gateway,
+        traffic,
+        stickiness,
     })
+}
+
+/// Who routes the release's traffic and from where, with every problem of `spec.gateway` and
+/// `spec.traffic` reported; `None` only when problems were.
+fn traffic(
+    spec: &CanaryReleaseSpec,
+    name: &str,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<Traffic> {
+    let settings = spec.traffic.clone().unwrap_or_default();
+    if let Some(gateway) = &spec.gateway {
+        check_gateway(gateway, settings.mesh, problem);
+    }
+    match settings.provider {
+        TrafficProvider::Istio => {
+            if settings.gateway_api.is_some() {
+                problem(
+                    "spec.traffic.gatewayAPI",
+                    "applies to provider gatewayAPI; remove it or set traffic.provider: gatewayAPI"
+                        .to_owned(),
+                );
+            }
+            if spec.gateway.is_none() && !settings.mesh {
+                problem(
+                    "spec.gateway",
+                    "set gateway (traffic enters through an Istio ingress gateway), traffic.mesh: true (calls inside the mesh only), or traffic.provider: gatewayAPI".to_owned(),
+                );
+            }
+            let gateway = spec
+                .gateway
+                .as_ref()
+                .map(|g| match (&g.selector, &g.existing) {
+                    (_, Some(existing)) => Gateway::Existing {
+                        gateways: existing.clone(),
+                        hosts: g.hosts.clone(),
+                    },
+                    (selector, None) => Gateway::Create {
+                        selector: selector.clone().unwrap_or_default(),
+                        port: g.port.unwrap_or(DEFAULT_GATEWAY_PORT),
+                        hosts: g.hosts.clone(),
+                    },
+                });
+            Some(Traffic::Istio {
+                gateway,
+                mesh: settings.mesh,
+            })
+        }
+        TrafficProvider::GatewayApi => {
+            if spec.gateway.is_some() {
+                problem(
+                    "spec.gateway",
+                    "is for the istio provider; with gatewayAPI the Gateways are traffic.gatewayAPI.parentRefs".to_owned(),
+                );
+            }
+            if settings.mesh {
+                problem(
+                    "spec.traffic.mesh",
+                    "applies to the istio provider (a Gateway API route for calls inside the mesh names a Service as its parent, which this operator does not write)".to_owned(),
+                );
+            }
+            // Each version gets a Service of its own, named like its Deployment.
+            for (field, version) in [
+                ("spec.stable", Some(&spec.stable)),
+                ("spec.canary", spec.canary.as_ref()),
+            ] {
+                if let Some(version) = version {
+                    let service = format!("{name}-{}", version.name);
+                    if !is_dns1035_label(&service) {
+                        problem(
+                            &format!("{field}.name"),
+                            format!(
+                                "the version's Service {service:?} is not a valid Service name (at most 63 characters): shorten the release's or the version's name"
+                            ),
+                        );
+                    }
+                }
+            }
+            let Some(api) = settings.gateway_api else {
+                problem(
+                    "spec.traffic.gatewayAPI",
+                    "is required with provider gatewayAPI: name the Gateway in parentRefs"
+                        .to_owned(),
+                );
+                return None;
+            };
+            if api.parent_refs.is_empty() {
+                problem(
+                    "spec.traffic.gatewayAPI.parentRefs",
+                    "name at least one Gateway".to_owned(),
+                );
+            }
+            let mut seen = Vec::new();
+            for (i, parent) in api.parent_refs.iter().enumerate() {
+                let at = format!("spec.traffic.gatewayAPI.parentRefs[{i}]");
+                if !is_subdomain(&parent.name) {
+                    problem(
+                        &format!("{at}.name"),
+                        format!("{:?} is not a Gateway name", parent.name),
+                    );
+                }
+                if let Some(ns) = &parent.namespace
+                    && !is_dns1123_label(ns)
+                {
+                    problem(
+                        &format!("{at}.namespace"),
+                        format!("{ns:?} is not a namespace name"),
+                    );
+                }
+                if let Some(section) = &parent.section_name
+                    && !is_subdomain(section)
+                {
+                    problem(
+                        &format!("{at}.sectionName"),
+                        format!("{section:?} is not a listener name"),
+                    );
+                }
+                let key = (
+                    &parent.name,
+                    &parent.namespace,
+                    &parent.section_name,
+                    parent.port,
+                );
+                if seen.contains(&key) {
+                    problem(
+                        &at,
+                        "names the same Gateway (and listener) as an earlier entry".to_owned(),
+                    );
+                }
+                seen.push(key);
+            }
+            for (i, host) in api.hostnames.iter().enumerate() {
+                if !is_route_hostname(host) {
+                    problem(
+                        &format!("spec.traffic.gatewayAPI.hostnames[{i}]"),
+                        format!(
+                            "{host:?} is not a host name: use a lowercase DNS name such as chat.example.com or a wildcard such as *.example.com (a lone * is not allowed: leave hostnames empty to serve every host of the listener)"
+                        ),
+                    );
+                }
+            }
+            Some(Traffic::GatewayApi(GatewayApi {
+                parent_refs: api
+                    .parent_refs
+                    .iter()
+                    .map(|p| ParentRef {
+                        name: p.name.clone(),
+                        namespace: p.namespace.clone(),
+                        section_name: p.section_name.clone(),
+                        port: p.port,
+                    })
+                    .collect(),
+                hostnames: api.hostnames.clone(),
+            }))
+        }
+    }
+}
+
+fn check_gateway(gateway: &GatewaySpec, mesh: bool, problem: &mut impl FnMut(&str, String)) {
+    for (i, host) in gateway.hosts.iter().enumerate() {
+        if !is_host(host) {
+            problem(
+                &format!("spec.gateway.hosts[{i}]"),
+                format!(
+                    "{host:?} is not a host name: use a DNS name such as chat.example.com, a wildcard such as *.example.com, or *"
+                ),
+            );
+        } else if mesh && host.starts_with('*') {
+            problem(
+                &format!("spec.gateway.hosts[{i}]"),
+                format!(
+                    "{host:?} with traffic.mesh: the VirtualService, bound to the mesh too, would take every call inside the mesh to a matching host; name the host the gateway serves, such as chat.example.com"
+                ),
+            );
+        }
+    }
+    for (i, reference) in gateway.existing.iter().flatten().enumerate() {
+        if !is_gateway_reference(reference) {
+            problem(
+                &format!("spec.gateway.existing[{i}]"),
+                format!("{reference:?} is not a gateway reference: use NAME or NAMESPACE/NAME"),
+            );
+        } else if reference == MESH_GATEWAY {
+            problem(
+                &format!("spec.gateway.existing[{i}]"),
+                "\"mesh\" is not a gateway: set traffic.mesh: true to split calls made inside the mesh".to_owned(),
+            );
+        }
+    }
+    for (key, value) in gateway.selector.iter().flatten() {
+        if !is_label_value(value) || key.is_empty() || key.len() > 317 {
+            problem(
+                &format!("spec.gateway.selector.{key}"),
+                format!("{value:?} is not a valid label selector entry"),
+            );
+        }
+    }
+}
+
+/// Istio's reserved gateway name for the sidecars of the mesh.
+pub const MESH_GATEWAY: &str = "mesh";
+
+/// Headers a sticky route must not be keyed on: the client or a proxy sets them for their own
+/// purpose, or the operator's routes already use them.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "connection",
+    "content-length",
+    "content-type",
+    "cookie",
+    "host",
+    "set-cookie",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "x-forwarded-for",
+    "x-request-id",
+];
+
+fn stickiness(
+    spec: &CanaryReleaseSpec,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<Stickiness> {
+    let sticky = spec.traffic.as_ref()?.stickiness.as_ref()?;
+    match (&sticky.cookie, &sticky.header) {
+        (Some(cookie), None) => {
+            let field = "spec.traffic.stickiness.cookie";
+            if !is_cookie_name(&cookie.name) {
+                problem(
+                    &format!("{field}.name"),
+                    format!(
+                        "{:?} is not a cookie name: use letters, digits, '_', '-' and '.'",
+                        cookie.name
+                    ),
+                );
+            }
+            let max_age = match &cookie.max_age {
+                Some(text) => match parse_duration(&format!("{field}.maxAge"), text, problem) {
+                    Some(d) if d.as_secs() == 0 => {
+                        problem(
+                            &format!("{field}.maxAge"),
+                            format!(
+                                "{text:?} would expire the cookie at once: use at least 1s, or leave it unset for a session cookie"
+                            ),
+                        );
+                        None
+                    }
+                    d => d.map(|d| d.as_secs()),
+                },
+                None => None,
+            };
+            Some(Stickiness::Cookie {
+                name: cookie.name.clone(),
+                max_age,
+            })
+        }
+        (None, Some(header)) => {
+            let field = "spec.traffic.stickiness.header.name";
+            let name = &header.name;
+            let valid = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !name.starts_with('-');
+            if !valid {
+                problem(
+                    field,
+                    format!(
+                        "{name:?} is not a header name: use lowercase letters, digits and '-', such as x-canary-model"
+                    ),
+                );
+            } else if RESERVED_HEADERS.contains(&name.as_str()) {
+                problem(
+                    field,
+                    format!(
+                        "{name:?} carries something else already; choose a name of your own, such as x-canary-model"
+                    ),
+                );
+            }
+            Some(Stickiness::Header { name: name.clone() })
+        }
+        _ => {
+            problem(
+                "spec.traffic.stickiness",
+                "set exactly one of cookie (browsers) or header (API clients)".to_owned(),
+            );
+            None
+        }
+    }
+}
+
+fn is_cookie_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A Gateway API hostname: a lowercase DNS name, optionally with one leading `*.` label; no IP.
+fn is_route_hostname(s: &str) -> bool {
+    let rest = s.strip_prefix("*.").unwrap_or(s);
+    !rest.is_empty()
+        && s.len() <= 253
+        && rest.split('.').all(is_dns1123_label)
+        && rest.parse::<std::net::Ipv4Addr>().is_err()
 }
 
 /// The automatic strategy's plan, or `None` in manual mode; every problem of the new fields is
@@ -738,6 +1017,43 @@ fn is_label_value(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{
+        CookieStickiness, GatewayApiSpec, HeaderStickiness, ParentRefSpec, StickinessSpec,
+        TrafficSpec,
+    };
+
+    fn gw(r: &mut CanaryRelease) -> &mut GatewaySpec {
+        r.spec.gateway.get_or_insert_with(|| GatewaySpec {
+            selector: None,
+            port: None,
+            existing: None,
+            hosts: vec!["*".into()],
+        })
+    }
+
+    fn traffic(r: &mut CanaryRelease) -> &mut TrafficSpec {
+        r.spec.traffic.get_or_insert_with(TrafficSpec::default)
+    }
+
+    fn api_spec(gateway: &str) -> GatewayApiSpec {
+        GatewayApiSpec {
+            parent_refs: vec![ParentRefSpec {
+                name: gateway.into(),
+                ..ParentRefSpec::default()
+            }],
+            hostnames: vec!["chat.example.com".into()],
+        }
+    }
+
+    /// Turns the release into a Gateway API one, and returns its settings to edit.
+    fn gateway_api(r: &mut CanaryRelease) -> &mut GatewayApiSpec {
+        r.spec.gateway = None;
+        let traffic = traffic(r);
+        traffic.provider = TrafficProvider::GatewayApi;
+        traffic
+            .gateway_api
+            .get_or_insert_with(|| api_spec("public"))
+    }
     use crate::reconcile::testing::lab_release;
     #[allow(unused_imports)]
     use crate::reconcile::testing::{canary, canary_spec};
@@ -1186,7 +1502,7 @@ mod tests {
     #[test]
     fn rejects_what_the_schema_cannot() {
         type Edit = fn(&mut CanaryRelease);
-        let cases: [(&str, Edit, &str, &str); 12] = [
+        let cases: [(&str, Edit, &str, &str); 35] = [
             (
                 "not yet stored by the API server",
                 |r| r.metadata.uid = None,
@@ -1256,15 +1572,15 @@ mod tests {
             ),
             (
                 "URL as host",
-                |r| r.spec.gateway.hosts = vec!["http://chat.example.com".into()],
+                |r| gw(r).hosts = vec!["http://chat.example.com".into()],
                 "spec.gateway.hosts[0]",
                 "not a host name",
             ),
             (
                 "bad gateway reference",
                 |r| {
-                    r.spec.gateway.selector = None;
-                    r.spec.gateway.existing = Some(vec!["a/b/c".into()]);
+                    gw(r).selector = None;
+                    gw(r).existing = Some(vec!["a/b/c".into()]);
                 },
                 "spec.gateway.existing[0]",
                 "NAMESPACE/NAME",
@@ -1272,11 +1588,214 @@ mod tests {
             (
                 "bad selector value",
                 |r| {
-                    r.spec.gateway.selector =
-                        Some([("istio".to_owned(), "not a label!".to_owned())].into());
+                    gw(r).selector = Some([("istio".to_owned(), "not a label!".to_owned())].into());
                 },
                 "spec.gateway.selector.istio",
                 "label selector",
+            ),
+            (
+                "mesh as an existing gateway",
+                |r| {
+                    gw(r).selector = None;
+                    gw(r).existing = Some(vec!["mesh".into()]);
+                },
+                "spec.gateway.existing[0]",
+                "traffic.mesh",
+            ),
+            (
+                "no gateway and no mesh",
+                |r| r.spec.gateway = None,
+                "spec.gateway",
+                "traffic.mesh: true",
+            ),
+            (
+                "mesh with a wildcard host",
+                |r| traffic(r).mesh = true,
+                "spec.gateway.hosts[0]",
+                "every call inside the mesh",
+            ),
+            (
+                "gatewayAPI settings with istio",
+                |r| traffic(r).gateway_api = Some(api_spec("public")),
+                "spec.traffic.gatewayAPI",
+                "provider gatewayAPI",
+            ),
+            (
+                "gatewayAPI without its settings",
+                |r| {
+                    r.spec.gateway = None;
+                    traffic(r).provider = TrafficProvider::GatewayApi;
+                },
+                "spec.traffic.gatewayAPI",
+                "parentRefs",
+            ),
+            (
+                "gatewayAPI with an Istio gateway",
+                |r| {
+                    traffic(r).provider = TrafficProvider::GatewayApi;
+                    traffic(r).gateway_api = Some(api_spec("public"));
+                },
+                "spec.gateway",
+                "istio provider",
+            ),
+            (
+                "gatewayAPI with mesh",
+                |r| {
+                    r.spec.gateway = None;
+                    traffic(r).provider = TrafficProvider::GatewayApi;
+                    traffic(r).gateway_api = Some(api_spec("public"));
+                    traffic(r).mesh = true;
+                },
+                "spec.traffic.mesh",
+                "istio provider",
+            ),
+            (
+                "no parentRefs",
+                |r| gateway_api(r).parent_refs.clear(),
+                "spec.traffic.gatewayAPI.parentRefs",
+                "at least one Gateway",
+            ),
+            (
+                "bad parent name",
+                |r| gateway_api(r).parent_refs[0].name = "Public_GW".into(),
+                "spec.traffic.gatewayAPI.parentRefs[0].name",
+                "not a Gateway name",
+            ),
+            (
+                "bad parent namespace",
+                |r| gateway_api(r).parent_refs[0].namespace = Some("a/b".into()),
+                "spec.traffic.gatewayAPI.parentRefs[0].namespace",
+                "not a namespace",
+            ),
+            (
+                "bad listener name",
+                |r| gateway_api(r).parent_refs[0].section_name = Some("HTTP 80".into()),
+                "spec.traffic.gatewayAPI.parentRefs[0].sectionName",
+                "not a listener name",
+            ),
+            (
+                "the same parent twice",
+                |r| {
+                    let first = gateway_api(r).parent_refs[0].clone();
+                    gateway_api(r).parent_refs.push(first);
+                },
+                "spec.traffic.gatewayAPI.parentRefs[1]",
+                "same Gateway",
+            ),
+            (
+                "a lone * hostname",
+                |r| gateway_api(r).hostnames = vec!["*".into()],
+                "spec.traffic.gatewayAPI.hostnames[0]",
+                "leave hostnames empty",
+            ),
+            (
+                "an IP as hostname",
+                |r| gateway_api(r).hostnames = vec!["10.0.0.1".into()],
+                "spec.traffic.gatewayAPI.hostnames[0]",
+                "not a host name",
+            ),
+            (
+                "an uppercase hostname",
+                |r| gateway_api(r).hostnames = vec!["Chat.example.com".into()],
+                "spec.traffic.gatewayAPI.hostnames[0]",
+                "lowercase",
+            ),
+            (
+                "a version's Service name too long",
+                |r| {
+                    gateway_api(r);
+                    r.spec.stable.name = format!("v{}", "1".repeat(60));
+                },
+                "spec.stable.name",
+                "at most 63 characters",
+            ),
+            (
+                "both cookie and header",
+                |r| {
+                    traffic(r).stickiness = Some(StickinessSpec {
+                        cookie: Some(CookieStickiness {
+                            name: "c".into(),
+                            max_age: None,
+                        }),
+                        header: Some(HeaderStickiness { name: "x-c".into() }),
+                    })
+                },
+                "spec.traffic.stickiness",
+                "exactly one",
+            ),
+            (
+                "neither cookie nor header",
+                |r| traffic(r).stickiness = Some(StickinessSpec::default()),
+                "spec.traffic.stickiness",
+                "exactly one",
+            ),
+            (
+                "bad cookie name",
+                |r| {
+                    traffic(r).stickiness = Some(StickinessSpec {
+                        cookie: Some(CookieStickiness {
+                            name: "my cookie;".into(),
+                            max_age: None,
+                        }),
+                        header: None,
+                    })
+                },
+                "spec.traffic.stickiness.cookie.name",
+                "not a cookie name",
+            ),
+            (
+                "bad cookie max age",
+                |r| {
+                    traffic(r).stickiness = Some(StickinessSpec {
+                        cookie: Some(CookieStickiness {
+                            name: "c".into(),
+                            max_age: Some("a day".into()),
+                        }),
+                        header: None,
+                    })
+                },
+                "spec.traffic.stickiness.cookie.maxAge",
+                "not a duration",
+            ),
+            (
+                "zero cookie max age",
+                |r| {
+                    traffic(r).stickiness = Some(StickinessSpec {
+                        cookie: Some(CookieStickiness {
+                            name: "c".into(),
+                            max_age: Some("0s".into()),
+                        }),
+                        header: None,
+                    })
+                },
+                "spec.traffic.stickiness.cookie.maxAge",
+                "expire the cookie at once",
+            ),
+            (
+                "bad header name",
+                |r| {
+                    traffic(r).stickiness = Some(StickinessSpec {
+                        cookie: None,
+                        header: Some(HeaderStickiness {
+                            name: "X-Canary Model".into(),
+                        }),
+                    })
+                },
+                "spec.traffic.stickiness.header.name",
+                "lowercase",
+            ),
+            (
+                "a header that carries something else",
+                |r| {
+                    traffic(r).stickiness = Some(StickinessSpec {
+                        cookie: None,
+                        header: Some(HeaderStickiness {
+                            name: "cookie".into(),
+                        }),
+                    })
+                },
+                "spec.traffic.stickiness.header.name",
+                "carries something else",
             ),
         ];
         for (what, edit, field, fragment) in cases {

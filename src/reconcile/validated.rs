@@ -40,7 +40,10 @@ pub struct Validated {
     /// How the split is steered; the decide step turns it into the weights applied.
     pub strategy: Strategy,
     pub autoscaling: Option<Autoscaling>,
-    pub gateway: Gateway,
+    /// Who routes the traffic, and from where.
+    pub traffic: Traffic,
+    /// How a conversation stays on one version; `None`: every request is split anew.
+    pub stickiness: Option<Stickiness>,
     /// Fully qualified name of the Service, used as the Istio host everywhere so that the
     /// DestinationRule and the VirtualService always name the same host.
     pub host: String,
@@ -54,6 +57,19 @@ impl Validated {
             Some(c) => format!("{stable}, {canary}% to {} ({})", c.name, c.model),
             None => format!("{stable}; no canary"),
         }
+    }
+
+    /// The Istio ingress Gateway traffic enters through, if any.
+    pub fn gateway(&self) -> Option<&Gateway> {
+        match &self.traffic {
+            Traffic::Istio { gateway, .. } => gateway.as_ref(),
+            Traffic::GatewayApi(_) => None,
+        }
+    }
+
+    /// Name of a version's own Service (the Gateway API provider splits between Services).
+    pub fn version_service(&self, version: &Version) -> String {
+        version.object_name.clone()
     }
 
     /// Stable first: the order in which versions' children are built, applied and reported.
@@ -122,6 +138,44 @@ pub struct Autoscaling {
     pub target_cpu_utilization_percentage: i32,
 }
 
+/// Who routes the release's traffic.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Traffic {
+    /// A DestinationRule names each version as a subset, a VirtualService splits between them:
+    /// for requests through `gateway` when there is one, and for calls inside the mesh when `mesh`.
+    Istio {
+        gateway: Option<Gateway>,
+        mesh: bool,
+    },
+    /// A Service per version, and an HTTPRoute splitting between them.
+    GatewayApi(GatewayApi),
+}
+
+/// The Gateway API's side of a release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GatewayApi {
+    pub parent_refs: Vec<ParentRef>,
+    pub hostnames: Vec<String>,
+}
+
+/// A Gateway, or one listener of it, by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentRef {
+    pub name: String,
+    pub namespace: Option<String>,
+    pub section_name: Option<String>,
+    pub port: Option<i32>,
+}
+
+/// What carries a conversation's version between requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stickiness {
+    /// A cookie the split's answers set, kept `max_age` seconds (a session cookie when `None`).
+    Cookie { name: String, max_age: Option<u64> },
+    /// A response header the split's answers carry, which the client sends back.
+    Header { name: String },
+}
+
 /// How traffic reaches the VirtualService.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Gateway {
@@ -182,7 +236,11 @@ mod tests {
             canary: Some(version(Role::Canary, "v2")),
             strategy: Strategy::Manual { canary_weight: 10 },
             autoscaling: None,
-            gateway,
+            traffic: Traffic::Istio {
+                gateway: Some(gateway),
+                mesh: false,
+            },
+            stickiness: None,
             host: "chat.lab.svc.cluster.local".to_owned(),
         }
     }

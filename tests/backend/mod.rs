@@ -352,13 +352,16 @@ pub struct IngressStandin {
 
 impl IngressStandin {
     /// Starts the stand-in for the requests to `host` that istiod (at `xds`) routes to the subsets
-    /// of Service `namespace/name`, with `upstreams` (subset, address), and waits until nginx
-    /// serves (answering 503 until istiod's first route is read).
+    /// of Service `namespace/name` (or to its versions' Services `name-KEY`), with `upstreams`
+    /// (subset or key, address), and waits until nginx serves (answering 503 until istiod's first
+    /// route is read). `proxy` are the stand-in's flags that say which gateway proxy it is
+    /// (`--proxy-namespace`, `--proxy-label`); none: the external Istio ingress gateway.
     pub fn start(
         nginx: &Path,
         xds: &str,
         (namespace, name, host): (&str, &str, &str),
         upstreams: &[(&str, SocketAddr)],
+        proxy: &[&str],
     ) -> IngressStandin {
         static SEQUENCE: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -380,7 +383,8 @@ impl IngressStandin {
                 .arg("--dir")
                 .arg(&dir)
                 .arg("--nginx")
-                .arg(nginx);
+                .arg(nginx)
+                .args(proxy);
             for (subset, addr) in upstreams {
                 command.arg("--upstream").arg(format!("{subset}={addr}"));
             }

@@ -152,6 +152,22 @@ pub struct Route {
     pub name: String,
     pub clusters: Vec<Cluster>,
     pub direct_response: u32,
+    #[serde(default, rename = "match")]
+    pub match_: RouteMatch,
+}
+
+impl Route {
+    /// Whether the route takes requests by their headers (a sticky release's match routes).
+    pub fn by_headers(&self) -> bool {
+        !self.match_.headers.is_empty()
+    }
+}
+
+/// What a route's requests must be, as `xdsroutes` prints it; only the headers are read here.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct RouteMatch {
+    #[serde(default)]
+    pub headers: Vec<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -173,9 +189,10 @@ pub struct Push {
 }
 
 impl Push {
-    /// What the gateway does with a request for `host`: the first route of the virtual host
-    /// serving that domain (the operator's routes match everything, so the first takes all),
-    /// as subset → weight, for the clusters of service `fqdn`. Clusters of any other service
+    /// What the gateway does with a new request for `host`: the first route of the virtual host
+    /// serving that domain that does not match on headers (the operator's split route matches
+    /// every request; a sticky release's match routes before it take only those that carry a
+    /// version), as subset → weight, for the clusters of service `fqdn`. Clusters of any other service
     /// are returned under their full name, so a test sees them rather than miss them. `None`:
     /// no virtual host serves `host`.
     pub fn split(&self, host: &str, fqdn: &str) -> Option<BTreeMap<String, u32>> {
@@ -194,7 +211,7 @@ impl Push {
         let vhost = (self.virtual_hosts.iter().find(serves(true)))
             .or_else(|| self.virtual_hosts.iter().find(serves(false)))?;
         let mut split = BTreeMap::new();
-        if let Some(route) = vhost.routes.first() {
+        if let Some(route) = vhost.routes.iter().find(|r| !r.by_headers()) {
             for cluster in &route.clusters {
                 let key = match cluster.subset_of() {
                     Some((subset, of)) if of == fqdn => subset.to_owned(),

@@ -44,7 +44,8 @@ pub async fn create_secret(ns: &TestNs) {
 }
 
 /// `release` with its own host ([`TestNs::host`]) where its Gateway would claim `*` (as written,
-/// or by default): tests share one ingress gateway workload, as tenants of a cluster do.
+/// or by default), and as its HTTPRoute's only host name: tests share one ingress gateway
+/// workload and one Gateway API Gateway, as tenants of a cluster do.
 pub fn own_host(ns: &TestNs, mut release: Value) -> Value {
     let name = release["metadata"]["name"]
         .as_str()
@@ -55,6 +56,9 @@ pub fn own_host(ns: &TestNs, mut release: Value) -> Value {
         && gateway.get("hosts").is_none_or(|h| *h == json!(["*"]))
     {
         gateway.insert("hosts".to_owned(), json!([ns.host(&name)]));
+    }
+    if let Some(api) = release["spec"]["traffic"]["gatewayAPI"].as_object_mut() {
+        api.insert("hostnames".to_owned(), json!([ns.host(&name)]));
     }
     release
 }

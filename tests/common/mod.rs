@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod examples;
+pub mod gateway_api;
 pub mod host;
 pub mod istio;
 pub mod lab;

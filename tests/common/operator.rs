@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canary_operator::api::CanaryRelease;
+use canary_operator::api::TrafficProvider;
 use canary_operator::context::{Context, Settings};
 use canary_operator::controller;
 use canary_operator::metrics::Metrics;
@@ -85,13 +86,15 @@ pub async fn start_operator(ns: &TestNs) -> Operator {
         .unwrap_or_else(|e| panic!("kube config: {e}"));
     let counts = Arc::new(RequestCounts::default());
     let client = counting_client(config, counts.clone()).unwrap_or_else(|e| panic!("client: {e}"));
-    if let Err(e) = controller::check_apis(&client, Some(&ns.name)).await {
+    let providers = TrafficProvider::ALL.to_vec();
+    if let Err(e) = controller::check_apis(&client, Some(&ns.name), &providers).await {
         panic!("CRDs installed: {e}");
     }
     let settings = Settings {
         namespace: Some(ns.name.clone()),
         // Rollout tests measure every second or two, against a Prometheus scraping every second.
         min_analysis_interval: Duration::from_secs(1),
+        traffic_providers: providers,
         ..Settings::default()
     };
     let metrics = Arc::new(Metrics::default());

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 
+use canary_operator::api::TrafficProvider;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
@@ -82,8 +83,8 @@ pub fn grants(rules: &Value) -> BTreeSet<Grant> {
 /// What the chart must grant the operator in the watched namespaces (or cluster-wide): the
 /// rules the operator derives from its one list of child kinds (`canary_operator::kinds`). The
 /// tests below check that the chart renders exactly these and that the operator uses every one.
-pub fn expected_operator_grants() -> BTreeSet<Grant> {
-    canary_operator::kinds::rbac_rules()
+pub fn expected_operator_grants(providers: &[TrafficProvider]) -> BTreeSet<Grant> {
+    canary_operator::kinds::rbac_rules(providers)
         .into_iter()
         .flat_map(|rule| {
             rule.verbs.into_iter().map(move |verb| Grant {
@@ -98,8 +99,8 @@ pub fn expected_operator_grants() -> BTreeSet<Grant> {
 
 /// What the chart grants an operator watching every namespace: [`expected_operator_grants`] and
 /// the rules only it needs (`canary_operator::kinds::cluster_wide_rbac_rules()`).
-pub fn expected_cluster_grants() -> BTreeSet<Grant> {
-    let mut grants = expected_operator_grants();
+pub fn expected_cluster_grants(providers: &[TrafficProvider]) -> BTreeSet<Grant> {
+    let mut grants = expected_operator_grants(providers);
     for rule in canary_operator::kinds::cluster_wide_rbac_rules() {
         for verb in rule.verbs {
             grants.insert(Grant {
@@ -308,7 +309,10 @@ async fn chart_installs_cluster_wide_with_a_cluster_role() {
         .await
         .expect("the chart's ClusterRole");
     let rules = serde_json::to_value(role.rules.unwrap_or_default()).expect("rules");
-    assert_eq!(grants(&rules), expected_cluster_grants());
+    assert_eq!(
+        grants(&rules),
+        expected_cluster_grants(&[TrafficProvider::Istio])
+    );
     let binding = Api::<ClusterRoleBinding>::all(ns.client.clone())
         .get(&fullname)
         .await

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use canary_operator::api::TrafficProvider;
 use serde_json::{Value, json};
 
 use crate::helm::{helm_or_skip, name_of, of_kind, one, render, run_helm, set_args, text};
@@ -26,6 +27,7 @@ fn chart_lints_clean_with_default_and_other_values() {
             "replicas=2",
             "metrics.service.enabled=false",
             "logFormat=json",
+            "trafficProviders={istio,gatewayAPI}",
         ],
     ];
     for values in variants {
@@ -98,7 +100,11 @@ fn default_values_render_a_cluster_role_and_a_locked_down_deployment() {
     // Cluster-wide: the operator's rules, bound to its ServiceAccount.
     let cluster_role = one(&objects, "ClusterRole");
     assert_eq!(name_of(cluster_role), fullname);
-    assert_eq!(grants(&cluster_role["rules"]), expected_cluster_grants());
+    assert_eq!(
+        grants(&cluster_role["rules"]),
+        expected_cluster_grants(&[TrafficProvider::Istio]),
+        "Istio alone by default"
+    );
     let binding = one(&objects, "ClusterRoleBinding");
     assert_eq!(binding["roleRef"]["kind"], "ClusterRole");
     assert_eq!(binding["roleRef"]["name"], fullname);
@@ -206,6 +212,7 @@ fn listed_namespaces_render_roles_there_and_nothing_cluster_wide() {
             "logFormat=json",
             "logLevel=debug",
             "fullnameOverride=canary",
+            "trafficProviders={istio,gatewayAPI}",
         ],
     )
     .expect("helm template with listed namespaces");
@@ -230,7 +237,10 @@ fn listed_namespaces_render_roles_there_and_nothing_cluster_wide() {
     for role in &roles {
         // The rules of the ClusterRole of the default install, CanaryReleases included, but
         // listing pods (cluster-wide only: this install does not check gateway pods).
-        assert_eq!(grants(&role["rules"]), expected_operator_grants());
+        assert_eq!(
+            grants(&role["rules"]),
+            expected_operator_grants(&TrafficProvider::ALL)
+        );
         assert_eq!(name_of(role), "canary");
     }
     let bindings = of_kind(&objects, "RoleBinding");
@@ -251,6 +261,39 @@ fn listed_namespaces_render_roles_there_and_nothing_cluster_wide() {
     assert_eq!(env.value("LEASE_NAME"), None);
     assert_eq!(env.value("LOG_FORMAT"), Some("json"));
     assert_eq!(env.value("RUST_LOG"), Some("debug"));
+    assert_eq!(env.value("TRAFFIC_PROVIDERS"), Some("istio,gatewayAPI"));
+}
+
+/// The Gateway API alone: HTTPRoutes granted, nothing of Istio's; and a provider the operator
+/// does not know is refused at install.
+#[test]
+fn the_gateway_api_alone_is_granted_its_routes_and_nothing_of_istio() {
+    let Some(helm) = helm_or_skip("the_gateway_api_alone") else {
+        return;
+    };
+    let objects = render(&helm, &["trafficProviders={gatewayAPI}"])
+        .expect("helm template with the Gateway API alone");
+    assert_no_broad_rules(&objects);
+    let cluster_role = one(&objects, "ClusterRole");
+    let granted = grants(&cluster_role["rules"]);
+    assert_eq!(
+        granted,
+        expected_cluster_grants(&[TrafficProvider::GatewayApi])
+    );
+    assert!(
+        granted.iter().all(|g| g.group != "networking.istio.io"),
+        "{granted:?}"
+    );
+    let deployment = one(&objects, "Deployment");
+    let env = env_of(&deployment["spec"]["template"]["spec"]["containers"][0]);
+    assert_eq!(env.value("TRAFFIC_PROVIDERS"), Some("gatewayAPI"));
+
+    let refused =
+        render(&helm, &["trafficProviders={istio,linkerd}"]).expect_err("unknown provider");
+    assert!(
+        refused.contains("\"linkerd\" is not a traffic provider"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -5,16 +5,19 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use canary_operator::api::istio::{DestinationRule, Gateway};
+use canary_operator::api::TrafficProvider;
+use canary_operator::api::gateway_api::HTTPRoute;
+use canary_operator::api::istio::{DestinationRule, Gateway, VirtualService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
+use crate::common::gateway_api;
 use crate::common::lab::{self, api};
 use crate::common::operator::install_crd;
 use crate::common::process::{Process, Spawn, binary, clock_ticks};
@@ -151,6 +154,48 @@ async fn run_scenario(apps: &TestNs, operator: &mut Process, instance: &str) {
     .await;
     lab::wait_gone::<Gateway>(apps, name).await;
     lab::wait_ready_of(apps, operator, name).await;
+
+    // Moved to the Gateway API: the Istio routing objects go once the HTTPRoute is in place.
+    gateway_api::gateway(apps, &apps.name, "public", "Same").await;
+    lab::patch_release(
+        apps,
+        name,
+        json!({"spec": {"gateway": null, "traffic": {"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "public"}]}}}}),
+    )
+    .await;
+    gateway_api::wait_route_weights(
+        apps,
+        name,
+        &[("azureopenaichat-v1", 50), ("azureopenaichat-v3", 50)],
+    )
+    .await;
+    lab::wait_gone::<VirtualService>(apps, name).await;
+    lab::wait_gone::<DestinationRule>(apps, name).await;
+    lab::wait_ready_of(apps, operator, name).await;
+
+    // A renamed version under the Gateway API: its Service goes.
+    lab::patch_release(apps, name, json!({"spec": {"canary": {"name": "v4"}}})).await;
+    gateway_api::wait_route_weights(
+        apps,
+        name,
+        &[("azureopenaichat-v1", 50), ("azureopenaichat-v4", 50)],
+    )
+    .await;
+    lab::wait_gone::<Service>(apps, "azureopenaichat-v3").await;
+    lab::wait_ready_of(apps, operator, name).await;
+
+    // Back to Istio: the HTTPRoute and the versions' Services go.
+    lab::patch_release(
+        apps,
+        name,
+        json!({"spec": {"traffic": null, "gateway": {"existing": [format!("{}/shared", apps.name)], "hosts": [apps.host(name)]}}}),
+    )
+    .await;
+    lab::wait_weights(apps, name, &[("v1", 50), ("v4", 50)]).await;
+    lab::wait_gone::<HTTPRoute>(apps, name).await;
+    lab::wait_gone::<Service>(apps, "azureopenaichat-v1").await;
+    lab::wait_gone::<Service>(apps, "azureopenaichat-v4").await;
+    lab::wait_ready_of(apps, operator, name).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,7 +243,12 @@ async fn the_charts_service_account_runs_the_scenario_and_uses_every_grant() {
     };
     install_crd(&apps).await;
     let watch = format!("watchNamespaces={{{}}}", apps.name);
-    let release = HelmRelease::install(&helm, &ops, &[&watch]);
+    // Both traffic providers, so that a release can move between them: the widest grants.
+    let release = HelmRelease::install(
+        &helm,
+        &ops,
+        &[&watch, "trafficProviders={istio,gatewayAPI}"],
+    );
     let fullname = release.fullname.clone();
 
     // The permissions as installed: the operator's Role in the watched namespace, the Lease's in
@@ -227,7 +277,10 @@ async fn the_charts_service_account_runs_the_scenario_and_uses_every_grant() {
                 .map(|g| (ops.name.clone(), g)),
         )
         .collect();
-    assert_eq!(role_grants(&operator_role), expected_operator_grants());
+    assert_eq!(
+        role_grants(&operator_role),
+        expected_operator_grants(&TrafficProvider::ALL)
+    );
     assert_eq!(role_grants(&lease_role), lease_grants(&fullname));
 
     let pod = wait_pod_running(&ops, &release).await;

@@ -1,5 +1,7 @@
-//! Every release under examples/ applies, becomes ready, and is clean for `istioctl analyze`.
+//! Every release under examples/ applies, becomes ready, and is clean for `istioctl analyze`, as
+//! written and routed by the other traffic provider.
 
+use canary_operator::api::gateway_api::HTTPRoute;
 use canary_operator::api::istio::{Gateway, VirtualService};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -8,6 +10,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::common::examples::example;
+use crate::common::gateway_api;
 use crate::common::istio::assert_analyze_clean;
 use crate::common::lab::{api, apply_release, create_secret, wait_ready};
 use crate::common::operator::start_operator;
@@ -28,6 +31,7 @@ async fn every_example_applies_and_becomes_ready() {
         "no-autoscaling.yaml",
         "image-override.yaml",
         "chat-backend.yaml",
+        "sticky-mesh.yaml",
     ] {
         let release = example(file);
         names.push(
@@ -81,6 +85,107 @@ async fn every_example_applies_and_becomes_ready() {
     );
 }
 
+/// The examples that become Ready without a rollout's metrics, each routed by the provider its
+/// file does not use: the Istio ones by an HTTPRoute on the platform's Gateway API Gateway (which
+/// istiod accepts), the Gateway API one by Istio.
+#[tokio::test]
+async fn every_example_becomes_ready_routed_by_the_other_provider() {
+    let Some(ns) = setup("examples-other-provider").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    create_secret(&ns).await;
+    gateway_api::platform_gateway(&ns).await;
+    let mut names = Vec::new();
+    for file in [
+        "lab.yaml",
+        "existing-gateway.yaml",
+        "no-autoscaling.yaml",
+        "image-override.yaml",
+        "chat-backend.yaml",
+        "sticky-mesh.yaml",
+    ] {
+        let release = gateway_api::routed_by_gateway_api(&ns, example(file), gateway_api::PLATFORM);
+        names.push(
+            release["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_owned(),
+        );
+        apply_release(&ns, release)
+            .await
+            .unwrap_or_else(|e| panic!("{file} routed by the Gateway API: {e}"));
+    }
+    for name in &names {
+        wait_ready(&ns, name).await;
+        let route = api::<HTTPRoute>(&ns)
+            .get(name)
+            .await
+            .expect("the HTTPRoute");
+        assert!(
+            gateway_api::parent_conditions(&route)
+                .iter()
+                .any(|(_, t, status, _)| t == "Accepted" && status == "True"),
+            "{name}: {:?}",
+            route.status
+        );
+        assert!(
+            api::<VirtualService>(&ns)
+                .get_opt(name)
+                .await
+                .expect("get")
+                .is_none()
+        );
+    }
+    let sticky = api::<HTTPRoute>(&ns)
+        .get("chat-sticky")
+        .await
+        .expect("route");
+    let rules: Vec<Option<String>> = sticky.spec.rules.iter().map(|r| r.name.clone()).collect();
+    assert_eq!(
+        rules,
+        [
+            Some("sticky-v2".into()),
+            Some("sticky-v1".into()),
+            Some("canary-split".into())
+        ],
+        "the sticky example keeps its stickiness"
+    );
+
+    // The Gateway API example, as written and routed by Istio, each in a namespace of its own
+    // (it is named like the lab's release).
+    for istio in [false, true] {
+        let Some(alone) = setup(&format!("example gateway-api.yaml istio={istio}")).await else {
+            return;
+        };
+        let _operator = start_operator(&alone).await;
+        create_secret(&alone).await;
+        let mut release = example("gateway-api.yaml");
+        if istio {
+            release = gateway_api::routed_by_istio(&alone, release);
+        }
+        apply_release(&alone, release)
+            .await
+            .expect("gateway-api.yaml");
+        wait_ready(&alone, "azureopenaichat").await;
+        let (route, service) = (
+            api::<HTTPRoute>(&alone)
+                .get_opt("azureopenaichat")
+                .await
+                .expect("get"),
+            api::<VirtualService>(&alone)
+                .get_opt("azureopenaichat")
+                .await
+                .expect("get"),
+        );
+        assert_eq!(
+            (route.is_some(), service.is_some()),
+            (!istio, istio),
+            "istio={istio}"
+        );
+    }
+}
+
 /// The Gateway `istio-ingress/public` that existing-gateway.yaml binds to, as a platform team
 /// would run it (for chat.example.com on the external ingress gateway). Without it Istio has no
 /// gateway to bind the route to (istioctl analyze: referenced gateway not found). Applied, not
@@ -113,17 +218,27 @@ async fn platform_gateway(ns: &crate::common::TestNs) {
         .expect("Gateway istio-ingress/public");
 }
 
-/// The automatic rollouts' examples, each alone (both are named like the lab's release): their
-/// Istio objects as the operator writes them at the start of a rollout, judged by istioctl analyze.
+/// The automatic rollouts' examples, each alone (both are named like the lab's release), as
+/// written and routed by the Gateway API: their routing objects as the operator writes them at the
+/// start of a rollout, judged by istioctl analyze (Istio's) and accepted by istiod (the HTTPRoute).
 #[tokio::test]
 async fn the_rollout_examples_are_clean_for_istioctl_analyze() {
-    for file in ["progressive.yaml", "llm-rollout.yaml"] {
-        let Some(ns) = setup(&format!("example {file}")).await else {
+    for (file, by_gateway_api) in [
+        ("progressive.yaml", false),
+        ("llm-rollout.yaml", false),
+        ("progressive.yaml", true),
+        ("llm-rollout.yaml", true),
+    ] {
+        let Some(ns) = setup(&format!("example {file} gatewayAPI={by_gateway_api}")).await else {
             return;
         };
         let _operator = start_operator(&ns).await;
         create_secret(&ns).await;
-        let release = example(file);
+        let mut release = example(file);
+        if by_gateway_api {
+            gateway_api::platform_gateway(&ns).await;
+            release = gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM);
+        }
         let name = release["metadata"]["name"]
             .as_str()
             .expect("name")
@@ -131,13 +246,29 @@ async fn the_rollout_examples_are_clean_for_istioctl_analyze() {
         apply_release(&ns, release)
             .await
             .unwrap_or_else(|e| panic!("{file}: {e}"));
-        // The route is applied after the objects it names (Service, DestinationRule, Gateway);
+        // The route is applied after the objects it names (Services, DestinationRule, Gateway);
         // its weights are the rollout's business, not analyze's.
-        let routes = api::<VirtualService>(&ns);
-        wait_for(&format!("{file}: the VirtualService"), WAIT, async || {
-            routes.get_opt(&name).await.ok().flatten()
-        })
-        .await;
+        if by_gateway_api {
+            let routes = api::<HTTPRoute>(&ns);
+            wait_for(
+                &format!("{file}: the HTTPRoute, accepted"),
+                WAIT,
+                async || {
+                    let route = routes.get_opt(&name).await.ok().flatten()?;
+                    gateway_api::parent_conditions(&route)
+                        .iter()
+                        .any(|(_, t, status, _)| t == "Accepted" && status == "True")
+                        .then_some(())
+                },
+            )
+            .await;
+        } else {
+            let routes = api::<VirtualService>(&ns);
+            wait_for(&format!("{file}: the VirtualService"), WAIT, async || {
+                routes.get_opt(&name).await.ok().flatten()
+            })
+            .await;
+        }
         assert_analyze_clean(&ns.name);
     }
 }

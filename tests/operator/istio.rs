@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use canary_operator::api::istio::VirtualService;
+use canary_operator::api::istio::{Gateway, VirtualService};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
@@ -177,4 +177,108 @@ async fn a_gateway_selector_that_matches_no_pod_is_reported() {
         message.contains("aks-istio-ingress/"),
         "names the pod: {message}"
     );
+}
+
+/// `traffic.mesh`: the VirtualService is bound to the mesh's sidecars as well, for the Service's
+/// own host; without a gateway, to the mesh alone, and the Gateway the release had goes.
+#[tokio::test]
+async fn mesh_traffic_is_routed_with_or_without_a_gateway() {
+    let Some(ns) = setup("mesh routing").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    create_secret(&ns).await;
+    let name = "azureopenaichat";
+    let mut release = crate::common::lab::release(&ns, name);
+    release["spec"]["traffic"] = json!({"mesh": true});
+    // A mesh-bound VirtualService must not claim `*`: its own host, as a release would name it.
+    release["spec"]["gateway"]["hosts"] = json!([ns.host(name)]);
+    apply_release(&ns, release).await.expect("apply");
+    wait_ready(&ns, name).await;
+    let services = api::<VirtualService>(&ns);
+    let vs = services.get(name).await.expect("VirtualService");
+    assert_eq!(vs.spec.gateways, [name, "mesh"]);
+    assert_eq!(vs.spec.hosts, [ns.host(name), ns.fqdn(name)]);
+    assert_eq!(vs.weights(), [("v1".to_owned(), 75), ("v2".to_owned(), 25)]);
+
+    // Mesh only: no gateway at all.
+    let mesh_only = json!({"spec": {"gateway": null}});
+    patch_release(&ns, name, mesh_only).await;
+    crate::common::lab::wait_gone::<Gateway>(&ns, name).await;
+    let ready = wait_ready(&ns, name).await;
+    let vs = services.get(name).await.expect("VirtualService");
+    assert_eq!(vs.spec.gateways, ["mesh"]);
+    assert_eq!(vs.spec.hosts, [ns.fqdn(name)]);
+    assert!(
+        condition(&ready, "IngressGateway").is_none(),
+        "no gateway, no gateway condition: {:?}",
+        ready.status
+    );
+}
+
+/// `traffic.stickiness`: a match route per version with a share of the traffic sends its
+/// conversations back to it, and the split's answers carry the version; istiod turns each into a
+/// route of the gateway's. A version at 0 % loses its match route.
+#[tokio::test]
+async fn a_sticky_release_routes_conversations_back_to_their_version() {
+    let Some(ns) = setup("sticky routing").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    create_secret(&ns).await;
+    let name = "azureopenaichat";
+    let mut release = crate::common::lab::release(&ns, name);
+    release["spec"]["traffic"] =
+        json!({"stickiness": {"cookie": {"name": "canary-model", "maxAge": "1h"}}});
+    apply_release(&ns, release).await.expect("apply");
+    wait_ready(&ns, name).await;
+    let services = api::<VirtualService>(&ns);
+    let routes = |vs: &VirtualService| -> Vec<String> {
+        vs.spec.http.iter().filter_map(|r| r.name.clone()).collect()
+    };
+    let vs = services.get(name).await.expect("VirtualService");
+    assert_eq!(routes(&vs), ["sticky-v2", "sticky-v1", "canary-split"]);
+    let cookie = vs.spec.http[0].match_[0]
+        .headers
+        .get("cookie")
+        .and_then(|m| m.regex.clone());
+    assert_eq!(cookie.as_deref(), Some(r"^(.*;\s*)?canary-model=v2(;.*)?$"));
+    let added = |i: usize| {
+        vs.spec.http[2].route[i]
+            .headers
+            .as_ref()
+            .and_then(|h| h.response.as_ref())
+            .and_then(|r| r.add.get("set-cookie").cloned())
+    };
+    assert_eq!(
+        added(0).as_deref(),
+        Some("canary-model=v1; Path=/; Max-Age=3600")
+    );
+    assert_eq!(
+        added(1).as_deref(),
+        Some("canary-model=v2; Path=/; Max-Age=3600")
+    );
+
+    // Rolled back to 0 %: the canary's conversations fall through to the split, to the stable.
+    set_weight(&ns, name, 0).await.expect("weight 0");
+    crate::common::wait_for(
+        "the canary's match route gone",
+        crate::common::WAIT,
+        async || {
+            let vs = services.get(name).await.ok()?;
+            (routes(&vs) == ["sticky-v1", "canary-split"]).then_some(())
+        },
+    )
+    .await;
+    // Fully shifted: the stable's go to the canary.
+    set_weight(&ns, name, 100).await.expect("weight 100");
+    crate::common::wait_for(
+        "the stable's match route gone",
+        crate::common::WAIT,
+        async || {
+            let vs = services.get(name).await.ok()?;
+            (routes(&vs) == ["sticky-v2", "canary-split"]).then_some(())
+        },
+    )
+    .await;
 }

@@ -8,6 +8,7 @@ mod children;
 mod common;
 mod drift;
 mod examples;
+mod gateway_api;
 mod istio;
 mod selection;
 mod validation;

@@ -127,6 +127,100 @@ async fn invalid_specs_are_rejected_at_admission() {
             |r| r["spec"]["wieght"] = json!(30),
             "wieght",
         ),
+        (
+            "unknown traffic provider",
+            |r| r["spec"]["traffic"] = json!({"provider": "linkerd"}),
+            "spec.traffic.provider",
+        ),
+        (
+            "no gateway and no mesh",
+            |r| {
+                r["spec"].as_object_mut().expect("spec").remove("gateway");
+            },
+            "traffic.mesh: true (calls inside the mesh only)",
+        ),
+        (
+            "gatewayAPI without its settings",
+            |r| {
+                r["spec"].as_object_mut().expect("spec").remove("gateway");
+                r["spec"]["traffic"] = json!({"provider": "gatewayAPI"});
+            },
+            "traffic.gatewayAPI is set with provider gatewayAPI, and only then",
+        ),
+        (
+            "gatewayAPI settings with istio",
+            |r| r["spec"]["traffic"] = json!({"gatewayAPI": {"parentRefs": [{"name": "gw"}]}}),
+            "traffic.gatewayAPI is set with provider gatewayAPI, and only then",
+        ),
+        (
+            "an Istio gateway with gatewayAPI",
+            |r| {
+                r["spec"]["traffic"] = json!({"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}})
+            },
+            "gateway is for the istio provider",
+        ),
+        (
+            "mesh with gatewayAPI",
+            |r| {
+                r["spec"].as_object_mut().expect("spec").remove("gateway");
+                r["spec"]["traffic"] = json!({"provider": "gatewayAPI", "mesh": true, "gatewayAPI": {"parentRefs": [{"name": "gw"}]}});
+            },
+            "traffic.mesh applies to the istio provider",
+        ),
+        (
+            "no parentRefs",
+            |r| {
+                r["spec"].as_object_mut().expect("spec").remove("gateway");
+                r["spec"]["traffic"] =
+                    json!({"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": []}});
+            },
+            "spec.traffic.gatewayAPI.parentRefs",
+        ),
+        (
+            "a parentRef port out of range",
+            |r| {
+                r["spec"].as_object_mut().expect("spec").remove("gateway");
+                r["spec"]["traffic"] = json!({"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw", "port": 0}]}});
+            },
+            "spec.traffic.gatewayAPI.parentRefs[0].port",
+        ),
+        (
+            "seventeen hostnames",
+            |r| {
+                r["spec"].as_object_mut().expect("spec").remove("gateway");
+                let hosts: Vec<String> = (0..17).map(|i| format!("h{i}.example.com")).collect();
+                r["spec"]["traffic"] = json!({"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}], "hostnames": hosts}});
+            },
+            "spec.traffic.gatewayAPI.hostnames",
+        ),
+        (
+            "mesh as a string",
+            |r| r["spec"]["traffic"] = json!({"mesh": "yes"}),
+            "spec.traffic.mesh",
+        ),
+        (
+            "stickiness by cookie and header",
+            |r| {
+                r["spec"]["traffic"] =
+                    json!({"stickiness": {"cookie": {"name": "c"}, "header": {"name": "x-c"}}})
+            },
+            "set exactly one of stickiness.cookie",
+        ),
+        (
+            "stickiness by neither",
+            |r| r["spec"]["traffic"] = json!({"stickiness": {}}),
+            "set exactly one of stickiness.cookie",
+        ),
+        (
+            "a cookie name with a semicolon",
+            |r| r["spec"]["traffic"] = json!({"stickiness": {"cookie": {"name": "a;b"}}}),
+            "spec.traffic.stickiness.cookie.name",
+        ),
+        (
+            "an uppercase header name",
+            |r| r["spec"]["traffic"] = json!({"stickiness": {"header": {"name": "X-Canary"}}}),
+            "spec.traffic.stickiness.header.name",
+        ),
     ];
     for (i, (what, edit, fragment)) in cases.into_iter().enumerate() {
         let mut release = lab();
@@ -191,6 +285,33 @@ async fn specs_the_schema_cannot_judge_are_reported_as_conditions() {
             "name unusable for a Service",
             |r| r["metadata"]["name"] = json!("chat.v1"),
             "cannot name the release's Service",
+        ),
+        (
+            "the mesh named as a gateway",
+            |r| r["spec"]["gateway"] = json!({"existing": ["mesh"]}),
+            "\"mesh\" is not a gateway: set traffic.mesh: true",
+        ),
+        (
+            "a sticky header that carries something else",
+            |r| r["spec"]["traffic"] = json!({"stickiness": {"header": {"name": "cookie"}}}),
+            "spec.traffic.stickiness.header.name: \"cookie\" carries something else",
+        ),
+        (
+            "the same Gateway twice",
+            |r| {
+                r["spec"].as_object_mut().expect("spec").remove("gateway");
+                r["spec"]["traffic"] = json!({"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}, {"name": "gw"}]}});
+            },
+            "spec.traffic.gatewayAPI.parentRefs[1]: names the same Gateway",
+        ),
+        (
+            "a version's Service name too long",
+            |r| {
+                r["spec"].as_object_mut().expect("spec").remove("gateway");
+                r["spec"]["traffic"] = json!({"provider": "gatewayAPI", "gatewayAPI": {"parentRefs": [{"name": "gw"}]}});
+                r["spec"]["canary"]["name"] = json!(format!("v{}", "2".repeat(55)));
+            },
+            "is not a valid Service name (at most 63 characters)",
         ),
     ];
     let mut names = Vec::new();

@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
+use canary_operator::api::istio::VirtualService;
 use canary_operator::rollout::Verb;
 
-use crate::common::lab::{events, wait_canary_weight, wait_event_noting};
+use crate::common::gateway_api;
+use crate::common::lab::{api, events, wait_canary_weight, wait_event_noting};
 use crate::common::operator::start_operator;
 use crate::common::setup;
-use crate::stage::{NAME, Stage, WeightLog, analysis, apply, ask, automatic, rollout, wait_phase};
+use crate::stage::{
+    NAME, Stage, Versions, WeightLog, analysis, apply, ask, automatic, rollout, wait_phase,
+};
 
 const WITHIN: Duration = Duration::from_secs(90);
 
@@ -62,6 +66,64 @@ async fn a_healthy_canary_is_promoted_step_by_step() {
     assert!(
         applied.iter().any(|l| l == "applied v1=50 v2=50"),
         "{applied:?}"
+    );
+}
+
+/// The same rollout with the Gateway API provider: an HTTPRoute on the platform's Gateway, which
+/// istiod programs into the Gateway's proxy (the stand-in), steps through the same weights and is
+/// promoted, judged by the same analysis of the same real traffic.
+#[tokio::test]
+async fn a_healthy_canary_routed_by_the_gateway_api_is_promoted() {
+    const TEST: &str = "rollout-healthy-gateway-api";
+    let Some(ns) = setup(TEST).await else {
+        return;
+    };
+    let versions = Versions {
+        stable_env: &[],
+        canary_env: &[],
+        canary_scraped: true,
+        gateway_api: true,
+    };
+    let Some(mut stage) = Stage::start_with(&ns, TEST, versions).await else {
+        return;
+    };
+    stage.load(20);
+    let _operator = start_operator(&ns).await;
+    let log = WeightLog::start_http_route(&ns);
+    let release = automatic(&ns, &STEPS, Some(analysis(&stage.prometheus.url())));
+    apply(
+        &ns,
+        gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM),
+    )
+    .await;
+    let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
+    assert_eq!(log.since_ready(), [10, 50, 100]);
+    let check = promoted.checks.first().expect("the check in status");
+    assert_eq!(
+        (check.name.as_str(), check.verdict.as_str()),
+        ("error-rate", "Pass")
+    );
+    assert_eq!(
+        check.value,
+        Some(0.0),
+        "measured, without errors: {check:?}"
+    );
+    assert!(check.passes >= 1, "{check:?}");
+    // The proxy's routes, as istiod pushed them for the HTTPRoute: the versions' Services.
+    let mut applied = Vec::new();
+    while applied.last().map(String::as_str) != Some("applied v1=0 v2=100") {
+        applied.push(stage.gateway.next_applied(Duration::from_secs(10)));
+    }
+    for step in ["applied v1=90 v2=10", "applied v1=50 v2=50"] {
+        assert!(applied.iter().any(|l| l == step), "{step}: {applied:?}");
+    }
+    assert!(
+        api::<VirtualService>(&ns)
+            .get_opt(NAME)
+            .await
+            .expect("get")
+            .is_none(),
+        "no Istio route"
     );
 }
 

@@ -130,6 +130,7 @@ impl Swap {
             stable_env: &MODEL,
             canary_env: &env,
             canary_scraped: scraped,
+            gateway_api: false,
         };
         let mut stage = Stage::start_with(&ns, test, versions).await?;
         stage.load(rps);

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use canary_operator::api::gateway_api::HTTPRoute;
 use canary_operator::api::istio::VirtualService;
 use canary_operator::api::{CanaryRelease, RolloutStatus};
 use futures::StreamExt;
@@ -13,7 +14,7 @@ use serde_json::{Value, json};
 use crate::backend::{Backend, IngressStandin, nginx, start_backend};
 use crate::common::lab::{api, apply_release, create_secret, release};
 use crate::common::prometheus::{self, Prometheus, ScrapeTarget};
-use crate::common::{TestNs, host, istio};
+use crate::common::{TestNs, gateway_api, host, istio};
 
 pub const NAME: &str = "chat";
 
@@ -129,20 +130,41 @@ pub fn target(ns: &TestNs) -> canary_operator::plugin::cluster::Target {
     }
 }
 
-/// Every canary weight the release's VirtualService carried, in order, as a watch sees it.
+/// Every canary weight the release's route carried, in order, as a watch sees it.
 pub struct WeightLog(Arc<Mutex<Vec<i32>>>, tokio::task::JoinHandle<()>);
 
 impl WeightLog {
+    /// The VirtualService's weights (the Istio provider).
     pub fn start(ns: &TestNs) -> WeightLog {
+        WeightLog::follow(api::<VirtualService>(ns), |vs| vs.weight_of("v2"))
+    }
+
+    /// The HTTPRoute's weights (the Gateway API provider): the canary's Service's.
+    pub fn start_http_route(ns: &TestNs) -> WeightLog {
+        let canary = format!("{NAME}-v2");
+        WeightLog::follow(api::<HTTPRoute>(ns), move |route| route.weight_of(&canary))
+    }
+
+    fn follow<K>(
+        routes: kube::Api<K>,
+        weight_of: impl Fn(&K) -> Option<i32> + Send + 'static,
+    ) -> WeightLog
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
+    {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        let services = api::<VirtualService>(ns);
         let task = tokio::spawn(async move {
             let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
-            let mut stream = watcher(services, config).applied_objects().boxed();
+            let mut stream = watcher(routes, config).applied_objects().boxed();
             while let Some(event) = stream.next().await {
-                if let Ok(vs) = event
-                    && let Some(weight) = vs.weight_of("v2")
+                if let Ok(route) = event
+                    && let Some(weight) = weight_of(&route)
                     && let Ok(mut log) = log.lock()
                     && log.last() != Some(&weight)
                 {
@@ -191,6 +213,9 @@ pub struct Versions<'a> {
     pub stable_env: &'a [(&'a str, &'a str)],
     pub canary_env: &'a [(&'a str, &'a str)],
     pub canary_scraped: bool,
+    /// Whether the release is routed by the Gateway API (an HTTPRoute on the platform's Gateway,
+    /// whose proxy the stand-in then is) rather than by Istio.
+    pub gateway_api: bool,
 }
 
 impl Stage {
@@ -199,6 +224,7 @@ impl Stage {
             stable_env: &[],
             canary_env,
             canary_scraped: true,
+            gateway_api: false,
         };
         Stage::start_with(ns, test, versions).await
     }
@@ -231,11 +257,29 @@ impl Stage {
             ));
         }
         let prometheus = Prometheus::start(&binary, &targets).await;
+        // With the Gateway API the stand-in is a proxy of the platform's Gateway (its workload's
+        // labels, in its namespace), as istiod's gateway deployment would be.
+        let selects = format!(
+            "gateway.networking.k8s.io/gateway-name={}",
+            gateway_api::PLATFORM.1
+        );
+        let proxy: &[&str] = if versions.gateway_api {
+            gateway_api::platform_gateway(ns).await;
+            &[
+                "--proxy-namespace",
+                gateway_api::PLATFORM.0,
+                "--proxy-label",
+                &selects,
+            ]
+        } else {
+            &[]
+        };
         let gateway = IngressStandin::start(
             &nginx,
             &xds,
             (&ns.name, NAME, &ns.host(NAME)),
             &[("v1", stable.addr), ("v2", canary.addr)],
+            proxy,
         );
         Some(Stage {
             backends: (stable, canary),

@@ -50,9 +50,13 @@ both modes grant the same.
   there is no get); server-side apply (patch); and create, because the API server also
   authorizes `create` when a server-side apply creates the object.
 - delete only for the kinds the operator prunes: HPAs when autoscaling is turned off, the
-  ConfigMap and Deployment of a renamed version, a Gateway no longer created. The Service,
-  DestinationRule and VirtualService exist once per release, under the release's name, and go
-  only with the release itself (owner references; the garbage collector deletes them).
+  ConfigMap and Deployment of a renamed version, a Gateway no longer created; with the Gateway
+  API provider, a renamed version's Service; with both providers, the routing objects of the
+  provider a release moved away from. Otherwise the Service, DestinationRule, VirtualService and
+  HTTPRoute exist once per release, under the release's name, and go only with the release
+  itself (owner references; the garbage collector deletes them).
+- Only the kinds of the providers in trafficProviders (istio: networking.istio.io; gatewayAPI:
+  gateway.networking.k8s.io).
 - Events: created, one recorder per Event (a recorder's series would need patch).
 - Secrets: none. Deployments reference the release's Secret in envFrom; the kubelet reads it.
 */}}
@@ -72,15 +76,24 @@ both modes grant the same.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+{{- $providers := uniq .Values.trafficProviders }}
+{{- $switch := gt (len $providers) 1 }}
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"{{ if has "gatewayAPI" $providers }}, "delete"{{ end }}]
+{{- if has "istio" $providers }}
 - apiGroups: ["networking.istio.io"]
   resources: ["destinationrules", "virtualservices"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch"{{ if $switch }}, "delete"{{ end }}]
 - apiGroups: ["networking.istio.io"]
   resources: ["gateways"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+{{- end }}
+{{- if has "gatewayAPI" $providers }}
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["list", "watch", "create", "patch"{{ if $switch }}, "delete"{{ end }}]
+{{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]

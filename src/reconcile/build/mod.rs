@@ -25,7 +25,10 @@ pub use service::service;
 /// The children of a validated release, with the split `decision` says.
 pub fn build(v: &Validated, decision: &Decision) -> Children {
     let versions = v.versions();
-    let routing = traffic::provider(v).route(v, decision);
+    let mut routing = traffic::provider(v).route(v, decision);
+    // The release's own Service first, then any the provider adds (one per version).
+    let mut services = vec![service(v)];
+    services.append(&mut routing.services);
     let mut children = Children {
         config_maps: versions.iter().map(|ver| config_map(v, ver)).collect(),
         deployments: versions.iter().map(|ver| deployment(v, ver)).collect(),
@@ -46,7 +49,7 @@ pub fn build(v: &Validated, decision: &Decision) -> Children {
                 .collect(),
             None => Vec::new(),
         },
-        services: vec![service(v)],
+        services,
         // The routing objects are the provider's; a kind of its own does not show here.
         ..routing
     };

@@ -4,13 +4,16 @@
 //! children carry, for status.
 //!
 //! Adding a provider: one module here with a type implementing [`Provider`], its kinds in
-//! [`crate::kinds`], and one arm in [`provider`].
+//! [`crate::kinds`] (with its API group in `kinds::provider_of_group`), a variant of
+//! `validated::Traffic` and one arm in [`provider`].
 
+pub mod gateway_api;
 pub mod istio;
+pub mod sticky;
 
 use super::super::children::Children;
 use super::super::decide::Decision;
-use super::super::validated::Validated;
+use super::super::validated::{Traffic, Validated};
 
 /// The split a route carries: each version's share, `None` when the route does not name it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,9 +29,29 @@ pub trait Provider {
 
     /// The split that the routing children among `children` carry.
     fn split(&self, v: &Validated, children: &Children) -> Split;
+
+    /// Whether what routes traffic has taken up the routing children among `children`, as far
+    /// as it says; a provider whose objects carry no such word has them accepted.
+    fn acceptance(&self, _v: &Validated, _children: &Children) -> Acceptance {
+        Acceptance::Accepted
+    }
 }
 
-/// The provider that routes `v`'s traffic. Istio is the only one so far.
-pub fn provider(_v: &Validated) -> &'static dyn Provider {
-    &istio::Istio
+/// What the routing's controller says of a release's routes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Acceptance {
+    Accepted,
+    /// Not (yet) taken up: the controller's reason (a condition reason) and a message for people.
+    Refused {
+        reason: String,
+        message: String,
+    },
+}
+
+/// The provider that routes `v`'s traffic.
+pub fn provider(v: &Validated) -> &'static dyn Provider {
+    match v.traffic {
+        Traffic::Istio { .. } => &istio::Istio,
+        Traffic::GatewayApi(_) => &gateway_api::GatewayApi,
+    }
 }

@@ -5,11 +5,11 @@ use crate::reconcile::validated::{self, Validated};
 
 /// The ingress Gateway, when the release asks the operator to create one.
 pub fn gateway(v: &Validated) -> Option<Gateway> {
-    let validated::Gateway::Create {
+    let Some(validated::Gateway::Create {
         selector,
         port,
         hosts,
-    } = &v.gateway
+    }) = v.gateway()
     else {
         return None;
     };
@@ -59,9 +59,14 @@ mod tests {
     #[test]
     fn no_gateway_when_binding_to_existing_ones() {
         let mut release = lab_release();
-        release.spec.gateway.selector = None;
-        release.spec.gateway.port = None;
-        release.spec.gateway.existing = Some(vec!["istio-ingress/public".into()]);
+        let spec = release
+            .spec
+            .gateway
+            .as_mut()
+            .unwrap_or_else(|| panic!("the lab has a gateway"));
+        spec.selector = None;
+        spec.port = None;
+        spec.existing = Some(vec!["istio-ingress/public".into()]);
         let v = validate::validate(&release, "cluster.local").unwrap_or_else(|p| panic!("{p}"));
         assert_eq!(gateway(&v), None);
     }
