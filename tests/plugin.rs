@@ -13,6 +13,7 @@ use backend::{Backend, Splitter, free_port, nginx, start_backend, start_splitter
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
 use common::examples::example;
+use common::gateway_api;
 use common::host;
 use common::operator::{install_crd, start_operator};
 use common::{TestNs, WAIT, lab, setup, wait_for};
@@ -493,4 +494,71 @@ async fn verify_reads_the_models_and_weight_from_the_release() {
     let run = kubectl_canary(&["verify", "missing", "-n", &ns.name, "--url", &url]).await;
     assert_eq!(run.code, Some(2), "{run:?}");
     assert!(run.stderr.contains("not found"), "{run:?}");
+}
+
+/// `kubectl canary status | set-weight | verify` on a release routed by the Gateway API: the
+/// split read back from its HTTPRoute, and verified through the gateway's proxy (the stand-in,
+/// following what istiod pushes for the HTTPRoute) to the two real backends.
+#[tokio::test]
+async fn status_set_weight_and_verify_with_the_gateway_api() {
+    const TEST: &str = "plugin with the gateway api";
+    let Some(nginx) = nginx(TEST) else {
+        return;
+    };
+    let Some(ns) = setup(TEST).await else {
+        return;
+    };
+    let Some(xds) = common::istio::xds_address() else {
+        return host::skip(TEST, "the cluster runs no istiod", "run `make cluster-up` (it starts istiod)");
+    };
+    let _operator = start_operator(&ns).await;
+    lab::create_secret(&ns).await;
+    gateway_api::platform_gateway(&ns).await;
+    let release = gateway_api::routed_by_gateway_api(&ns, example("chat-backend.yaml"), gateway_api::PLATFORM);
+    let name = release["metadata"]["name"].as_str().expect("name").to_owned();
+    lab::apply_release(&ns, release).await.expect("apply");
+    lab::wait_ready(&ns, &name).await;
+    let n = ns.name.as_str();
+
+    let run = kubectl_canary(&["status", &name, "-n", n]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(run.stdout.contains("Traffic:     90% stable / 10% canary"), "{run:?}");
+    assert_eq!(row(&run.stdout, "v2")[..4], ["v2", "canary", "gpt-4o", "10%"], "{run:?}");
+
+    let run = kubectl_canary(&["set-weight", &name, "50", "-n", n, "--timeout", "60s"]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(
+        run.stdout.trim(),
+        format!("canaryrelease/{name}: weight 10 → 50; the HTTPRoute sends 50% to v1 and 50% to v2")
+    );
+    let services = |v| format!("{name}-{v}");
+    let (v1_service, v2_service) = (services("v1"), services("v2"));
+    gateway_api::wait_route_weights(&ns, &name, &[(&v1_service, 50), (&v2_service, 50)]).await;
+
+    // Through the Gateway's proxy: what the HTTPRoute says, as istiod programs it.
+    let v1 = start_backend(&[("AZURE_MODEL_NAME", "gpt-4.1")]).await;
+    let v2 = start_backend(&[("AZURE_MODEL_NAME", "gpt-4o")]).await;
+    let selects = format!("gateway.networking.k8s.io/gateway-name={}", gateway_api::PLATFORM.1);
+    let mut gateway = backend::IngressStandin::start(
+        &nginx,
+        &xds,
+        (n, &name, &ns.host(&name)),
+        &[("v1", v1.addr), ("v2", v2.addr)],
+        &["--proxy-namespace", gateway_api::PLATFORM.0, "--proxy-label", &selects],
+    );
+    let mut applied = gateway.next_applied(Duration::from_secs(30));
+    for _ in 0..3 {
+        if applied == "applied v1=50 v2=50" {
+            break;
+        }
+        applied = gateway.next_applied(Duration::from_secs(30));
+    }
+    assert_eq!(applied, "applied v1=50 v2=50");
+    let url = gateway.url("/chat");
+    let run = kubectl_canary(&["verify", &name, "-n", n, "--url", &url]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert!(
+        run.stdout.contains(&format!("Expected:       50% (spec.weight of canaryrelease {n}/{name})")),
+        "{run:?}"
+    );
 }

@@ -145,3 +145,35 @@ async fn one_leader_at_a_time_and_a_fast_handover() {
         "the Lease was released"
     );
 }
+
+/// An operator started with its default traffic provider (Istio alone, as an install without the
+/// Gateway API's CRDs would be) refuses a release that asks for the Gateway API, saying how to
+/// enable it, and writes nothing for it.
+#[tokio::test]
+async fn a_provider_the_operator_does_not_run_with_is_refused_with_the_way_to_enable_it() {
+    let Some(ns) = setup("runtime-providers").await else {
+        return;
+    };
+    let _operator = Process::start(&ns, &[]);
+    lab::create_secret(&ns).await;
+    let release = common::gateway_api::routed_by_gateway_api(
+        &ns,
+        lab::release(&ns, RELEASE),
+        common::gateway_api::PLATFORM,
+    );
+    lab::apply_release(&ns, release).await.expect("apply");
+    let refused = lab::wait_condition(&ns, RELEASE, "Ready", "False", "InvalidSpec").await;
+    let (_, _, message) = lab::condition(&refused, "Ready").expect("Ready");
+    assert!(
+        message.contains("spec.traffic.provider: gatewayAPI is not among the traffic providers this operator runs with (istio)")
+            && message.contains("--traffic-providers"),
+        "{message}"
+    );
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(ns.client.clone(), &ns.name);
+    let children = configmaps
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=canary-operator"))
+        .await
+        .expect("list");
+    assert!(children.items.is_empty(), "no child written");
+}

@@ -24,7 +24,7 @@ const POLL: Duration = Duration::from_millis(250);
 /// Attempts at the patch when someone else changed the release between our read and our write.
 const CONFLICT_RETRIES: u32 = 5;
 
-/// Degraded reasons after which the operator will not touch the VirtualService until the user
+/// Degraded reasons after which the operator will not touch the route until the user
 /// acts; waiting for them to resolve would only run out the timeout.
 const BLOCKING_REASONS: [&str; 3] = ["InvalidSpec", "OwnershipConflict", "Rejected"];
 
@@ -71,7 +71,7 @@ impl std::fmt::Display for Change {
 }
 
 /// Sets the canary's weight of release `name` to `weight`; with `wait`, returns once the
-/// VirtualService carries it, or fails after that long.
+/// route carries it, or fails after that long.
 pub async fn set_weight(
     target: &Target,
     name: &str,

@@ -55,7 +55,7 @@ pub struct VersionSummary {
     pub name: String,
     pub model: String,
     pub image: String,
-    /// Percent of traffic the VirtualService sends to this version, from `status`; absent until
+    /// Percent of traffic the route (VirtualService or HTTPRoute) sends to this version, from `status`; absent until
     /// the operator has applied the split.
     pub weight: Option<i32>,
     pub desired_replicas: Option<i32>,

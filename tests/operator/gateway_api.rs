@@ -338,3 +338,68 @@ async fn switching_provider_leaves_no_moment_without_a_route() {
         "each switch created the other route: {seen:?}"
     );
 }
+
+/// The Gateway API's objects are the operator's like the others: a hand edit of the HTTPRoute and
+/// a deleted version Service are put back with an Event, and a Service of someone else's that has
+/// a version Service's name is neither overwritten nor adopted.
+#[tokio::test]
+async fn the_routes_objects_are_kept_and_never_taken_from_others() {
+    let Some(ns) = setup("gateway-api-drift").await else {
+        return;
+    };
+    let _operator = start_operator(&ns).await;
+    create_secret(&ns).await;
+    platform_gateway(&ns).await;
+    apply_release(&ns, routed_by_gateway_api(&ns, release(&ns, NAME), PLATFORM))
+        .await
+        .expect("apply");
+    wait_ready(&ns, NAME).await;
+
+    let routes = api::<HTTPRoute>(&ns);
+    let mut route = routes.get(NAME).await.expect("HTTPRoute");
+    route.spec.rules[0].backend_refs[0].weight = Some(10);
+    route.spec.rules[0].backend_refs[1].weight = Some(90);
+    routes
+        .replace(NAME, &Default::default(), &route)
+        .await
+        .expect("manual edit");
+    wait_route_weights(&ns, NAME, &split(75, 25)).await;
+    wait_event_noting(&ns, "DriftCorrected", &format!("HTTPRoute {NAME} was changed outside the operator")).await;
+
+    let canary_service = format!("{NAME}-v2");
+    api::<Service>(&ns)
+        .delete(&canary_service, &Default::default())
+        .await
+        .expect("delete the canary's Service");
+    wait_event_noting(&ns, "DriftCorrected", &format!("Service {canary_service} was deleted; recreated it")).await;
+    wait_ready(&ns, NAME).await;
+
+    // Another release whose stable's Service name is taken by someone else's Service.
+    let theirs: Service = serde_json::from_value(json!({
+        "metadata": {"name": "other-v1", "labels": {"team": "someone-else"}},
+        "spec": {"ports": [{"port": 80}], "selector": {"app": "theirs"}},
+    }))
+    .expect("their Service");
+    api::<Service>(&ns)
+        .create(&Default::default(), &theirs)
+        .await
+        .expect("create theirs");
+    apply_release(&ns, routed_by_gateway_api(&ns, release(&ns, "other"), PLATFORM))
+        .await
+        .expect("apply the other release");
+    let refused = wait_condition(&ns, "other", "Ready", "False", "OwnershipConflict").await;
+    let (_, _, message) = crate::common::lab::condition(&refused, "Ready").expect("Ready");
+    assert!(message.contains(&format!("Service {}/other-v1 already exists", ns.name)), "{message}");
+    settle().await;
+    let after = api::<Service>(&ns).get("other-v1").await.expect("theirs");
+    assert!(after.metadata.owner_references.is_none(), "not adopted");
+    assert_eq!(
+        after.spec.and_then(|s| s.selector),
+        Some(BTreeMap::from([("app".to_owned(), "theirs".to_owned())])),
+        "not overwritten"
+    );
+    assert!(
+        routes.get_opt("other").await.expect("get").is_none(),
+        "nothing of the other release written"
+    );
+}
