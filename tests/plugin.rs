@@ -509,27 +509,47 @@ async fn status_set_weight_and_verify_with_the_gateway_api() {
         return;
     };
     let Some(xds) = common::istio::xds_address() else {
-        return host::skip(TEST, "the cluster runs no istiod", "run `make cluster-up` (it starts istiod)");
+        return host::skip(
+            TEST,
+            "the cluster runs no istiod",
+            "run `make cluster-up` (it starts istiod)",
+        );
     };
     let _operator = start_operator(&ns).await;
     lab::create_secret(&ns).await;
     gateway_api::platform_gateway(&ns).await;
-    let release = gateway_api::routed_by_gateway_api(&ns, example("chat-backend.yaml"), gateway_api::PLATFORM);
-    let name = release["metadata"]["name"].as_str().expect("name").to_owned();
+    let release = gateway_api::routed_by_gateway_api(
+        &ns,
+        example("chat-backend.yaml"),
+        gateway_api::PLATFORM,
+    );
+    let name = release["metadata"]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
     lab::apply_release(&ns, release).await.expect("apply");
     lab::wait_ready(&ns, &name).await;
     let n = ns.name.as_str();
 
     let run = kubectl_canary(&["status", &name, "-n", n]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
-    assert!(run.stdout.contains("Traffic:     90% stable / 10% canary"), "{run:?}");
-    assert_eq!(row(&run.stdout, "v2")[..4], ["v2", "canary", "gpt-4o", "10%"], "{run:?}");
+    assert!(
+        run.stdout.contains("Traffic:     90% stable / 10% canary"),
+        "{run:?}"
+    );
+    assert_eq!(
+        row(&run.stdout, "v2")[..4],
+        ["v2", "canary", "gpt-4o", "10%"],
+        "{run:?}"
+    );
 
     let run = kubectl_canary(&["set-weight", &name, "50", "-n", n, "--timeout", "60s"]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert_eq!(
         run.stdout.trim(),
-        format!("canaryrelease/{name}: weight 10 → 50; the HTTPRoute sends 50% to v1 and 50% to v2")
+        format!(
+            "canaryrelease/{name}: weight 10 → 50; the HTTPRoute sends 50% to v1 and 50% to v2"
+        )
     );
     let services = |v| format!("{name}-{v}");
     let (v1_service, v2_service) = (services("v1"), services("v2"));
@@ -538,13 +558,21 @@ async fn status_set_weight_and_verify_with_the_gateway_api() {
     // Through the Gateway's proxy: what the HTTPRoute says, as istiod programs it.
     let v1 = start_backend(&[("AZURE_MODEL_NAME", "gpt-4.1")]).await;
     let v2 = start_backend(&[("AZURE_MODEL_NAME", "gpt-4o")]).await;
-    let selects = format!("gateway.networking.k8s.io/gateway-name={}", gateway_api::PLATFORM.1);
+    let selects = format!(
+        "gateway.networking.k8s.io/gateway-name={}",
+        gateway_api::PLATFORM.1
+    );
     let mut gateway = backend::IngressStandin::start(
         &nginx,
         &xds,
         (n, &name, &ns.host(&name)),
         &[("v1", v1.addr), ("v2", v2.addr)],
-        &["--proxy-namespace", gateway_api::PLATFORM.0, "--proxy-label", &selects],
+        &[
+            "--proxy-namespace",
+            gateway_api::PLATFORM.0,
+            "--proxy-label",
+            &selects,
+        ],
     );
     let mut applied = gateway.next_applied(Duration::from_secs(30));
     for _ in 0..3 {
@@ -558,7 +586,9 @@ async fn status_set_weight_and_verify_with_the_gateway_api() {
     let run = kubectl_canary(&["verify", &name, "-n", n, "--url", &url]).await;
     assert_eq!(run.code, Some(0), "{run:?}");
     assert!(
-        run.stdout.contains(&format!("Expected:       50% (spec.weight of canaryrelease {n}/{name})")),
+        run.stdout.contains(&format!(
+            "Expected:       50% (spec.weight of canaryrelease {n}/{name})"
+        )),
         "{run:?}"
     );
 }

@@ -172,7 +172,10 @@ async fn a_provider_the_operator_does_not_run_with_is_refused_with_the_way_to_en
     let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> =
         Api::namespaced(ns.client.clone(), &ns.name);
     let children = configmaps
-        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=canary-operator"))
+        .list(
+            &kube::api::ListParams::default()
+                .labels("app.kubernetes.io/managed-by=canary-operator"),
+        )
         .await
         .expect("list");
     assert!(children.items.is_empty(), "no child written");

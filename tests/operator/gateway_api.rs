@@ -350,9 +350,12 @@ async fn the_routes_objects_are_kept_and_never_taken_from_others() {
     let _operator = start_operator(&ns).await;
     create_secret(&ns).await;
     platform_gateway(&ns).await;
-    apply_release(&ns, routed_by_gateway_api(&ns, release(&ns, NAME), PLATFORM))
-        .await
-        .expect("apply");
+    apply_release(
+        &ns,
+        routed_by_gateway_api(&ns, release(&ns, NAME), PLATFORM),
+    )
+    .await
+    .expect("apply");
     wait_ready(&ns, NAME).await;
 
     let routes = api::<HTTPRoute>(&ns);
@@ -364,14 +367,24 @@ async fn the_routes_objects_are_kept_and_never_taken_from_others() {
         .await
         .expect("manual edit");
     wait_route_weights(&ns, NAME, &split(75, 25)).await;
-    wait_event_noting(&ns, "DriftCorrected", &format!("HTTPRoute {NAME} was changed outside the operator")).await;
+    wait_event_noting(
+        &ns,
+        "DriftCorrected",
+        &format!("HTTPRoute {NAME} was changed outside the operator"),
+    )
+    .await;
 
     let canary_service = format!("{NAME}-v2");
     api::<Service>(&ns)
         .delete(&canary_service, &Default::default())
         .await
         .expect("delete the canary's Service");
-    wait_event_noting(&ns, "DriftCorrected", &format!("Service {canary_service} was deleted; recreated it")).await;
+    wait_event_noting(
+        &ns,
+        "DriftCorrected",
+        &format!("Service {canary_service} was deleted; recreated it"),
+    )
+    .await;
     wait_ready(&ns, NAME).await;
 
     // Another release whose stable's Service name is taken by someone else's Service.
@@ -384,12 +397,18 @@ async fn the_routes_objects_are_kept_and_never_taken_from_others() {
         .create(&Default::default(), &theirs)
         .await
         .expect("create theirs");
-    apply_release(&ns, routed_by_gateway_api(&ns, release(&ns, "other"), PLATFORM))
-        .await
-        .expect("apply the other release");
+    apply_release(
+        &ns,
+        routed_by_gateway_api(&ns, release(&ns, "other"), PLATFORM),
+    )
+    .await
+    .expect("apply the other release");
     let refused = wait_condition(&ns, "other", "Ready", "False", "OwnershipConflict").await;
     let (_, _, message) = crate::common::lab::condition(&refused, "Ready").expect("Ready");
-    assert!(message.contains(&format!("Service {}/other-v1 already exists", ns.name)), "{message}");
+    assert!(
+        message.contains(&format!("Service {}/other-v1 already exists", ns.name)),
+        "{message}"
+    );
     settle().await;
     let after = api::<Service>(&ns).get("other-v1").await.expect("theirs");
     assert!(after.metadata.owner_references.is_none(), "not adopted");
