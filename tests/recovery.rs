@@ -1,7 +1,8 @@
 //! The operator as a process while the control plane fails under it, on the local control plane:
 //! kube-apiserver stopped with SIGTERM and with SIGKILL, and etcd stopped, each for 20 s and then
-//! started again with the same command line (`hack/cluster.sh stop|start`); the CRD deleted
-//! and installed again while the operator runs; and istiod killed and started again.
+//! started again with the same command line (`hack/cluster.sh stop|start`); the CRD (ours, and
+//! the Gateway API's HTTPRoute) deleted and installed again while the operator runs; and istiod
+//! killed and started again.
 //!
 //! What must hold: the process keeps running; `/readyz` says 503 while its watches are broken; a
 //! weight edit made as soon as the control plane is ready again reaches the VirtualService within
@@ -16,6 +17,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use canary_operator::api::gateway_api::HTTPRoute;
 use canary_operator::api::istio::{DestinationRule, Gateway, VirtualService};
 use common::operator::install_crd_on;
 use common::process::Process;
@@ -356,6 +358,88 @@ async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {
     lab::wait_gone::<VirtualService>(&ns, RELEASES[0]).await;
     lab::wait_gone::<DestinationRule>(&ns, RELEASES[0]).await;
     lab::wait_gone::<Gateway>(&ns, RELEASES[0]).await;
+}
+
+/// The Gateway API's HTTPRoute CRD deleted under an operator that runs the Gateway API provider
+/// (and the release's HTTPRoute with it): `/readyz` says 503 naming the CRD, the operator stays up,
+/// and once the CRD is installed again the route is put back, which istiod (its controller)
+/// accepts again, without anything restarted.
+#[tokio::test]
+async fn a_deleted_gateway_api_crd_is_reported_and_the_route_restored_when_it_returns() {
+    let _serial = SERIAL.lock().await;
+    let Some(ns) = setup("recovery-gateway-api-crd").await else {
+        return;
+    };
+    let name = RELEASES[0];
+    lab::create_secret(&ns).await;
+    common::gateway_api::platform_gateway(&ns).await;
+    let release = common::gateway_api::routed_by_gateway_api(
+        &ns,
+        lab::release(&ns, name),
+        common::gateway_api::PLATFORM,
+    );
+    lab::apply_release(&ns, release).await.expect("apply");
+    let mut operator = Process::start(&ns, &["--traffic-providers", "istio,gatewayAPI"]);
+    lab::wait_ready(&ns, name).await;
+    wait_for("/readyz to answer 200", WAIT, async || {
+        (operator.readyz().await == 200).then_some(())
+    })
+    .await;
+
+    const ROUTES_CRD: &str = "httproutes.gateway.networking.k8s.io";
+    let crds: Api<CustomResourceDefinition> = Api::all(ns.client.clone());
+    crds.delete(ROUTES_CRD, &DeleteParams::default())
+        .await
+        .expect("delete the HTTPRoute CRD");
+    let (status, body) = wait_for("/readyz to answer 503", WAIT, async || {
+        operator
+            .get("/readyz")
+            .await
+            .filter(|(status, _)| *status == 503)
+    })
+    .await;
+    assert!(body.contains(ROUTES_CRD), "{status}: {body}");
+    wait_for("the CRD to be gone", WAIT, async || {
+        crds.get_opt(ROUTES_CRD).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    assert!(operator.running(), "the operator stays up without the CRD");
+
+    let crd = common::gateway_api::crd(ROUTES_CRD);
+    crds.patch(
+        ROUTES_CRD,
+        &kube::api::PatchParams::apply("canary-cluster-sh").force(),
+        &kube::api::Patch::Apply(&crd),
+    )
+    .await
+    .expect("install the HTTPRoute CRD again");
+    let back = Instant::now();
+    wait_for("/readyz to answer 200 again", WAIT, async || {
+        (operator.readyz().await == 200).then_some(())
+    })
+    .await;
+    let route = common::gateway_api::wait_route_weights(
+        &ns,
+        name,
+        &[(&format!("{name}-v1"), 75), (&format!("{name}-v2"), 25)],
+    )
+    .await;
+    eprintln!(
+        "the HTTPRoute was back {} ms after its CRD",
+        back.elapsed().as_millis()
+    );
+    // istiod took the CRD's return too: it accepts the new route, and the release says so.
+    wait_for("istiod to accept the route again", WAIT, async || {
+        let route = lab::api::<HTTPRoute>(&ns).get(name).await.ok()?;
+        common::gateway_api::parent_conditions(&route)
+            .iter()
+            .any(|(_, t, status, _)| t == "Accepted" && status == "True")
+            .then_some(())
+    })
+    .await;
+    lab::wait_ready(&ns, name).await;
+    assert!(route.metadata.uid.is_some());
+    assert!(operator.running());
 }
 
 /// istiod is part of the control plane the tests stand on: killed while a weight is edited, and

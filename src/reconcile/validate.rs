@@ -21,7 +21,7 @@ use super::validated::{
 };
 use crate::api::{
     AutoscalingSpec, BuiltinCheck, CanaryRelease, CanaryReleaseSpec, CheckAction, CheckSpec,
-    GatewaySpec, TrafficProvider, VersionSpec,
+    GatewayApiSpec, GatewaySpec, TrafficProvider, VersionSpec,
 };
 use crate::rollout::{
     Action, Analysis, Bounds, Builtin, Check, Comparison, Plan, Price, Rule, Step, Unit, builtin,
@@ -145,12 +145,6 @@ pub fn validate_with(
         return Err(Problems(problems));
     }
 
-    let Some(traffic) = traffic else {
-        return Err(Problems(vec![Problem {
-            field: "spec.traffic".to_owned(),
-            message: "no route for the traffic".to_owned(),
-        }]));
-    };
     let version = |role, v: &VersionSpec| Version {
         role,
         object_name: format!("{name}-{}", v.name),
@@ -197,12 +191,12 @@ pub fn validate_with(
 }
 
 /// Who routes the release's traffic and from where, with every problem of `spec.gateway` and
-/// `spec.traffic` reported; `None` only when problems were.
+/// `spec.traffic` reported.
 fn traffic(
     spec: &CanaryReleaseSpec,
     name: &str,
     problem: &mut impl FnMut(&str, String),
-) -> Option<Traffic> {
+) -> Traffic {
     let settings = spec.traffic.clone().unwrap_or_default();
     if let Some(gateway) = &spec.gateway {
         check_gateway(gateway, settings.mesh, problem);
@@ -236,10 +230,10 @@ fn traffic(
                         hosts: g.hosts.clone(),
                     },
                 });
-            Some(Traffic::Istio {
+            Traffic::Istio {
                 gateway,
                 mesh: settings.mesh,
-            })
+            }
         }
         TrafficProvider::GatewayApi => {
             if spec.gateway.is_some() {
@@ -254,100 +248,118 @@ fn traffic(
                     "applies to the istio provider (a Gateway API route for calls inside the mesh names a Service as its parent, which this operator does not write)".to_owned(),
                 );
             }
-            // Each version gets a Service of its own, named like its Deployment.
-            for (field, version) in [
-                ("spec.stable", Some(&spec.stable)),
-                ("spec.canary", spec.canary.as_ref()),
-            ] {
-                if let Some(version) = version {
-                    let service = format!("{name}-{}", version.name);
-                    if !is_dns1035_label(&service) {
-                        problem(
-                            &format!("{field}.name"),
-                            format!(
-                                "the version's Service {service:?} is not a valid Service name (at most 63 characters): shorten the release's or the version's name"
-                            ),
-                        );
-                    }
-                }
-            }
-            let Some(api) = settings.gateway_api else {
-                problem(
-                    "spec.traffic.gatewayAPI",
-                    "is required with provider gatewayAPI: name the Gateway in parentRefs"
-                        .to_owned(),
-                );
-                return None;
-            };
-            if api.parent_refs.is_empty() {
-                problem(
-                    "spec.traffic.gatewayAPI.parentRefs",
-                    "name at least one Gateway".to_owned(),
-                );
-            }
-            let mut seen = Vec::new();
-            for (i, parent) in api.parent_refs.iter().enumerate() {
-                let at = format!("spec.traffic.gatewayAPI.parentRefs[{i}]");
-                if !is_subdomain(&parent.name) {
-                    problem(
-                        &format!("{at}.name"),
-                        format!("{:?} is not a Gateway name", parent.name),
-                    );
-                }
-                if let Some(ns) = &parent.namespace
-                    && !is_dns1123_label(ns)
-                {
-                    problem(
-                        &format!("{at}.namespace"),
-                        format!("{ns:?} is not a namespace name"),
-                    );
-                }
-                if let Some(section) = &parent.section_name
-                    && !is_subdomain(section)
-                {
-                    problem(
-                        &format!("{at}.sectionName"),
-                        format!("{section:?} is not a listener name"),
-                    );
-                }
-                let key = (
-                    &parent.name,
-                    &parent.namespace,
-                    &parent.section_name,
-                    parent.port,
-                );
-                if seen.contains(&key) {
-                    problem(
-                        &at,
-                        "names the same Gateway (and listener) as an earlier entry".to_owned(),
-                    );
-                }
-                seen.push(key);
-            }
-            for (i, host) in api.hostnames.iter().enumerate() {
-                if !is_route_hostname(host) {
-                    problem(
-                        &format!("spec.traffic.gatewayAPI.hostnames[{i}]"),
-                        format!(
-                            "{host:?} is not a host name: use a lowercase DNS name such as chat.example.com or a wildcard such as *.example.com (a lone * is not allowed: leave hostnames empty to serve every host of the listener)"
-                        ),
-                    );
-                }
-            }
-            Some(Traffic::GatewayApi(GatewayApi {
-                parent_refs: api
-                    .parent_refs
-                    .iter()
-                    .map(|p| ParentRef {
-                        name: p.name.clone(),
-                        namespace: p.namespace.clone(),
-                        section_name: p.section_name.clone(),
-                        port: p.port,
-                    })
-                    .collect(),
-                hostnames: api.hostnames.clone(),
-            }))
+            Traffic::GatewayApi(gateway_api(
+                spec,
+                name,
+                settings.gateway_api.as_ref(),
+                problem,
+            ))
         }
+    }
+}
+
+/// The Gateway API's side of a release, with the problems of its settings and of the names its
+/// version Services would get.
+fn gateway_api(
+    spec: &CanaryReleaseSpec,
+    name: &str,
+    settings: Option<&GatewayApiSpec>,
+    problem: &mut impl FnMut(&str, String),
+) -> GatewayApi {
+    // Each version gets a Service of its own, named like its Deployment.
+    for (field, version) in [
+        ("spec.stable", Some(&spec.stable)),
+        ("spec.canary", spec.canary.as_ref()),
+    ] {
+        if let Some(version) = version {
+            let service = format!("{name}-{}", version.name);
+            if !is_dns1035_label(&service) {
+                problem(
+                    &format!("{field}.name"),
+                    format!(
+                        "the version's Service {service:?} is not a valid Service name (at most 63 characters): shorten the release's or the version's name"
+                    ),
+                );
+            }
+        }
+    }
+    let Some(api) = settings else {
+        problem(
+            "spec.traffic.gatewayAPI",
+            "is required with provider gatewayAPI: name the Gateway in parentRefs".to_owned(),
+        );
+        return GatewayApi {
+            parent_refs: Vec::new(),
+            hostnames: Vec::new(),
+        };
+    };
+    if api.parent_refs.is_empty() {
+        problem(
+            "spec.traffic.gatewayAPI.parentRefs",
+            "name at least one Gateway".to_owned(),
+        );
+    }
+    let mut seen = Vec::new();
+    for (i, parent) in api.parent_refs.iter().enumerate() {
+        let at = format!("spec.traffic.gatewayAPI.parentRefs[{i}]");
+        if !is_subdomain(&parent.name) {
+            problem(
+                &format!("{at}.name"),
+                format!("{:?} is not a Gateway name", parent.name),
+            );
+        }
+        if let Some(ns) = &parent.namespace
+            && !is_dns1123_label(ns)
+        {
+            problem(
+                &format!("{at}.namespace"),
+                format!("{ns:?} is not a namespace name"),
+            );
+        }
+        if let Some(section) = &parent.section_name
+            && !is_subdomain(section)
+        {
+            problem(
+                &format!("{at}.sectionName"),
+                format!("{section:?} is not a listener name"),
+            );
+        }
+        let key = (
+            &parent.name,
+            &parent.namespace,
+            &parent.section_name,
+            parent.port,
+        );
+        if seen.contains(&key) {
+            problem(
+                &at,
+                "names the same Gateway (and listener) as an earlier entry".to_owned(),
+            );
+        }
+        seen.push(key);
+    }
+    for (i, host) in api.hostnames.iter().enumerate() {
+        if !is_route_hostname(host) {
+            problem(
+                &format!("spec.traffic.gatewayAPI.hostnames[{i}]"),
+                format!(
+                    "{host:?} is not a host name: use a lowercase DNS name such as chat.example.com or a wildcard such as *.example.com (a lone * is not allowed: leave hostnames empty to serve every host of the listener)"
+                ),
+            );
+        }
+    }
+    GatewayApi {
+        parent_refs: api
+            .parent_refs
+            .iter()
+            .map(|p| ParentRef {
+                name: p.name.clone(),
+                namespace: p.namespace.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            })
+            .collect(),
+        hostnames: api.hostnames.clone(),
     }
 }
 

@@ -4,8 +4,10 @@
 
 use canary_operator::api::gateway_api::HTTPRoute;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::lab::api;
@@ -152,6 +154,20 @@ pub fn routed_by_istio(ns: &TestNs, mut release: Value) -> Value {
         spec["traffic"] = json!({"stickiness": stickiness});
     }
     release
+}
+
+/// The Gateway API's CRD `name` (such as `httproutes.gateway.networking.k8s.io`) as
+/// `make cluster-up` installed it: from `gateway-api-crds.yaml` beside the cluster's binaries.
+pub fn crd(name: &str) -> CustomResourceDefinition {
+    let file = super::istio::tool("gateway-api-crds.yaml").unwrap_or_else(|| {
+        panic!("no gateway-api-crds.yaml on PATH (hack/build-tools.sh writes it)")
+    });
+    let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    serde_norway::Deserializer::from_str(&text)
+        .filter_map(|document| Value::deserialize(document).ok())
+        .filter(|d| d["kind"] == "CustomResourceDefinition" && d["metadata"]["name"] == name)
+        .find_map(|d| serde_json::from_value(d).ok())
+        .unwrap_or_else(|| panic!("no CRD {name} in {}", file.display()))
 }
 
 /// Waits until the release's HTTPRoute routes exactly `expected` (Service, weight), in order.

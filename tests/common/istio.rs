@@ -30,7 +30,7 @@ pub fn xds_address() -> Option<String> {
 }
 
 /// A tool of the cluster's bin directory (on PATH after `eval $(hack/cluster.sh env)`).
-fn tool(name: &str) -> Option<PathBuf> {
+pub fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))

@@ -33,20 +33,23 @@ fn split(stable: i32, canary: i32) -> [(&'static str, i32); 2] {
     ]
 }
 
+/// The operator, and the lab's release routed by an HTTPRoute on the platform's Gateway.
+async fn routed_lab(ns: &crate::common::TestNs) -> crate::common::operator::Operator {
+    let operator = start_operator(ns).await;
+    create_secret(ns).await;
+    platform_gateway(ns).await;
+    apply_release(ns, routed_by_gateway_api(ns, release(ns, NAME), PLATFORM))
+        .await
+        .expect("apply");
+    operator
+}
+
 #[tokio::test]
 async fn an_httproute_that_istiod_accepts_splits_between_the_versions_services() {
     let Some(ns) = setup("gateway-api").await else {
         return;
     };
-    let _operator = start_operator(&ns).await;
-    create_secret(&ns).await;
-    platform_gateway(&ns).await;
-    apply_release(
-        &ns,
-        routed_by_gateway_api(&ns, release(&ns, NAME), PLATFORM),
-    )
-    .await
-    .expect("apply");
+    let _operator = routed_lab(&ns).await;
     let ready = wait_ready(&ns, NAME).await;
     let status = ready.status.as_ref().expect("status");
     assert_eq!(
@@ -130,15 +133,7 @@ async fn a_weight_shift_costs_one_httproute_write_one_status_write_and_an_event(
     let Some(ns) = setup("gateway-api-writes").await else {
         return;
     };
-    let operator = start_operator(&ns).await;
-    create_secret(&ns).await;
-    platform_gateway(&ns).await;
-    apply_release(
-        &ns,
-        routed_by_gateway_api(&ns, release(&ns, NAME), PLATFORM),
-    )
-    .await
-    .expect("apply");
+    let operator = routed_lab(&ns).await;
     wait_ready(&ns, NAME).await;
     settle().await;
     for weight in [50, 0, 100] {
@@ -347,15 +342,7 @@ async fn the_routes_objects_are_kept_and_never_taken_from_others() {
     let Some(ns) = setup("gateway-api-drift").await else {
         return;
     };
-    let _operator = start_operator(&ns).await;
-    create_secret(&ns).await;
-    platform_gateway(&ns).await;
-    apply_release(
-        &ns,
-        routed_by_gateway_api(&ns, release(&ns, NAME), PLATFORM),
-    )
-    .await
-    .expect("apply");
+    let _operator = routed_lab(&ns).await;
     wait_ready(&ns, NAME).await;
 
     let routes = api::<HTTPRoute>(&ns);
