@@ -77,8 +77,6 @@ macro_rules! stores {
 
         $(
             impl Child for $kind {
-                const PRUNED: bool = $crate::child_kind_pruned!($policy);
-
                 fn store(stores: &Stores) -> &ChildStore<Self> {
                     &stores.$field
                 }
@@ -199,9 +197,6 @@ pub trait Child:
     + Sync
     + 'static
 {
-    /// Whether objects of this kind that a release no longer wants are deleted.
-    const PRUNED: bool;
-
     fn store(stores: &Stores) -> &ChildStore<Self>;
 }
 

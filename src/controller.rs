@@ -260,6 +260,7 @@ macro_rules! watch_children {
     ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
         /// A cache of every kind of child (see [`crate::kinds`]), and `controller` told to
         /// reconcile a release when one of its children changes.
+        ///
         /// A kind of a traffic provider the operator was not started with is not watched (its
         /// CRDs may not be installed, and its RBAC not granted).
         fn watch_children(

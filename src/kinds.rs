@@ -1,7 +1,7 @@
 //! The one list of the kinds of objects a release owns.
 //!
-//! Each kind is named once, in [`with_child_kinds!`]: its field name, its API type and whether the
-//! operator prunes it (deletes objects of it that a release no longer wants). Everything that
+//! Each kind is named once, in [`with_child_kinds!`]: its field name, its API type and when objects
+//! of it become unwanted, to be deleted. Everything that
 //! differs by kind is derived from that list: the caches and their watches (`context::Stores`,
 //! `controller`), the set of children a release has (`reconcile::build::Children`), the order and
 //! the steps of applying and pruning (`reconcile::apply`), and the RBAC rules the operator needs
@@ -18,8 +18,12 @@ use crate::api::TrafficProvider;
 
 /// Calls `$callback!` with the list of child kinds, in the order they are applied: configuration
 /// before the pods that read it, Services and subsets (the DestinationRule) before the routes that
-/// name them. Each entry is `field: Type => policy`, which says when objects of the kind become
-/// unwanted, to be deleted ([`child_kind_pruned!`], [`delete_granted`]).
+/// name them. Each entry is `field: Type => policy`, the policy saying when objects of the kind
+/// become unwanted, to be deleted: `pruned` (whatever routes the traffic, like a renamed version's
+/// Deployment), `versioned` (the Services: the Gateway API provider gives each version its own)
+/// or `switched` (a provider's routing objects, unwanted once a release moves to another
+/// provider). It decides the `delete` grant ([`delete_granted`]); the apply step looks for
+/// unwanted objects of every kind, which reads the caches only.
 #[macro_export]
 macro_rules! with_child_kinds {
     ($callback:ident) => {
@@ -33,28 +37,6 @@ macro_rules! with_child_kinds {
             virtual_services: $crate::api::istio::VirtualService => switched,
             http_routes: $crate::api::gateway_api::HTTPRoute => switched,
         }
-    };
-}
-
-/// Whether objects of a kind that a release no longer wants are deleted, from the list's word for
-/// it: `pruned` (they can be unwanted whatever routes the traffic, like a renamed version's
-/// Deployment), `versioned` (the Services: the Gateway API provider gives each version its own),
-/// `switched` (a provider's routing objects, unwanted once a release moves to another provider)
-/// or `kept` (never unwanted). Deleting is always attempted where the word allows it; it costs
-/// nothing when nothing is unwanted. What is granted is narrower ([`delete_granted`]).
-#[macro_export]
-macro_rules! child_kind_pruned {
-    (pruned) => {
-        true
-    };
-    (versioned) => {
-        true
-    };
-    (switched) => {
-        true
-    };
-    (kept) => {
-        false
     };
 }
 
@@ -129,11 +111,13 @@ pub fn rbac_rules(providers: &[TrafficProvider]) -> Vec<Rule> {
                 if delete_granted(stringify!($policy), &group, providers) {
                     verbs.push("delete");
                 }
-                if wanted { rules.push(Rule {
-                    group: group.into_owned(),
-                    resource: <$kind as Resource>::plural(&()).into_owned(),
-                    verbs,
-                }); }
+                if wanted {
+                    rules.push(Rule {
+                        group: group.into_owned(),
+                        resource: <$kind as Resource>::plural(&()).into_owned(),
+                        verbs,
+                    });
+                }
             )*
         };
     }

@@ -69,12 +69,10 @@ macro_rules! converge_children {
             ctx.unseen.hold(&uid, seen);
 
             // Removing what the release no longer wants comes last, once traffic no longer points
-            // at it.
-            $(
-                if <$kind as Child>::PRUNED {
-                    prune(ctx, release, &uid, &$field).await?;
-                }
-            )*
+            // at it (a provider's new routes are in place before its old ones go). Any kind can
+            // hold unwanted objects (see `crate::kinds`); finding none reads the
+            // caches only.
+            $(prune(ctx, release, &uid, &$field).await?;)*
             Ok(Converged::Done(Box::new(Children { $($field,)* })))
         }
     };

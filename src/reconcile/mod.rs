@@ -33,8 +33,7 @@ use kube::runtime::reflector::ObjectRef;
 use self::apply::Converged;
 use self::gateway_workload::Workload;
 use self::status::{DEGRADED, Health};
-use self::validated::Traffic;
-use crate::api::{CanaryRelease, TrafficProvider};
+use crate::api::CanaryRelease;
 use crate::context::{CACHE_LAG_LIMIT, Context};
 use crate::{Error, Result};
 
@@ -81,25 +80,7 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
             return Ok(Action::await_change());
         }
     };
-    let provider = match validated.traffic {
-        Traffic::Istio { .. } => TrafficProvider::Istio,
-        Traffic::GatewayApi(_) => TrafficProvider::GatewayApi,
-    };
-    if !ctx.settings.traffic_providers.contains(&provider) {
-        let problems = validate::Problems(vec![validate::Problem {
-            field: "spec.traffic.provider".to_owned(),
-            message: format!(
-                "{} is not among the traffic providers this operator runs with ({}): start it with --traffic-providers including {} (the chart's trafficProviders), with that provider's CRDs installed",
-                provider.as_str(),
-                ctx.settings
-                    .traffic_providers
-                    .iter()
-                    .map(|p| p.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                provider.as_str()
-            ),
-        }]);
+    if let Err(problems) = validate::provider_enabled(&validated, &ctx.settings.traffic_providers) {
         status::report(
             &ctx,
             &release,

@@ -484,6 +484,69 @@ mod tests {
         assert_eq!(get(&older, READY).status, "False");
     }
 
+    /// A release routed by the Gateway API, with both versions available: Ready only once its
+    /// Gateway has accepted the route; otherwise not Ready and Degraded, for the Gateway's reason.
+    #[test]
+    fn a_route_its_gateway_refuses_is_not_ready_for_the_gateways_reason() {
+        use crate::api::gateway_api::{ParentReference, RouteParentStatus, RouteStatus};
+        let v = crate::reconcile::testing::gateway_api_validated();
+        let release = lab_release();
+        let mut children = applied([2, 2]);
+        let mut routed = built(&v);
+        children.services = std::mem::take(&mut routed.services);
+        children.http_routes = std::mem::take(&mut routed.http_routes);
+        let condition = |type_: &str, status: &str, reason: &str| Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: format!("{reason} said"),
+            observed_generation: Some(1),
+            last_transition_time: Time(at(0)),
+        };
+        let with_parent = |accepted: &str, reason: &str| {
+            let mut children = children.clone();
+            children.http_routes[0].status = Some(RouteStatus {
+                parents: vec![RouteParentStatus {
+                    parent_ref: ParentReference {
+                        name: "public".to_owned(),
+                        namespace: Some("istio-ingress".to_owned()),
+                        section_name: Some("http".to_owned()),
+                        ..ParentReference::default()
+                    },
+                    controller_name: "istio.io/gateway-controller".to_owned(),
+                    conditions: vec![
+                        condition("Accepted", accepted, reason),
+                        condition("ResolvedRefs", "True", "ResolvedRefs"),
+                    ],
+                }],
+            });
+            desired_status(&release, &Health::Converged(&v, &children, None), at(1))
+        };
+        let refused = with_parent("False", "NotAllowedByListeners");
+        assert_eq!(
+            (
+                get(&refused, READY).status.as_str(),
+                get(&refused, READY).reason.as_str()
+            ),
+            ("False", "NotAllowedByListeners")
+        );
+        assert_eq!(get(&refused, DEGRADED).status, "True");
+        assert!(
+            get(&refused, READY)
+                .message
+                .contains("NotAllowedByListeners said"),
+            "{:?}",
+            get(&refused, READY)
+        );
+        let accepted = with_parent("True", "Accepted");
+        assert_eq!(get(&accepted, READY).reason, "Available");
+        assert_eq!(
+            accepted.canary_weight,
+            Some(25),
+            "read back from the HTTPRoute"
+        );
+    }
+
     #[test]
     fn rolling_out_then_ready() {
         let v = lab_validated();

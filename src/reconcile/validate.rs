@@ -190,6 +190,28 @@ pub fn validate_with(
     })
 }
 
+/// Whether the operator runs the traffic provider `v` asks for (`--traffic-providers`): its
+/// watches and grants cover only those, so another provider's objects could be neither seen nor
+/// written.
+pub fn provider_enabled(v: &Validated, running: &[TrafficProvider]) -> Result<(), Problems> {
+    let provider = match v.traffic {
+        Traffic::Istio { .. } => TrafficProvider::Istio,
+        Traffic::GatewayApi(_) => TrafficProvider::GatewayApi,
+    };
+    if running.contains(&provider) {
+        return Ok(());
+    }
+    let names: Vec<&str> = running.iter().map(|p| p.as_str()).collect();
+    Err(Problems(vec![Problem {
+        field: "spec.traffic.provider".to_owned(),
+        message: format!(
+            "{} is not among the traffic providers this operator runs with ({}): start it with --traffic-providers including {0} (the chart's trafficProviders), with that provider's CRDs installed",
+            provider.as_str(),
+            names.join(",")
+        ),
+    }]))
+}
+
 /// Who routes the release's traffic and from where, with every problem of `spec.gateway` and
 /// `spec.traffic` reported.
 fn traffic(
@@ -1818,6 +1840,32 @@ mod tests {
                     .any(|p| p.field == field && p.message.contains(fragment)),
                 "{what}: expected {field} / {fragment:?}, got {problems:?}"
             );
+        }
+    }
+
+    /// Each case: the providers the operator runs with, the release's, and whether it is refused.
+    #[test]
+    fn a_provider_the_operator_does_not_run_is_refused_with_the_flag_to_set() {
+        use TrafficProvider::{GatewayApi, Istio};
+        let lab = validate(&lab_release(), "cluster.local").unwrap_or_else(|p| panic!("{p}"));
+        let routed = crate::reconcile::testing::gateway_api_validated();
+        let cases: [(&[TrafficProvider], &Validated, bool); 4] = [
+            (&[Istio], &lab, false),
+            (&[Istio], &routed, true),
+            (&[GatewayApi], &lab, true),
+            (&[Istio, GatewayApi], &routed, false),
+        ];
+        for (running, v, refused) in cases {
+            let verdict = provider_enabled(v, running);
+            assert_eq!(verdict.is_err(), refused, "{running:?}");
+            if let Err(problems) = verdict {
+                assert!(
+                    problems
+                        .to_string()
+                        .contains("--traffic-providers including"),
+                    "{problems}"
+                );
+            }
         }
     }
 
