@@ -238,6 +238,28 @@ impl RouteWatch {
     /// Connects to the cluster's istiod as the AKS external ingress gateway's proxy. `Err`: no
     /// istiod in this cluster, or no `xdsroutes`.
     pub fn start() -> Result<RouteWatch, String> {
+        RouteWatch::start_as(&[])
+    }
+
+    /// As the sidecar of a pod in `namespace`: the mesh's outbound routes for `port` (route
+    /// configuration named by the port), which a VirtualService bound to `mesh` changes.
+    pub fn sidecar(namespace: &str, port: u16) -> Result<RouteWatch, String> {
+        let port = port.to_string();
+        RouteWatch::start_as(&[
+            "-type",
+            "sidecar",
+            "-namespace",
+            namespace,
+            "-pod",
+            "client-0",
+            "-route",
+            &port,
+        ])
+    }
+
+    /// `xdsroutes` with `proxy` (its flags that say which proxy it is; none: the external
+    /// ingress gateway's).
+    fn start_as(proxy: &[&str]) -> Result<RouteWatch, String> {
         let address = xds_address().ok_or(
             "the cluster runs no istiod (no ports/istiod-xds in its run dir; \
              `hack/cluster.sh up` starts it unless CANARY_ISTIOD=false)",
@@ -246,6 +268,7 @@ impl RouteWatch {
             tool("xdsroutes").ok_or("no xdsroutes on PATH (hack/build-tools.sh builds it)")?;
         let mut child = Command::new(&binary)
             .args(["-addr", &address])
+            .args(proxy)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

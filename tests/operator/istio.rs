@@ -200,6 +200,25 @@ async fn mesh_traffic_is_routed_with_or_without_a_gateway() {
     assert_eq!(vs.spec.gateways, [name, "mesh"]);
     assert_eq!(vs.spec.hosts, [ns.host(name), ns.fqdn(name)]);
     assert_eq!(vs.weights(), [("v1".to_owned(), 75), ("v2".to_owned(), 25)]);
+    // What istiod sends a sidecar in the mesh for calls to the Service's port: the split, by
+    // subset, where without `mesh` it would balance over all the Service's pods.
+    let fqdn = ns.fqdn(name);
+    match RouteWatch::sidecar(&ns.name, 5000) {
+        Ok(mut sidecar) => {
+            sidecar
+                .wait_split(&fqdn, &fqdn, &[("v1", 75), ("v2", 25)], PUSH)
+                .await;
+            set_weight(&ns, name, 40).await.expect("set the weight");
+            sidecar
+                .wait_split(&fqdn, &fqdn, &[("v1", 60), ("v2", 40)], PUSH)
+                .await;
+        }
+        Err(why) => host::skip(
+            "mesh routing",
+            &why,
+            "run `make cluster-up` (it starts istiod)",
+        ),
+    }
 
     // Mesh only: no gateway at all.
     let mesh_only = json!({"spec": {"gateway": null}});

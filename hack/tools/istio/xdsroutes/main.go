@@ -3,7 +3,8 @@
 // Istio would program into Envoy for the objects the operator writes, without an Envoy.
 //
 // The proxy is identified the way a gateway pod's istio-agent identifies it: a node id
-// router~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local and the pod's labels in the node metadata,
+// router~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local and the pod's labels in the node metadata
+// (with -type sidecar, a workload's sidecar: sidecar~..., which gets the mesh's outbound routes),
 // which is what istiod matches Gateway selectors against.
 //
 // Each line is {"receivedUnixNano":..., "version":..., "name":"http.80", "virtualHosts":[{"name":...,
@@ -148,6 +149,7 @@ func main() {
 	timeout := flag.Duration("timeout", 30*time.Second, "with -once: longest wait for the answer")
 	labels := labelFlags{}
 	flag.Var(labels, "label", "a label of the gateway pod, KEY=VALUE (repeat); Gateway selectors match these")
+	nodeType := flag.String("type", "router", "the proxy's type: router (a gateway) or sidecar (a workload's proxy in the mesh, whose outbound routes are named by port, such as 5000)")
 	flag.Parse()
 	if len(labels) == 0 {
 		labels["istio"] = "aks-istio-ingressgateway-external"
@@ -160,7 +162,11 @@ func main() {
 		ctx, cancel = context.WithTimeout(ctx, *timeout)
 		defer cancel()
 	}
-	node, err := proxyNode(*namespace, *pod, *ip, labels)
+	if *nodeType != "router" && *nodeType != "sidecar" {
+		fmt.Fprintf(os.Stderr, "xdsroutes: -type %q is neither router nor sidecar\n", *nodeType)
+		os.Exit(2)
+	}
+	node, err := proxyNode(*nodeType, *namespace, *pod, *ip, labels)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "xdsroutes: %v\n", err)
 		os.Exit(2)
@@ -187,7 +193,7 @@ func main() {
 	}
 }
 
-func proxyNode(namespace, pod, ip string, labels map[string]string) (*core.Node, error) {
+func proxyNode(nodeType, namespace, pod, ip string, labels map[string]string) (*core.Node, error) {
 	l := map[string]any{}
 	for k, v := range labels {
 		l[k] = v
@@ -207,7 +213,7 @@ func proxyNode(namespace, pod, ip string, labels map[string]string) (*core.Node,
 		return nil, err
 	}
 	return &core.Node{
-		Id:       fmt.Sprintf("router~%s~%s.%s~%s.svc.cluster.local", ip, pod, namespace, namespace),
+		Id:       fmt.Sprintf("%s~%s~%s.%s~%s.svc.cluster.local", nodeType, ip, pod, namespace, namespace),
 		Metadata: meta,
 	}, nil
 }
