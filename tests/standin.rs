@@ -1,5 +1,5 @@
 //! The test kit's stand-ins for what a cluster with Istio and Prometheus would run: the ingress
-//! gateway stand-in (`examples/ingress_standin.rs`) moving real requests as the routes istiod
+//! gateway stand-in (`examples/ingress_standin/`) moving real requests as the routes istiod
 //! pushes for a VirtualService or an HTTPRoute on the real control plane change (weighted splits,
 //! and the sticky routes that keep a conversation on its version by cookie or header), and the
 //! Prometheus harness (tests/common/prometheus.rs) scraping, losing and regaining its data.

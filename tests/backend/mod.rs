@@ -336,7 +336,7 @@ http {{
     )
 }
 
-/// `examples/ingress_standin.rs` as a process: nginx on 127.0.0.1 splitting requests as istiod
+/// `examples/ingress_standin/` as a process: nginx on 127.0.0.1 splitting requests as istiod
 /// tells the ingress gateway to, for one host. Needs the cluster's istiod, `xdsroutes` (on PATH
 /// after `eval $(hack/cluster.sh env)`) and nginx. Its waits block the thread, as the operator's
 /// process harness does: nothing in the test's runtime has to run meanwhile.
