@@ -17,11 +17,11 @@ use crate::common::gateway_api::{
     wait_route_weights,
 };
 use crate::common::lab::{
-    api, apply_release, create_secret, patch_release, release, wait_condition, wait_event_noting,
-    wait_gone, wait_ready, wait_weights,
+    api, apply_release, condition, create_secret, patch_release, release, wait_condition,
+    wait_event_noting, wait_gone, wait_ready, wait_weights,
 };
-use crate::common::operator::start_operator;
-use crate::common::setup;
+use crate::common::operator::{Operator, start_operator};
+use crate::common::{TestNs, setup};
 use crate::{controlled_by, settle};
 
 const NAME: &str = "azureopenaichat";
@@ -34,7 +34,7 @@ fn split(stable: i32, canary: i32) -> [(&'static str, i32); 2] {
 }
 
 /// The operator, and the lab's release routed by an HTTPRoute on the platform's Gateway.
-async fn routed_lab(ns: &crate::common::TestNs) -> crate::common::operator::Operator {
+async fn routed_lab(ns: &TestNs) -> Operator {
     let operator = start_operator(ns).await;
     create_secret(ns).await;
     platform_gateway(ns).await;
@@ -172,13 +172,13 @@ async fn a_route_its_gateway_does_not_accept_makes_the_release_not_ready() {
         .await
         .expect("apply");
     let refused = wait_condition(&ns, NAME, "Ready", "False", "NotAllowedByListeners").await;
-    let (_, _, message) = crate::common::lab::condition(&refused, "Ready").expect("Ready");
+    let (_, _, message) = condition(&refused, "Ready").expect("Ready");
     assert!(
         message.contains("Gateway gateway-same-namespace/closed (listener http)")
             && message.contains("Accepted=False"),
         "{message}"
     );
-    let degraded = crate::common::lab::condition(&refused, "Degraded").expect("Degraded");
+    let degraded = condition(&refused, "Degraded").expect("Degraded");
     assert_eq!(
         (degraded.0.as_str(), degraded.1.as_str()),
         ("True", "NotAllowedByListeners")
@@ -195,7 +195,7 @@ async fn a_route_its_gateway_does_not_accept_makes_the_release_not_ready() {
         json!({"spec": {"traffic": {"gatewayAPI": {"parentRefs": [{"name": "nowhere"}]}}}});
     patch_release(&ns, NAME, missing).await;
     let pending = wait_condition(&ns, NAME, "Ready", "False", "RoutePending").await;
-    let (_, _, message) = crate::common::lab::condition(&pending, "Ready").expect("Ready");
+    let (_, _, message) = condition(&pending, "Ready").expect("Ready");
     assert!(
         message.contains(&format!("Gateway {}/nowhere", ns.name)),
         "{message}"
@@ -220,7 +220,7 @@ struct Seen {
 
 /// Follows the route objects of kind `K` named `name`, sending what it sees on `tx`.
 fn follow<K>(
-    ns: &crate::common::TestNs,
+    ns: &TestNs,
     kind: &'static str,
     tx: tokio::sync::mpsc::UnboundedSender<Seen>,
 ) -> tokio::task::JoinHandle<()>
@@ -391,7 +391,7 @@ async fn the_routes_objects_are_kept_and_never_taken_from_others() {
     .await
     .expect("apply the other release");
     let refused = wait_condition(&ns, "other", "Ready", "False", "OwnershipConflict").await;
-    let (_, _, message) = crate::common::lab::condition(&refused, "Ready").expect("Ready");
+    let (_, _, message) = condition(&refused, "Ready").expect("Ready");
     assert!(
         message.contains(&format!("Service {}/other-v1 already exists", ns.name)),
         "{message}"

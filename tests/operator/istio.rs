@@ -12,10 +12,10 @@ use serde_json::json;
 use crate::common::istio::{RouteWatch, analyze};
 use crate::common::lab::{
     api, apply, apply_release, condition, create_secret, patch_release, set_weight, wait_condition,
-    wait_event_noting, wait_ready,
+    wait_event_noting, wait_gone, wait_ready,
 };
 use crate::common::operator::start_operator;
-use crate::common::{host, setup};
+use crate::common::{WAIT, host, setup, wait_for};
 
 /// Longest wait for istiod to push a changed route: its debounce is 100 ms.
 const PUSH: Duration = Duration::from_secs(30);
@@ -223,7 +223,7 @@ async fn mesh_traffic_is_routed_with_or_without_a_gateway() {
     // Mesh only: no gateway at all.
     let mesh_only = json!({"spec": {"gateway": null}});
     patch_release(&ns, name, mesh_only).await;
-    crate::common::lab::wait_gone::<Gateway>(&ns, name).await;
+    wait_gone::<Gateway>(&ns, name).await;
     let ready = wait_ready(&ns, name).await;
     let vs = services.get(name).await.expect("VirtualService");
     assert_eq!(vs.spec.gateways, ["mesh"]);
@@ -280,24 +280,16 @@ async fn a_sticky_release_routes_conversations_back_to_their_version() {
 
     // Rolled back to 0 %: the canary's conversations fall through to the split, to the stable.
     set_weight(&ns, name, 0).await.expect("weight 0");
-    crate::common::wait_for(
-        "the canary's match route gone",
-        crate::common::WAIT,
-        async || {
-            let vs = services.get(name).await.ok()?;
-            (routes(&vs) == ["sticky-v1", "canary-split"]).then_some(())
-        },
-    )
+    wait_for("the canary's match route gone", WAIT, async || {
+        let vs = services.get(name).await.ok()?;
+        (routes(&vs) == ["sticky-v1", "canary-split"]).then_some(())
+    })
     .await;
     // Fully shifted: the stable's go to the canary.
     set_weight(&ns, name, 100).await.expect("weight 100");
-    crate::common::wait_for(
-        "the stable's match route gone",
-        crate::common::WAIT,
-        async || {
-            let vs = services.get(name).await.ok()?;
-            (routes(&vs) == ["sticky-v2", "canary-split"]).then_some(())
-        },
-    )
+    wait_for("the stable's match route gone", WAIT, async || {
+        let vs = services.get(name).await.ok()?;
+        (routes(&vs) == ["sticky-v2", "canary-split"]).then_some(())
+    })
     .await;
 }
