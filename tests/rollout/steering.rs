@@ -261,8 +261,9 @@ async fn a_gitops_reapply_changes_nothing() {
     );
     apply(&ns, release.clone()).await;
     wait_canary_weight(&ns, NAME, 50, WITHIN).await;
-    let before = rollout(&ns).await.expect("rollout status");
+    // The step's status write follows its route write: both are in before anything is compared.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rollout(&ns).await.expect("rollout status");
     let writes = operator.writes();
     let services = api::<VirtualService>(&ns);
     let route = services
