@@ -508,12 +508,8 @@ async fn status_set_weight_and_verify_with_the_gateway_api() {
     let Some(ns) = setup(TEST).await else {
         return;
     };
-    let Some(xds) = common::istio::xds_address() else {
-        return host::skip(
-            TEST,
-            "the cluster runs no istiod",
-            "run `make cluster-up` (it starts istiod)",
-        );
+    let Some(xds) = common::istiod(TEST) else {
+        return;
     };
     let _operator = start_operator(&ns).await;
     lab::create_secret(&ns).await;
@@ -558,21 +554,12 @@ async fn status_set_weight_and_verify_with_the_gateway_api() {
     // Through the Gateway's proxy: what the HTTPRoute says, as istiod programs it.
     let v1 = start_backend(&[("AZURE_MODEL_NAME", "gpt-4.1")]).await;
     let v2 = start_backend(&[("AZURE_MODEL_NAME", "gpt-4o")]).await;
-    let selects = format!(
-        "gateway.networking.k8s.io/gateway-name={}",
-        gateway_api::PLATFORM.1
-    );
     let mut gateway = backend::IngressStandin::start(
         &nginx,
         &xds,
         (n, &name, &ns.host(&name)),
         &[("v1", v1.addr), ("v2", v2.addr)],
-        &[
-            "--proxy-namespace",
-            gateway_api::PLATFORM.0,
-            "--proxy-label",
-            &selects,
-        ],
+        &gateway_api::PLATFORM_PROXY,
     );
     let mut applied = gateway.next_applied(Duration::from_secs(30));
     for _ in 0..3 {

@@ -310,18 +310,7 @@ async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {
         "the deleted CRD was logged after {noticed:?}: {line}"
     );
     assert!(line.contains("kubectl apply"), "with the fix: {line}");
-    let (status, body) = wait_for("/readyz to answer 503", WAIT, async || {
-        operator
-            .get("/readyz")
-            .await
-            .filter(|(status, _)| *status == 503)
-    })
-    .await;
-    assert!(body.contains(CRD), "{status}: {body}");
-    wait_for("the CRD to be gone", WAIT, async || {
-        crds.get_opt(CRD).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    unready_without(&operator, &crds, CRD).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(operator.running(), "the operator stays up without its CRD");
     assert_eq!(operator.readyz().await, 503, "and says it is not ready");
@@ -391,18 +380,7 @@ async fn a_deleted_gateway_api_crd_is_reported_and_the_route_restored_when_it_re
     crds.delete(ROUTES_CRD, &DeleteParams::default())
         .await
         .expect("delete the HTTPRoute CRD");
-    let (status, body) = wait_for("/readyz to answer 503", WAIT, async || {
-        operator
-            .get("/readyz")
-            .await
-            .filter(|(status, _)| *status == 503)
-    })
-    .await;
-    assert!(body.contains(ROUTES_CRD), "{status}: {body}");
-    wait_for("the CRD to be gone", WAIT, async || {
-        crds.get_opt(ROUTES_CRD).await.ok()?.is_none().then_some(())
-    })
-    .await;
+    unready_without(&operator, &crds, ROUTES_CRD).await;
     assert!(operator.running(), "the operator stays up without the CRD");
 
     let crd = common::gateway_api::crd(ROUTES_CRD);
@@ -440,6 +418,22 @@ async fn a_deleted_gateway_api_crd_is_reported_and_the_route_restored_when_it_re
     lab::wait_ready(&ns, name).await;
     assert!(route.metadata.uid.is_some());
     assert!(operator.running());
+}
+
+/// Waits until `/readyz` answers 503 naming the deleted CRD `name`, and the CRD is gone.
+async fn unready_without(operator: &Process, crds: &Api<CustomResourceDefinition>, name: &str) {
+    let (status, body) = wait_for("/readyz to answer 503", WAIT, async || {
+        operator
+            .get("/readyz")
+            .await
+            .filter(|(status, _)| *status == 503)
+    })
+    .await;
+    assert!(body.contains(name), "{status}: {body}");
+    wait_for("the CRD to be gone", WAIT, async || {
+        crds.get_opt(name).await.ok()?.is_none().then_some(())
+    })
+    .await;
 }
 
 /// istiod is part of the control plane the tests stand on: killed while a weight is edited, and

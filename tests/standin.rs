@@ -20,7 +20,7 @@ use canary_operator::api::istio::{
     VirtualServiceSpec,
 };
 use common::gateway_api;
-use common::istio::xds_address;
+use common::istiod;
 use common::lab::{self, create_secret};
 use common::operator::start_operator;
 use common::prometheus::{self, JOB, Prometheus, ScrapeTarget};
@@ -145,13 +145,7 @@ async fn standin_gateway_follows_the_route_istiod_pushes() {
     let Some(mut ns) = setup(TEST).await else {
         return;
     };
-    let Some(xds) = xds_address() else {
-        return host::skip(
-            TEST,
-            "the cluster runs no istiod",
-            "run `make cluster-up` (it starts istiod)",
-        );
-    };
+    let Some(xds) = istiod(TEST) else { return };
     // Routes to subset v3, which no DestinationRule defines, on purpose (below).
     ns.exempt_from_analyze("routes to an undefined subset on purpose");
     let gateway_host = ns.host("chat");
@@ -501,6 +495,62 @@ fn first_routing(mut next: impl FnMut() -> String) -> String {
     line
 }
 
+/// What the tests of hand-written sticky routes stand on: the Service, DestinationRule and Gateway
+/// of `chat`, a pod per version for the subsets, the two backends, and the stand-in following
+/// istiod for the release's host. `None` when nginx or istiod is missing (said loudly).
+struct StickyStage {
+    ns: TestNs,
+    gateway_host: String,
+    gateway: IngressStandin,
+    /// Kept running while the stage lives.
+    _versions: (Backend, Backend),
+}
+
+impl StickyStage {
+    async fn start(test: &str) -> Option<StickyStage> {
+        let nginx = nginx(test)?;
+        let ns = setup(test).await?;
+        let xds = istiod(test)?;
+        let gateway_host = ns.host("chat");
+        mesh_objects(&ns, &gateway_host).await;
+        version_pods(&ns).await;
+        let (v1, v2) = versions().await;
+        let upstreams: [(&str, SocketAddr); 2] = [("v1", v1.addr), ("v2", v2.addr)];
+        let gateway = IngressStandin::start(
+            &nginx,
+            &xds,
+            (&ns.name, "chat", &gateway_host),
+            &upstreams,
+            &[],
+        );
+        Some(StickyStage {
+            ns,
+            gateway_host,
+            gateway,
+            _versions: (v1, v2),
+        })
+    }
+
+    /// Applies the sticky routes at `v2` percent to v2 and waits until the stand-in routes them
+    /// (`first`: istiod's first push may not hold them yet).
+    async fn route(&mut self, v2: u32, sticky: Sticky, first: bool) {
+        apply(
+            &self.ns,
+            sticky_virtual_service(&self.ns, &self.gateway_host, v2, sticky),
+        )
+        .await;
+        let applied = if first {
+            first_routing(|| self.gateway.next_applied(FOLLOW))
+        } else {
+            self.gateway.next_applied(FOLLOW)
+        };
+        assert_eq!(
+            applied,
+            format!("applied v1={} v2={v2} match:v2 match:v1", 100 - v2)
+        );
+    }
+}
+
 /// Requests per conversation.
 const CONVERSATION: usize = 50;
 
@@ -510,30 +560,10 @@ const KEPT: usize = 3;
 #[tokio::test]
 async fn standin_gateway_keeps_a_conversation_on_its_version_by_cookie() {
     const TEST: &str = "standin_gateway_keeps_a_conversation_on_its_version_by_cookie";
-    let Some(nginx) = nginx(TEST) else { return };
-    let Some(ns) = setup(TEST).await else {
+    let Some(mut stage) = StickyStage::start(TEST).await else {
         return;
     };
-    let Some(xds) = xds_address() else {
-        return host::skip(
-            TEST,
-            "the cluster runs no istiod",
-            "run `make cluster-up` (it starts istiod)",
-        );
-    };
-    let gateway_host = ns.host("chat");
-    mesh_objects(&ns, &gateway_host).await;
-    version_pods(&ns).await;
-    let (v1, v2) = versions().await;
-    let upstreams: [(&str, SocketAddr); 2] = [("v1", v1.addr), ("v2", v2.addr)];
-    let mut gateway = IngressStandin::start(
-        &nginx,
-        &xds,
-        (&ns.name, "chat", &gateway_host),
-        &upstreams,
-        &[],
-    );
-    let chat = gateway.url("/chat");
+    let chat = stage.gateway.url("/chat");
     let client = http_client();
 
     // v2's share as a rollout and a rollback would move it; every version keeps a share, so
@@ -542,21 +572,8 @@ async fn standin_gateway_keeps_a_conversation_on_its_version_by_cookie() {
     let mut conversations: Vec<Conversation> = Vec::new();
     let mut sessions = 0;
     for (phase, v2_share) in shares.into_iter().enumerate() {
-        apply(
-            &ns,
-            sticky_virtual_service(&ns, &gateway_host, v2_share, Sticky::Cookie),
-        )
-        .await;
+        stage.route(v2_share, Sticky::Cookie, phase == 0).await;
         let v1_share = 100 - v2_share;
-        let applied = if phase == 0 {
-            first_routing(|| gateway.next_applied(FOLLOW))
-        } else {
-            gateway.next_applied(FOLLOW)
-        };
-        assert_eq!(
-            applied,
-            format!("applied v1={v1_share} v2={v2_share} match:v2 match:v1")
-        );
 
         // Conversations without a cookie yet follow the split, and each answer's cookie names
         // the version that gave it.
@@ -617,48 +634,15 @@ async fn standin_gateway_keeps_a_conversation_on_its_version_by_cookie() {
 #[tokio::test]
 async fn standin_gateway_routes_an_api_client_by_the_version_header() {
     const TEST: &str = "standin_gateway_routes_an_api_client_by_the_version_header";
-    let Some(nginx) = nginx(TEST) else { return };
-    let Some(ns) = setup(TEST).await else {
+    let Some(mut stage) = StickyStage::start(TEST).await else {
         return;
     };
-    let Some(xds) = xds_address() else {
-        return host::skip(
-            TEST,
-            "the cluster runs no istiod",
-            "run `make cluster-up` (it starts istiod)",
-        );
-    };
-    let gateway_host = ns.host("chat");
-    mesh_objects(&ns, &gateway_host).await;
-    version_pods(&ns).await;
-    let (v1, v2) = versions().await;
-    let upstreams: [(&str, SocketAddr); 2] = [("v1", v1.addr), ("v2", v2.addr)];
-    let mut gateway = IngressStandin::start(
-        &nginx,
-        &xds,
-        (&ns.name, "chat", &gateway_host),
-        &upstreams,
-        &[],
-    );
-    let chat = gateway.url("/chat");
+    let chat = stage.gateway.url("/chat");
     let client = http_client();
 
     for (phase, v2_share) in [10, 60].into_iter().enumerate() {
-        apply(
-            &ns,
-            sticky_virtual_service(&ns, &gateway_host, v2_share, Sticky::Header),
-        )
-        .await;
+        stage.route(v2_share, Sticky::Header, phase == 0).await;
         let v1_share = 100 - v2_share;
-        let applied = if phase == 0 {
-            first_routing(|| gateway.next_applied(FOLLOW))
-        } else {
-            gateway.next_applied(FOLLOW)
-        };
-        assert_eq!(
-            applied,
-            format!("applied v1={v1_share} v2={v2_share} match:v2 match:v1")
-        );
         // A client that names no version follows the split and is told which version answered;
         // so is one whose header names none exactly (Envoy's exact match minds case).
         let mut models = BTreeMap::new();
@@ -730,13 +714,7 @@ async fn standin_gateway_follows_an_httproute_to_a_service_per_version() {
     let Some(ns) = setup(TEST).await else {
         return;
     };
-    let Some(xds) = xds_address() else {
-        return host::skip(
-            TEST,
-            "the cluster runs no istiod",
-            "run `make cluster-up` (it starts istiod)",
-        );
-    };
+    let Some(xds) = istiod(TEST) else { return };
     let gateway_host = ns.host("chat");
     let label = "gateway.networking.k8s.io/gateway-name";
     for version in ["v1", "v2"] {
@@ -836,16 +814,6 @@ async fn standin_gateway_follows_an_httproute_to_a_service_per_version() {
     .await;
 }
 
-/// Waits until the operator's route for `chat` (the VirtualService, or the HTTPRoute) splits
-/// `v1`/`v2`.
-async fn route_weights(ns: &TestNs, by_gateway_api: bool, v1: i32, v2: i32) {
-    if by_gateway_api {
-        gateway_api::wait_route_weights(ns, "chat", &[("chat-v1", v1), ("chat-v2", v2)]).await;
-    } else {
-        lab::wait_weights(ns, "chat", &[("v1", v1), ("v2", v2)]).await;
-    }
-}
-
 /// The operator's own sticky routes, with each provider, through the stand-in: conversations begun
 /// at one split stay on their version for 50 requests while the weight moves (25, 50, 75, 10),
 /// and all return to the stable version when the canary is rolled back to 0 %.
@@ -853,13 +821,7 @@ async fn route_weights(ns: &TestNs, by_gateway_api: bool, v1: i32, v2: i32) {
 async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
     const TEST: &str = "the_operators_sticky_routes_keep_each_conversation_on_its_version";
     let Some(nginx) = nginx(TEST) else { return };
-    let Some(xds) = xds_address() else {
-        return host::skip(
-            TEST,
-            "the cluster runs no istiod",
-            "run `make cluster-up` (it starts istiod)",
-        );
-    };
+    let Some(xds) = istiod(TEST) else { return };
     for by_gateway_api in [false, true] {
         let Some(ns) = setup(&format!("{TEST} gatewayAPI={by_gateway_api}")).await else {
             return;
@@ -869,19 +831,10 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
         let mut release = lab::release(&ns, "chat");
         release["spec"]["traffic"] =
             json!({"stickiness": {"cookie": {"name": "canary-model", "maxAge": "24h"}}});
-        let selects = format!(
-            "gateway.networking.k8s.io/gateway-name={}",
-            gateway_api::PLATFORM.1
-        );
         let proxy: &[&str] = if by_gateway_api {
             gateway_api::platform_gateway(&ns).await;
             release = gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM);
-            &[
-                "--proxy-namespace",
-                gateway_api::PLATFORM.0,
-                "--proxy-label",
-                &selects,
-            ]
+            &gateway_api::PLATFORM_PROXY
         } else {
             &[]
         };
@@ -949,7 +902,7 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
                 .expect("set the weight");
             // The operator runs on this test's runtime, which `next_applied` blocks: the route
             // is awaited first, then istiod's push (another process) is read.
-            route_weights(&ns, by_gateway_api, 100 - v2_share, v2_share).await;
+            gateway_api::wait_split(&ns, "chat", by_gateway_api, 100 - v2_share, v2_share).await;
             assert_eq!(
                 gateway.next_applied(FOLLOW),
                 format!(
@@ -976,7 +929,7 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
 
         // Rolled back: the canary's match route goes, and its conversations are told the stable.
         lab::set_weight(&ns, "chat", 0).await.expect("roll back");
-        route_weights(&ns, by_gateway_api, 100, 0).await;
+        gateway_api::wait_split(&ns, "chat", by_gateway_api, 100, 0).await;
         assert_eq!(gateway.next_applied(FOLLOW), "applied v1=100 v2=0 match:v1");
         for conversation in &mut conversations {
             let answer = conversation.send(&client, &chat).await;

@@ -62,11 +62,14 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         .releases
         .get(&ObjectRef::from(&*release))
         .unwrap_or(release);
-    let validated = match validate::validate_with(
+    // A spec the operator cannot act on, or one routed by a provider it does not run with.
+    let checked = validate::validate_with(
         &release,
         &ctx.settings.cluster_domain,
         ctx.settings.min_analysis_interval,
-    ) {
+    )
+    .and_then(|v| validate::provider_enabled(&v, &ctx.settings.traffic_providers).map(|()| v));
+    let validated = match checked {
         Ok(validated) => validated,
         Err(problems) => {
             status::report(
@@ -80,17 +83,6 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
             return Ok(Action::await_change());
         }
     };
-    if let Err(problems) = validate::provider_enabled(&validated, &ctx.settings.traffic_providers) {
-        status::report(
-            &ctx,
-            &release,
-            &Health::Invalid(&problems),
-            &Workload::Unknown,
-        )
-        .await?;
-        ctx.reset_backoff(&release);
-        return Ok(Action::await_change());
-    }
     let observation = observe::observe(&ctx, &release, &validated).await?;
     let decision = decide::decide(&validated.strategy, &observation);
     let children = build::build(&validated, &decision);

@@ -16,6 +16,15 @@ use super::{TestNs, WAIT, wait_for};
 /// The platform's shared Gateway in the examples (`examples/gateway-api.yaml`).
 pub const PLATFORM: (&str, &str) = ("istio-ingress", "public");
 
+/// The ingress stand-in's flags that make it the proxy of [`PLATFORM`]: its workload's label
+/// (see [`gateway`]), in its namespace.
+pub const PLATFORM_PROXY: [&str; 4] = [
+    "--proxy-namespace",
+    "istio-ingress",
+    "--proxy-label",
+    "gateway.networking.k8s.io/gateway-name=public",
+];
+
 /// Field manager of what the tests write as the platform team.
 const PLATFORM_TEAM: &str = "canary-operator-tests";
 
@@ -186,6 +195,18 @@ pub async fn wait_route_weights(ns: &TestNs, name: &str, expected: &[(&str, i32)
         },
     )
     .await
+}
+
+/// Waits until the route of the lab-like release `name` (versions v1 and v2) splits
+/// `stable`/`canary`: its HTTPRoute, between the versions' Services, with the Gateway API provider;
+/// its VirtualService, between the subsets, with Istio.
+pub async fn wait_split(ns: &TestNs, name: &str, by_gateway_api: bool, stable: i32, canary: i32) {
+    if by_gateway_api {
+        let (v1, v2) = (format!("{name}-v1"), format!("{name}-v2"));
+        wait_route_weights(ns, name, &[(&v1, stable), (&v2, canary)]).await;
+    } else {
+        super::lab::wait_weights(ns, name, &[("v1", stable), ("v2", canary)]).await;
+    }
 }
 
 /// The conditions a parent's controller reported on the route: (controller, type, status, reason).

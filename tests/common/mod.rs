@@ -43,6 +43,20 @@ pub struct TestNs {
 ///
 /// Returns `None` (the test should return early) when no cluster is reachable, unless `CI` is set:
 /// in CI a missing cluster is a failure, never a silent pass.
+/// istiod's xDS address, or `None` after saying loudly that `test` is skipped (a failure in CI).
+/// Here, not in `istio.rs`, which the bench includes without the rest of the kit.
+pub fn istiod(test: &str) -> Option<String> {
+    let address = istio::xds_address();
+    if address.is_none() {
+        host::skip(
+            test,
+            "the cluster runs no istiod",
+            "run `make cluster-up` (it starts istiod)",
+        );
+    }
+    address
+}
+
 pub async fn setup(test_name: &str) -> Option<TestNs> {
     let client = match connect().await {
         Ok(client) => client,

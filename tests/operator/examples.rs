@@ -16,6 +16,37 @@ use crate::common::lab::{api, apply_release, create_secret, wait_ready};
 use crate::common::operator::start_operator;
 use crate::common::{WAIT, setup, wait_for};
 
+/// The examples that become Ready without a rollout's metrics.
+const READY_EXAMPLES: [&str; 6] = [
+    "lab.yaml",
+    "existing-gateway.yaml",
+    "no-autoscaling.yaml",
+    "image-override.yaml",
+    "chat-backend.yaml",
+    "sticky-mesh.yaml",
+];
+
+/// Applies each of [`READY_EXAMPLES`] as `route` turns it, and returns the releases' names.
+async fn apply_examples(
+    ns: &crate::common::TestNs,
+    route: impl Fn(serde_json::Value) -> serde_json::Value,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    for file in READY_EXAMPLES {
+        let release = route(example(file));
+        names.push(
+            release["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_owned(),
+        );
+        apply_release(ns, release)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+    }
+    names
+}
+
 #[tokio::test]
 async fn every_example_applies_and_becomes_ready() {
     let Some(ns) = setup("examples").await else {
@@ -24,26 +55,7 @@ async fn every_example_applies_and_becomes_ready() {
     let _operator = start_operator(&ns).await;
     create_secret(&ns).await;
     platform_gateway(&ns).await;
-    let mut names = Vec::new();
-    for file in [
-        "lab.yaml",
-        "existing-gateway.yaml",
-        "no-autoscaling.yaml",
-        "image-override.yaml",
-        "chat-backend.yaml",
-        "sticky-mesh.yaml",
-    ] {
-        let release = example(file);
-        names.push(
-            release["metadata"]["name"]
-                .as_str()
-                .expect("name")
-                .to_owned(),
-        );
-        apply_release(&ns, release)
-            .await
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-    }
+    let names = apply_examples(&ns, |release| release).await;
     for name in &names {
         wait_ready(&ns, name).await;
     }
@@ -96,26 +108,10 @@ async fn every_example_becomes_ready_routed_by_the_other_provider() {
     let _operator = start_operator(&ns).await;
     create_secret(&ns).await;
     gateway_api::platform_gateway(&ns).await;
-    let mut names = Vec::new();
-    for file in [
-        "lab.yaml",
-        "existing-gateway.yaml",
-        "no-autoscaling.yaml",
-        "image-override.yaml",
-        "chat-backend.yaml",
-        "sticky-mesh.yaml",
-    ] {
-        let release = gateway_api::routed_by_gateway_api(&ns, example(file), gateway_api::PLATFORM);
-        names.push(
-            release["metadata"]["name"]
-                .as_str()
-                .expect("name")
-                .to_owned(),
-        );
-        apply_release(&ns, release)
-            .await
-            .unwrap_or_else(|e| panic!("{file} routed by the Gateway API: {e}"));
-    }
+    let names = apply_examples(&ns, |release| {
+        gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM)
+    })
+    .await;
     for name in &names {
         wait_ready(&ns, name).await;
         let route = api::<HTTPRoute>(&ns)

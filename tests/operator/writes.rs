@@ -3,12 +3,13 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
+use crate::common::gateway_api::wait_split;
 use crate::common::lab::{
     api, apply_release, create_secret, lab, patch_release, wait_event_noting, wait_ready,
-    wait_weights,
 };
-use crate::common::operator::start_operator;
-use crate::common::{WAIT, setup, wait_for};
+use crate::common::operator::{Operator, start_operator};
+use crate::common::{TestNs, WAIT, setup, wait_for};
+use crate::gateway_api::routed_lab;
 use crate::settle;
 
 #[tokio::test]
@@ -19,29 +20,41 @@ async fn weight_shifts_cost_one_route_write_one_status_write_and_an_event() {
     let operator = start_operator(&ns).await;
     create_secret(&ns).await;
     apply_release(&ns, lab()).await.expect("apply");
-    wait_ready(&ns, "azureopenaichat").await;
-    settle().await;
+    each_shift_writes_three_times(&ns, &operator, false).await;
+}
 
+#[tokio::test]
+async fn a_weight_shift_costs_one_httproute_write_one_status_write_and_an_event() {
+    let Some(ns) = setup("gateway-api-writes").await else {
+        return;
+    };
+    let operator = routed_lab(&ns).await;
+    each_shift_writes_three_times(&ns, &operator, true).await;
+}
+
+/// Shifts the lab's release to 50, 0 and 100 %: each costs one route write (the VirtualService,
+/// or the HTTPRoute), one status write and one Event. With the Gateway API, istiod writes the
+/// route's status for its new generation meanwhile: a change the operator sees, and for which it
+/// writes nothing.
+async fn each_shift_writes_three_times(ns: &TestNs, operator: &Operator, by_gateway_api: bool) {
+    let name = "azureopenaichat";
+    wait_ready(ns, name).await;
+    settle().await;
     for weight in [50, 0, 100] {
         let before = operator.writes();
-        patch_release(&ns, "azureopenaichat", json!({"spec": {"weight": weight}})).await;
-        wait_weights(
-            &ns,
-            "azureopenaichat",
-            &[("v1", 100 - weight), ("v2", weight)],
-        )
-        .await;
-        let release = wait_ready(&ns, "azureopenaichat").await;
+        patch_release(ns, name, json!({"spec": {"weight": weight}})).await;
+        wait_split(ns, name, by_gateway_api, 100 - weight, weight).await;
+        let release = wait_ready(ns, name).await;
         assert_eq!(
             release.status.as_ref().and_then(|s| s.canary_weight),
             Some(weight)
         );
-        wait_event_noting(&ns, "WeightChanged", &format!(", {weight}% to v2 (gpt-4o)")).await;
+        wait_event_noting(ns, "WeightChanged", &format!(", {weight}% to v2 (gpt-4o)")).await;
         settle().await;
         let writes = operator.writes() - before;
         assert_eq!(
             writes, 3,
-            "weight {weight}: one VirtualService write, one status write and one Event, got {writes}"
+            "weight {weight} (Gateway API: {by_gateway_api}): one route write, one status write and one Event, got {writes}"
         );
     }
 }

@@ -21,24 +21,48 @@ const STEPS: [(i32, &str, bool); 3] = [(10, "4s", false), (50, "4s", false), (10
 /// A healthy canary goes 10 → 50 → 100, and the check values are in status.
 #[tokio::test]
 async fn a_healthy_canary_is_promoted_step_by_step() {
-    let Some(ns) = setup("rollout-healthy").await else {
+    healthy_rollout("rollout-healthy", false).await;
+}
+
+/// The same rollout with the Gateway API provider: an HTTPRoute on the platform's Gateway, which
+/// istiod programs into the Gateway's proxy (the stand-in), steps through the same weights and is
+/// promoted, judged by the same analysis of the same real traffic.
+#[tokio::test]
+async fn a_healthy_canary_routed_by_the_gateway_api_is_promoted() {
+    healthy_rollout("rollout-healthy-gateway-api", true).await;
+}
+
+/// A healthy canary's rollout through the stand-in, routed by Istio or by the Gateway API.
+async fn healthy_rollout(test: &str, by_gateway_api: bool) {
+    let Some(ns) = setup(test).await else {
         return;
     };
-    let Some(mut stage) = Stage::start(&ns, "rollout-healthy", &[]).await else {
+    let versions = Versions {
+        stable_env: &[],
+        canary_env: &[],
+        canary_scraped: true,
+        gateway_api: by_gateway_api,
+    };
+    let Some(mut stage) = Stage::start_with(&ns, test, versions).await else {
         return;
     };
     stage.load(20);
     let _operator = start_operator(&ns).await;
-    let log = WeightLog::start(&ns);
-    apply(
-        &ns,
+    let (log, mut release) = (
+        if by_gateway_api {
+            WeightLog::start_http_route(&ns)
+        } else {
+            WeightLog::start(&ns)
+        },
         automatic(&ns, &STEPS, Some(analysis(&stage.prometheus.url()))),
-    )
-    .await;
+    );
+    if by_gateway_api {
+        release = gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM);
+    }
+    apply(&ns, release).await;
     let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
-    wait_canary_weight(&ns, NAME, 100, WITHIN).await;
-    let weights = log.since_ready();
-    assert_eq!(weights, [10, 50, 100]);
+    gateway_api::wait_split(&ns, NAME, by_gateway_api, 0, 100).await;
+    assert_eq!(log.since_ready(), [10, 50, 100]);
     let check = promoted
         .checks
         .first()
@@ -54,62 +78,8 @@ async fn a_healthy_canary_is_promoted_step_by_step() {
     );
     assert!(check.passes >= 1, "{check:?}");
     assert!(check.message.contains("canary 0"), "{}", check.message);
-    // What nginx was told, in order, as the stand-in applied it.
-    let mut applied = Vec::new();
-    while applied.last().map(String::as_str) != Some("applied v1=0 v2=100") {
-        applied.push(stage.gateway.next_applied(Duration::from_secs(10)));
-    }
-    assert!(
-        applied.iter().any(|l| l == "applied v1=90 v2=10"),
-        "{applied:?}"
-    );
-    assert!(
-        applied.iter().any(|l| l == "applied v1=50 v2=50"),
-        "{applied:?}"
-    );
-}
-
-/// The same rollout with the Gateway API provider: an HTTPRoute on the platform's Gateway, which
-/// istiod programs into the Gateway's proxy (the stand-in), steps through the same weights and is
-/// promoted, judged by the same analysis of the same real traffic.
-#[tokio::test]
-async fn a_healthy_canary_routed_by_the_gateway_api_is_promoted() {
-    const TEST: &str = "rollout-healthy-gateway-api";
-    let Some(ns) = setup(TEST).await else {
-        return;
-    };
-    let versions = Versions {
-        stable_env: &[],
-        canary_env: &[],
-        canary_scraped: true,
-        gateway_api: true,
-    };
-    let Some(mut stage) = Stage::start_with(&ns, TEST, versions).await else {
-        return;
-    };
-    stage.load(20);
-    let _operator = start_operator(&ns).await;
-    let log = WeightLog::start_http_route(&ns);
-    let release = automatic(&ns, &STEPS, Some(analysis(&stage.prometheus.url())));
-    apply(
-        &ns,
-        gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM),
-    )
-    .await;
-    let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
-    assert_eq!(log.since_ready(), [10, 50, 100]);
-    let check = promoted.checks.first().expect("the check in status");
-    assert_eq!(
-        (check.name.as_str(), check.verdict.as_str()),
-        ("error-rate", "Pass")
-    );
-    assert_eq!(
-        check.value,
-        Some(0.0),
-        "measured, without errors: {check:?}"
-    );
-    assert!(check.passes >= 1, "{check:?}");
-    // The proxy's routes, as istiod pushed them for the HTTPRoute: the versions' Services.
+    // What nginx was told, in order, as the stand-in applied it (with the Gateway API, the
+    // routes istiod pushed for the HTTPRoute: the versions' Services).
     let mut applied = Vec::new();
     while applied.last().map(String::as_str) != Some("applied v1=0 v2=100") {
         applied.push(stage.gateway.next_applied(Duration::from_secs(10)));
@@ -117,14 +87,16 @@ async fn a_healthy_canary_routed_by_the_gateway_api_is_promoted() {
     for step in ["applied v1=90 v2=10", "applied v1=50 v2=50"] {
         assert!(applied.iter().any(|l| l == step), "{step}: {applied:?}");
     }
-    assert!(
-        api::<VirtualService>(&ns)
-            .get_opt(NAME)
-            .await
-            .expect("get")
-            .is_none(),
-        "no Istio route"
-    );
+    if by_gateway_api {
+        assert!(
+            api::<VirtualService>(&ns)
+                .get_opt(NAME)
+                .await
+                .expect("get")
+                .is_none(),
+            "no Istio route"
+        );
+    }
 }
 
 /// A canary answering every second request with 500 is rolled back after failureLimit + 1

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use crate::backend::{Backend, IngressStandin, nginx, start_backend};
 use crate::common::lab::{api, apply_release, create_secret, release};
 use crate::common::prometheus::{self, Prometheus, ScrapeTarget};
-use crate::common::{TestNs, gateway_api, host, istio};
+use crate::common::{TestNs, gateway_api, istiod};
 
 pub const NAME: &str = "chat";
 
@@ -231,14 +231,7 @@ impl Stage {
 
     pub async fn start_with(ns: &TestNs, test: &str, versions: Versions<'_>) -> Option<Stage> {
         let nginx = nginx(test)?;
-        let Some(xds) = istio::xds_address() else {
-            host::skip(
-                test,
-                "the cluster runs no istiod",
-                "run `make cluster-up` (it starts istiod)",
-            );
-            return None;
-        };
+        let xds = istiod(test)?;
         let binary = prometheus::binary(test)?;
         let mut env = vec![("AZURE_MODEL_NAME", "m-stable")];
         env.extend_from_slice(versions.stable_env);
@@ -259,18 +252,9 @@ impl Stage {
         let prometheus = Prometheus::start(&binary, &targets).await;
         // With the Gateway API the stand-in is a proxy of the platform's Gateway (its workload's
         // labels, in its namespace), as istiod's gateway deployment would be.
-        let selects = format!(
-            "gateway.networking.k8s.io/gateway-name={}",
-            gateway_api::PLATFORM.1
-        );
         let proxy: &[&str] = if versions.gateway_api {
             gateway_api::platform_gateway(ns).await;
-            &[
-                "--proxy-namespace",
-                gateway_api::PLATFORM.0,
-                "--proxy-label",
-                &selects,
-            ]
+            &gateway_api::PLATFORM_PROXY
         } else {
             &[]
         };
