@@ -581,7 +581,8 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
         .find(|o| o.controller == Some(true))
 }
 
-fn is_ours<K: Resource>(object: &K) -> bool {
+/// Whether the object carries the label of the operator's children.
+pub fn is_ours<K: Resource>(object: &K) -> bool {
     object
         .meta()
         .labels

@@ -218,6 +218,8 @@ pub struct Context {
     pub prometheus: Option<crate::prometheus::Prometheus>,
     /// Whether the Gateways' selectors match pods, per selector.
     pub gateway_pods: crate::gateway_pods::GatewayPods,
+    /// Who claims which host where: the releases' and everybody else's routes.
+    pub claims: Arc<crate::route_claims::RouteClaims>,
 }
 
 /// Consecutive failures per release; shared with the controller, which clears them after an outage.

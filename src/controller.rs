@@ -24,6 +24,7 @@ use crate::client::Clients;
 use crate::context::{Child, Context, Failures, Settings, Stores, Unseen};
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, WatchBackoff};
+use crate::route_claims::RouteClaims;
 use crate::{Error, kinds, reconcile};
 
 fn error_policy(release: Arc<CanaryRelease>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -232,6 +233,7 @@ pub fn child_cache<K: Child>(
     client: &Client,
     namespace: Option<&str>,
     readiness: &Arc<Readiness>,
+    claims: Arc<RouteClaims>,
 ) -> (
     ChildStore<K>,
     impl Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
@@ -252,6 +254,9 @@ pub fn child_cache<K: Child>(
         readiness.clone(),
         path,
     )
+    // The routes of others claim hosts too; the index keeps what they claim (nothing is kept
+    // of the kinds that do not route).
+    .inspect_ok(move |event| claims.observe_child(event))
     .try_filter_map(move |event| std::future::ready(Ok(writer.apply(event))));
     (store, stream)
 }
@@ -268,13 +273,15 @@ macro_rules! watch_children {
             namespace: Option<&str>,
             providers: &[TrafficProvider],
             readiness: &Arc<Readiness>,
+            claims: &Arc<RouteClaims>,
             mut controller: Controller<CanaryRelease>,
         ) -> (Stores, Controller<CanaryRelease>) {
             let mut stores = Stores::default();
             $(
                 let group = <$kind as Resource>::group(&());
                 if kinds::provider_of_group(&group).is_none_or(|p| providers.contains(&p)) {
-                    let (store, stream) = child_cache::<$kind>(client, namespace, readiness);
+                    let (store, stream) =
+                        child_cache::<$kind>(client, namespace, readiness, claims.clone());
                     stores.$field = store;
                     controller = controller.owns_stream(stream);
                 } else {
@@ -289,11 +296,16 @@ crate::with_child_kinds!(watch_children);
 
 /// Builds the controller. The returned future runs it until `shutdown` resolves, letting
 /// reconciles in flight finish; the context stays readable meanwhile (tests read its counters).
+///
+/// `claims` may be shared by several controllers of one operator (one per watched namespace):
+/// each feeds it what its watches see, and is told which of its releases to look at again when a
+/// claim overlapping theirs changes.
 pub fn controller(
     clients: impl Into<Clients>,
     settings: Settings,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    claims: Arc<RouteClaims>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> (Arc<Context>, impl Future<Output = ()> + Send + 'static) {
     let Clients {
@@ -318,6 +330,12 @@ pub fn controller(
             .annotations_mut()
             .remove("kubectl.kubernetes.io/last-applied-configuration");
     })
+    // Before the release store and the controller see it: a reconcile finds its claims current.
+    .inspect_ok({
+        let claims = claims.clone();
+        let settings = settings.clone();
+        move |event| claims.observe_release(event, |release| release_binds(release, &settings))
+    })
     .reflect(release_writer)
     .applied_objects();
 
@@ -339,8 +357,10 @@ pub fn controller(
         ns,
         &settings_providers,
         &readiness,
+        &claims,
         controller,
     );
+    let claimed = claims.subscribe(settings.namespace.clone());
     let ctx = Arc::new(Context {
         releases,
         client,
@@ -353,14 +373,30 @@ pub fn controller(
             .inspect_err(|error| tracing::error!(%error, "cannot build the Prometheus client; metric analysis will fail"))
             .ok(),
         gateway_pods: Default::default(),
+        claims,
     });
     let running = controller
         .reconcile_all_on(recoveries)
+        .reconcile_on(claimed)
         .with_config(ControllerConfig::default().concurrency(CONCURRENT_RECONCILES))
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, error_policy, ctx.clone())
         .for_each(|_| std::future::ready(()));
     (ctx, running)
+}
+
+/// What a release claims, from its spec: nothing when the operator cannot act on the spec (an
+/// invalid release routes nothing), so that it keeps no host from others.
+fn release_binds(release: &CanaryRelease, settings: &Settings) -> Vec<crate::claims::Bind> {
+    use reconcile::validate::{provider_enabled, validate_with};
+    validate_with(
+        release,
+        &settings.cluster_domain,
+        settings.min_analysis_interval,
+    )
+    .and_then(|v| provider_enabled(&v, &settings.traffic_providers).map(|()| v))
+    .map(|v| v.binds())
+    .unwrap_or_default()
 }
 
 #[cfg(test)]

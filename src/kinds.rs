@@ -20,9 +20,9 @@ use crate::api::TrafficProvider;
 /// before the pods that read it, Services and subsets (the DestinationRule) before the routes that
 /// name them. Each entry is `field: Type => policy`, the policy saying when objects of the kind
 /// become unwanted, to be deleted: `pruned` (whatever routes the traffic, like a renamed version's
-/// Deployment), `versioned` (the Services: the Gateway API provider gives each version its own)
-/// or `switched` (a provider's routing objects, unwanted once a release moves to another
-/// provider). It decides the `delete` grant ([`delete_granted`]); the apply step looks for
+/// Deployment, and the routes, withheld while an older claim overlaps the release's hosts),
+/// `versioned` (the Services: the Gateway API provider gives each version its own) or `switched`
+/// (the DestinationRule, unwanted once a release moves to another provider). It decides the `delete` grant ([`delete_granted`]); the apply step looks for
 /// unwanted objects of every kind, which reads the caches only.
 #[macro_export]
 macro_rules! with_child_kinds {
@@ -34,8 +34,8 @@ macro_rules! with_child_kinds {
             services: k8s_openapi::api::core::v1::Service => versioned,
             destination_rules: $crate::api::istio::DestinationRule => switched,
             gateways: $crate::api::istio::Gateway => pruned,
-            virtual_services: $crate::api::istio::VirtualService => switched,
-            http_routes: $crate::api::gateway_api::HTTPRoute => switched,
+            virtual_services: $crate::api::istio::VirtualService => pruned,
+            http_routes: $crate::api::gateway_api::HTTPRoute => pruned,
         }
     };
 }
@@ -143,7 +143,7 @@ mod tests {
             Some(vec!["list", "watch", "create", "patch", "delete"])
         );
         assert_eq!(
-            find("virtualservices"),
+            find("destinationrules"),
             Some(vec!["list", "watch", "create", "patch"])
         );
         assert_eq!(rules.len(), 3 + 7, "{rules:?}");
@@ -158,13 +158,14 @@ mod tests {
     fn delete_is_granted_where_objects_can_become_unwanted() {
         use TrafficProvider::{GatewayApi, Istio};
         let both: &[TrafficProvider] = &[Istio, GatewayApi];
-        let cases: [(&[TrafficProvider], &str, bool); 10] = [
+        let cases: [(&[TrafficProvider], &str, bool); 11] = [
             (&[Istio], "deployments", true),
             (&[Istio], "gateways", true),
             (&[Istio], "services", false),
-            (&[Istio], "virtualservices", false),
+            (&[Istio], "virtualservices", true),
+            (&[Istio], "destinationrules", false),
             (&[GatewayApi], "services", true),
-            (&[GatewayApi], "httproutes", false),
+            (&[GatewayApi], "httproutes", true),
             (both, "services", true),
             (both, "virtualservices", true),
             (both, "destinationrules", true),

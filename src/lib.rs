@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cache;
+pub mod claims;
 pub mod client;
 pub mod context;
 pub mod controller;
@@ -20,6 +21,7 @@ pub mod readiness;
 pub mod reconcile;
 pub mod requests;
 pub mod rollout;
+pub mod route_claims;
 pub mod stats;
 
 /// Field manager of every server-side apply the operator sends. One manager for all writes, so
@@ -94,6 +96,7 @@ mod tests {
                 include_str!("reconcile/validated.rs"),
             ),
             ("stats", include_str!("stats.rs")),
+            ("claims", include_str!("claims.rs")),
             ("rollout", include_str!("rollout/mod.rs")),
             ("rollout::machine", include_str!("rollout/machine.rs")),
             ("rollout::analysis", include_str!("rollout/analysis.rs")),

@@ -24,6 +24,7 @@ use crate::controller::{self, StartError};
 use crate::metrics::Metrics;
 use crate::readiness::{ObserveLists, Readiness};
 use crate::requests::{CountRequests, RequestCounts, counting_client};
+use crate::route_claims::RouteClaims;
 
 /// How the process runs.
 #[derive(Clone, Debug)]
@@ -210,6 +211,8 @@ async fn run_controllers(
     });
     let mut running = Vec::new();
     let mut contexts = Vec::new();
+    // One index of claims for all: a host is one whichever namespace claims it.
+    let claims = Arc::new(RouteClaims::new(&options.cluster_domain));
     for namespace in scopes {
         let settings = Settings {
             namespace,
@@ -227,6 +230,7 @@ async fn run_controllers(
             settings,
             health.metrics.clone(),
             health.readiness.clone(),
+            claims.clone(),
             wait_true(stopped.clone()),
         );
         contexts.push(ctx);

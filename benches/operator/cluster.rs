@@ -258,7 +258,10 @@ fn children_cache<K: Child>(
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
 ) -> ChildStore<K> {
     let readiness = std::sync::Arc::new(canary_operator::readiness::Readiness::default());
-    let (store, stream) = child_cache::<K>(client, None, &readiness);
+    let claims = std::sync::Arc::new(canary_operator::route_claims::RouteClaims::new(
+        "cluster.local",
+    ));
+    let (store, stream) = child_cache::<K>(client, None, &readiness, claims);
     tasks.push(tokio::spawn(stream.for_each(|_| std::future::ready(()))));
     store
 }

@@ -5,6 +5,7 @@
 
 use std::time::SystemTime;
 
+use crate::claims::Conflict;
 use crate::rollout::{self, Capacity, Measurement, Outcome, Plan, State};
 
 /// How a release's traffic split is steered.
@@ -30,6 +31,8 @@ pub struct Automatic {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observation {
     pub rollout: Option<RolloutObservation>,
+    /// An older claim on a host the release routes ([`crate::claims`]).
+    pub conflict: Option<Conflict>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +55,9 @@ pub struct Decision {
     /// The least replicas the canary's autoscaler must keep (raised for a step's share).
     pub canary_min_replicas: Option<i32>,
     pub rollout: Option<Outcome>,
+    /// Why the release must not route now: an older claim on one of its hosts. Its workloads
+    /// stay; its routes are not built (and so pruned), so it takes no traffic from the holder.
+    pub withheld: Option<Conflict>,
 }
 
 impl Decision {
@@ -65,20 +71,55 @@ impl Decision {
             canary_weight: canary_weight.clamp(0, 100),
             canary_min_replicas: None,
             rollout: None,
+            withheld: None,
         }
     }
 }
 
 pub fn decide(strategy: &Strategy, observation: &Observation) -> Decision {
+    match &observation.conflict {
+        Some(conflict) => withheld(strategy, observation, conflict),
+        None => routed(strategy, observation),
+    }
+}
+
+/// A release that may not route: a rollout holds where it stands (its state unchanged, no
+/// measurement, no step ends), since no request reaches either version through its route.
+fn withheld(strategy: &Strategy, observation: &Observation, conflict: &Conflict) -> Decision {
+    let previous = observation
+        .rollout
+        .as_ref()
+        .and_then(|r| r.previous.as_ref());
+    let (canary_weight, rollout) = match (strategy, previous) {
+        (Strategy::Manual { canary_weight }, _) => (*canary_weight, None),
+        (Strategy::Automatic(_), Some(state)) => (
+            state.weight,
+            Some(Outcome {
+                state: state.clone(),
+                canary_weight: state.weight,
+                canary_min_replicas: None,
+                notes: Vec::new(),
+                wake: None,
+            }),
+        ),
+        (Strategy::Automatic(_), None) => (0, None),
+    };
+    Decision {
+        withheld: Some(conflict.clone()),
+        rollout,
+        ..Decision::manual(canary_weight)
+    }
+}
+
+fn routed(strategy: &Strategy, observation: &Observation) -> Decision {
     match (strategy, &observation.rollout) {
         (Strategy::Manual { canary_weight }, _) => Decision::manual(*canary_weight),
         (Strategy::Automatic(automatic), Some(seen)) => {
             let Some(revision) = &automatic.revision else {
                 let outcome = rollout::idle(seen.previous.as_ref(), seen.now);
                 return Decision {
-                    canary_weight: 0,
-                    canary_min_replicas: None,
                     rollout: Some(outcome),
+                    ..Decision::manual(0)
                 };
             };
             let outcome = rollout::advance(
@@ -97,6 +138,7 @@ pub fn decide(strategy: &Strategy, observation: &Observation) -> Decision {
                 canary_weight: outcome.canary_weight,
                 canary_min_replicas: outcome.canary_min_replicas,
                 rollout: Some(outcome),
+                withheld: None,
             }
         }
         // Observe always fills the rollout's part for an automatic release; without it, the
@@ -170,6 +212,7 @@ mod tests {
                 },
                 measurement: None,
             }),
+            conflict: None,
         };
         let waiting = decide(&strategy, &observation(0));
         assert_eq!(
@@ -183,5 +226,73 @@ mod tests {
             Some(Phase::Progressing)
         );
         assert_eq!(decide(&strategy, &Observation::default()).canary_weight, 0);
+    }
+
+    #[test]
+    fn a_release_in_conflict_is_withheld_and_its_rollout_holds() {
+        let conflict = Conflict {
+            holder: crate::claims::Key::new(crate::claims::Kind::CanaryRelease, "lab", "first"),
+            host: "*".to_owned(),
+            place: "the ingress pods istio=ingressgateway, port 80".to_owned(),
+        };
+        let manual = decide(
+            &Strategy::Manual { canary_weight: 30 },
+            &Observation {
+                rollout: None,
+                conflict: Some(conflict.clone()),
+            },
+        );
+        assert_eq!(manual.withheld.as_ref(), Some(&conflict));
+        assert_eq!(manual.canary_weight, 30);
+        let plan = Plan {
+            steps: vec![Step {
+                weight: 100,
+                duration: Duration::from_secs(60),
+                approval: false,
+            }],
+            analysis: None,
+        };
+        let automatic = Strategy::Automatic(Box::new(Automatic {
+            plan: plan.clone(),
+            revision: Some("abc".to_owned()),
+        }));
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let seen = |previous: Option<State>| Observation {
+            rollout: Some(RolloutObservation {
+                now,
+                previous,
+                request: None,
+                canary_ready: 1,
+                capacity: Capacity::Fixed(1),
+                measurement: None,
+            }),
+            conflict: Some(conflict.clone()),
+        };
+        let fresh = decide(&automatic, &seen(None));
+        assert_eq!(
+            (fresh.canary_weight, fresh.rollout),
+            (0, None),
+            "nothing started"
+        );
+        // A rollout under way keeps its state as it was: the step does not end, nothing is noted.
+        let started = decide(
+            &automatic,
+            &Observation {
+                conflict: None,
+                ..seen(None)
+            },
+        );
+        let Some(state) = started.rollout.map(|o| o.state) else {
+            panic!("the rollout started")
+        };
+        let held = decide(&automatic, &seen(Some(state.clone())));
+        assert_eq!(held.rollout.as_ref().map(|o| &o.state), Some(&state));
+        assert!(
+            held.rollout
+                .as_ref()
+                .is_some_and(|o| o.notes.is_empty() && o.wake.is_none())
+        );
+        assert_eq!(held.canary_weight, state.weight);
+        assert!(held.withheld.is_some());
     }
 }

@@ -8,9 +8,8 @@
 //! [`RECHECK`]. Without the permission to list pods cluster-wide (an install limited to some
 //! namespaces), nothing is said.
 
-use std::collections::BTreeMap;
-
 use super::validated::{Gateway, Validated};
+pub use crate::claims::selector_text;
 use crate::context::Context;
 use crate::gateway_pods::Answer;
 pub use crate::gateway_pods::RECHECK;
@@ -30,15 +29,6 @@ pub enum Workload {
     Found { selector: String, pod: String },
     /// No pod has the selector's labels.
     Missing { selector: String },
-}
-
-/// `k=v,k2=v2`, as `kubectl -l` takes it (the keys sorted, as a BTreeMap gives them).
-pub fn selector_text(selector: &BTreeMap<String, String>) -> String {
-    selector
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// Whether a pod matches the selector of the Gateway `validated` creates.
@@ -123,15 +113,5 @@ mod tests {
         .map(|(_, _, m)| m)
         .unwrap_or_default();
         assert!(missing.contains(&format!("kubectl get pods -A -l {selector}")));
-    }
-
-    #[test]
-    fn selector_text_is_what_kubectl_takes() {
-        let selector: BTreeMap<String, String> = [
-            ("istio".to_owned(), "ingressgateway".to_owned()),
-            ("app".to_owned(), "gw".to_owned()),
-        ]
-        .into();
-        assert_eq!(selector_text(&selector), "app=gw,istio=ingressgateway");
     }
 }

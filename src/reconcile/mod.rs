@@ -3,7 +3,8 @@
 //! `validate`, `decide` and `build` are pure functions; `observe`, `apply` and `status` are the
 //! only steps that do I/O. `decide` turns the release's strategy (today the weight set by hand)
 //! and what `observe` found into the split that `build` writes into the route, so what is applied
-//! is decided in one place. An invalid spec or an ownership conflict is an outcome, shown in
+//! is decided in one place, including that the release must not route at all while an older
+//! claim overlaps its hosts ([`crate::claims`]). An invalid spec or an ownership conflict is an outcome, shown in
 //! status, that waits for the user's next change; only failed requests are errors, retried with
 //! backoff by the controller.
 
@@ -83,10 +84,12 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
             return Ok(Action::await_change());
         }
     };
+    // Observe reads the caches and the claims: both must have listed what exists.
+    ctx.stores.wait_ready().await;
+    ctx.claims.wait_listed().await;
     let observation = observe::observe(&ctx, &release, &validated).await?;
     let decision = decide::decide(&validated.strategy, &observation);
     let children = build::build(&validated, &decision);
-    ctx.stores.wait_ready().await;
 
     let status = release.status.as_ref();
     let expect_present = status.is_some_and(|s| {
@@ -97,7 +100,12 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     });
     let workload = match apply::converge(&ctx, &release, children, expect_present).await {
         Ok(Converged::Done(applied)) => {
-            let health = Health::Converged(&validated, &applied, decision.rollout.as_ref());
+            let health = Health::Converged(
+                &validated,
+                &applied,
+                decision.rollout.as_ref(),
+                decision.withheld.as_ref(),
+            );
             let workload = gateway_workload::observe(&ctx, &validated).await;
             status::report(&ctx, &release, &health, &workload).await?;
             workload

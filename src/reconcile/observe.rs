@@ -1,5 +1,5 @@
-//! Observe: reads what a decision needs beyond the spec and the children. A manual release needs
-//! nothing. For an automatic one: the rollout's state from status, the user's request annotation,
+//! Observe: reads what a decision needs beyond the spec and the children: whether an older claim
+//! overlaps the release's hosts (from the claims index, in memory). For an automatic release also: the rollout's state from status, the user's request annotation,
 //! the canary's ready replicas from the caches, and, when a measurement is due, the checks'
 //! values from Prometheus. It is the only step besides apply and status that does I/O, and it
 //! never writes.
@@ -24,8 +24,12 @@ pub async fn observe(
     release: &CanaryRelease,
     validated: &Validated,
 ) -> Result<Observation> {
+    let conflict = ctx.claims.conflict(release);
     let Strategy::Automatic(automatic) = &validated.strategy else {
-        return Ok(Observation::default());
+        return Ok(Observation {
+            rollout: None,
+            conflict,
+        });
     };
     let now = to_second(SystemTime::now());
     let previous = release
@@ -70,10 +74,12 @@ pub async fn observe(
                 .unwrap_or(1),
         ),
     };
-    let due = previous
-        .as_ref()
-        .filter(|p| Some(&p.revision) == automatic.revision.as_ref())
-        .is_some_and(|p| measurement_due(&automatic.plan, Some(p), now));
+    // A release withheld for a conflict holds its rollout: nothing to measure.
+    let due = conflict.is_none()
+        && previous
+            .as_ref()
+            .filter(|p| Some(&p.revision) == automatic.revision.as_ref())
+            .is_some_and(|p| measurement_due(&automatic.plan, Some(p), now));
     let measurement = match &automatic.plan.analysis {
         Some(analysis) if due => {
             let weight = previous.as_ref().map_or(0, |p| p.weight);
@@ -90,6 +96,7 @@ pub async fn observe(
             capacity,
             measurement,
         }),
+        conflict,
     })
 }
 

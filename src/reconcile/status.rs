@@ -18,6 +18,7 @@ use super::rollout_status::status_of;
 use super::validate::Problems;
 use super::validated::{Validated, Version};
 use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
+use crate::claims::Conflict;
 use crate::context::{Context, publish};
 use crate::rollout::{Outcome, Phase};
 use crate::{FIELD_MANAGER, Result};
@@ -25,6 +26,9 @@ use crate::{FIELD_MANAGER, Result};
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+
+/// The reason of a release whose routes are withheld because an older claim overlaps its hosts.
+pub const HOST_CONFLICT: &str = "HostConflict";
 
 /// Where a release stands after a reconcile.
 pub enum Health<'a> {
@@ -36,8 +40,14 @@ pub enum Health<'a> {
     Rejected(String),
     /// A request failed; it will be retried.
     Failed(String),
-    /// Every child is in place: the children as applied, and where an automatic rollout stands.
-    Converged(&'a Validated, &'a Children, Option<&'a Outcome>),
+    /// Every child is in place: the children as applied, where an automatic rollout stands, and
+    /// the older claim for which the release's routes are withheld, if any.
+    Converged(
+        &'a Validated,
+        &'a Children,
+        Option<&'a Outcome>,
+        Option<&'a Conflict>,
+    ),
 }
 
 impl Health<'_> {
@@ -123,6 +133,21 @@ pub async fn report(
         tracing::warn!(reason, "{message}");
         publish::<CanaryRelease>(ctx, release, EventType::Warning, reason, message, None).await;
     }
+    let degraded_now = find(&status.conditions, DEGRADED);
+    if previous.is_some_and(|p| p.status == "True" && p.reason == HOST_CONFLICT)
+        && degraded_now.is_none_or(|c| c.reason != HOST_CONFLICT)
+    {
+        publish::<CanaryRelease>(
+            ctx,
+            release,
+            EventType::Normal,
+            "HostFree",
+            "no older claim overlaps the release's hosts any more: its route is in place again"
+                .to_owned(),
+            None,
+        )
+        .await;
+    }
     let was = release
         .status
         .as_ref()
@@ -193,7 +218,7 @@ async fn announce(
     health: &Health<'_>,
     status: &CanaryReleaseStatus,
 ) {
-    let Health::Converged(validated, _, rollout) = health else {
+    let Health::Converged(validated, _, rollout, _) = health else {
         return;
     };
     if let Some(outcome) = rollout {
@@ -266,7 +291,7 @@ pub fn desired_status(
         ];
         return status;
     }
-    let Health::Converged(validated, applied, rollout) = health else {
+    let Health::Converged(validated, applied, rollout, conflict) = health else {
         return status;
     };
     status.rollout = match (&validated.strategy, rollout) {
@@ -292,20 +317,33 @@ pub fn desired_status(
         status.stable_weight.unwrap_or_default(),
         status.canary_weight.unwrap_or_default(),
     );
-    let refusal = match traffic::provider(validated).acceptance(validated, applied) {
-        traffic::Acceptance::Accepted => None,
-        traffic::Acceptance::Refused { reason, message } => Some((reason, message)),
+    let refusal = match (
+        conflict,
+        traffic::provider(validated).acceptance(validated, applied),
+    ) {
+        (Some(conflict), _) => Some((
+            HOST_CONFLICT.to_owned(),
+            format!(
+                "{conflict}: this release's route is withheld so that it takes no traffic from \
+                 it (its versions stay deployed); give one of the two another host, or delete \
+                 the other, and the route is put in place again by itself"
+            ),
+            "waiting for the host to be free".to_owned(),
+        )),
+        (None, traffic::Acceptance::Accepted) => None,
+        (None, traffic::Acceptance::Refused { reason, message }) => Some((
+            reason,
+            message,
+            "waiting for the route to be accepted".to_owned(),
+        )),
     };
-    status.conditions = if let Some((reason, message)) = refusal {
-        // Everything is applied, and the route is not taken: traffic does not follow the split.
+    let refused = refusal.is_some();
+    status.conditions = if let Some((reason, message, waiting_for)) = refusal {
+        // Everything is applied, and the route is not taken (or not there): traffic does not
+        // follow the split.
         vec![
             condition(READY, false, &reason, message.clone()),
-            condition(
-                PROGRESSING,
-                false,
-                &reason,
-                "waiting for the route to be accepted".to_owned(),
-            ),
+            condition(PROGRESSING, false, &reason, waiting_for),
             condition(DEGRADED, true, &reason, message),
         ]
     } else if waiting.is_empty() {
@@ -345,6 +383,7 @@ pub fn desired_status(
     // An automatic rollout's own progress, when the versions themselves are rolled out.
     if let Some(rollout) = &status.rollout
         && waiting.is_empty()
+        && !refused
         && let Some(phase) = Phase::parse(&rollout.phase)
     {
         let (progressing, reason) = match phase {
@@ -469,14 +508,22 @@ mod tests {
         let release = lab_release();
         let mut children = applied([2, 2]);
         children.deployments[1].status = None;
-        let unseen = desired_status(&release, &Health::Converged(&v, &children, None), at(0));
+        let unseen = desired_status(
+            &release,
+            &Health::Converged(&v, &children, None, None),
+            at(0),
+        );
         assert_eq!(
             get(&unseen, PROGRESSING).message,
             "waiting for rollout: v2 is not yet seen by the deployment controller"
         );
         let mut children = applied([2, 2]);
         children.deployments[0].metadata.generation = Some(2);
-        let older = desired_status(&release, &Health::Converged(&v, &children, None), at(0));
+        let older = desired_status(
+            &release,
+            &Health::Converged(&v, &children, None, None),
+            at(0),
+        );
         assert_eq!(
             get(&older, PROGRESSING).message,
             "waiting for rollout: v1 is not yet seen by the deployment controller"
@@ -520,7 +567,11 @@ mod tests {
                     ],
                 }],
             });
-            desired_status(&release, &Health::Converged(&v, &children, None), at(1))
+            desired_status(
+                &release,
+                &Health::Converged(&v, &children, None, None),
+                at(1),
+            )
         };
         let refused = with_parent("False", "NotAllowedByListeners");
         assert_eq!(
@@ -553,7 +604,7 @@ mod tests {
         let mut release = lab_release();
         let rolling = desired_status(
             &release,
-            &Health::Converged(&v, &applied([2, 1]), None),
+            &Health::Converged(&v, &applied([2, 1]), None, None),
             at(0),
         );
         assert_eq!(rolling.observed_generation, Some(1));
@@ -581,7 +632,7 @@ mod tests {
         release.status = Some(rolling.clone());
         let ready = desired_status(
             &release,
-            &Health::Converged(&v, &applied([2, 2]), None),
+            &Health::Converged(&v, &applied([2, 2]), None, None),
             at(60),
         );
         assert_eq!(get(&ready, READY).status, "True");
@@ -606,7 +657,7 @@ mod tests {
         assert_eq!(
             desired_status(
                 &release,
-                &Health::Converged(&v, &applied([2, 2]), None),
+                &Health::Converged(&v, &applied([2, 2]), None, None),
                 at(120)
             ),
             ready,
@@ -620,7 +671,7 @@ mod tests {
         let mut release = lab_release();
         release.status = Some(desired_status(
             &release,
-            &Health::Converged(&v, &applied([2, 2]), None),
+            &Health::Converged(&v, &applied([2, 2]), None, None),
             at(0),
         ));
         let problems = Problems(vec![Problem {
@@ -693,7 +744,7 @@ mod tests {
         let release = lab_release();
         let progressing = desired_status(
             &release,
-            &Health::Converged(&v, &applied([2, 2]), Some(&started)),
+            &Health::Converged(&v, &applied([2, 2]), Some(&started), None),
             at(0),
         );
         let shown = progressing
@@ -713,7 +764,7 @@ mod tests {
         );
         let paused = desired_status(
             &release,
-            &Health::Converged(&v, &applied([2, 2]), Some(&waiting)),
+            &Health::Converged(&v, &applied([2, 2]), Some(&waiting), None),
             at(60),
         );
         assert_eq!(
@@ -735,7 +786,7 @@ mod tests {
         );
         let manual = desired_status(
             &release,
-            &Health::Converged(&lab_validated(), &applied([2, 2]), None),
+            &Health::Converged(&lab_validated(), &applied([2, 2]), None, None),
             at(0),
         );
         assert_eq!(manual.rollout, None, "manual mode has no rollout status");
@@ -757,8 +808,11 @@ mod tests {
         let health = |release: &CanaryRelease, workload: &Workload, t: i64| {
             let v = lab_validated();
             let children = applied([2, 2]);
-            let mut status =
-                desired_status(release, &Health::Converged(&v, &children, None), at(t));
+            let mut status = desired_status(
+                release,
+                &Health::Converged(&v, &children, None, None),
+                at(t),
+            );
             with_workload(&mut status, release, workload, at(t));
             status
         };
@@ -786,5 +840,51 @@ mod tests {
             );
             release.status = Some(status);
         }
+    }
+
+    #[test]
+    fn a_withheld_release_says_who_holds_its_host() {
+        let release = lab_release();
+        let v = lab_validated();
+        let conflict = Conflict {
+            holder: crate::claims::Key::new(
+                crate::claims::Kind::CanaryRelease,
+                "azureopenai",
+                "first",
+            ),
+            host: "*".to_owned(),
+            place: "the ingress pods istio=aks-istio-ingressgateway-external, port 80".to_owned(),
+        };
+        let mut withheld = applied([2, 2]);
+        withheld.virtual_services.clear();
+        withheld.gateways.clear();
+        let status = desired_status(
+            &release,
+            &Health::Converged(&v, &withheld, None, Some(&conflict)),
+            at(0),
+        );
+        let ready = find(&status.conditions, READY);
+        assert_eq!(
+            ready.map(|c| (c.status.as_str(), c.reason.as_str())),
+            Some(("False", HOST_CONFLICT))
+        );
+        let degraded = find(&status.conditions, DEGRADED);
+        assert_eq!(degraded.map(|c| c.status.as_str()), Some("True"));
+        let message = degraded.map(|c| c.message.clone()).unwrap_or_default();
+        assert!(
+            message.contains("CanaryRelease azureopenai/first"),
+            "{message}"
+        );
+        assert!(message.contains("withheld"), "{message}");
+        assert_eq!(
+            (status.stable_weight, status.canary_weight),
+            (None, None),
+            "no route, no split"
+        );
+        assert_eq!(
+            status.stable.map(|s| s.ready_replicas),
+            Some(2),
+            "the versions are shown"
+        );
     }
 }

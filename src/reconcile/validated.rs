@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::decide::Strategy;
+use crate::claims::{Bind, selector_text};
 
 /// Which of the two versions a value belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,79 @@ impl Validated {
     /// Name of a version's own Service (the Gateway API provider splits between Services).
     pub fn version_service(&self, version: &Version) -> String {
         version.object_name.clone()
+    }
+
+    /// The hosts the release's routes claim, and where (see [`crate::claims`]). The Gateway it
+    /// creates is named after the release; the names of existing Gateways are relative to its
+    /// namespace; a Gateway API route without host names claims every host.
+    pub fn binds(&self) -> Vec<Bind> {
+        let lower = |hosts: &[String]| -> Vec<String> {
+            hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+        };
+        let mut binds = Vec::new();
+        match &self.traffic {
+            Traffic::Istio { gateway, mesh } => {
+                match gateway {
+                    Some(Gateway::Create {
+                        selector,
+                        port,
+                        hosts,
+                    }) => {
+                        let gateway = format!("{}/{}", self.namespace, self.name);
+                        for host in lower(hosts) {
+                            binds.push(Bind::Listener {
+                                gateway: gateway.clone(),
+                                selector: selector_text(selector),
+                                port: u32::try_from(*port).unwrap_or_default(),
+                                host: host.clone(),
+                            });
+                            binds.push(Bind::Route {
+                                gateway: gateway.clone(),
+                                host,
+                            });
+                        }
+                    }
+                    Some(Gateway::Existing { gateways, hosts }) => {
+                        for gateway in gateways {
+                            let gateway = match gateway.split_once('/') {
+                                Some(_) => gateway.clone(),
+                                None => format!("{}/{gateway}", self.namespace),
+                            };
+                            binds.extend(lower(hosts).into_iter().map(|host| Bind::Route {
+                                gateway: gateway.clone(),
+                                host,
+                            }));
+                        }
+                    }
+                    None => {}
+                }
+                if *mesh {
+                    binds.push(Bind::MeshRoute {
+                        host: self.host.to_ascii_lowercase(),
+                    });
+                }
+            }
+            Traffic::GatewayApi(settings) => {
+                let hosts = match settings.hostnames.as_slice() {
+                    [] => vec!["*".to_owned()],
+                    hosts => lower(hosts),
+                };
+                for parent in &settings.parent_refs {
+                    let gateway = format!(
+                        "{}/{}",
+                        parent.namespace.as_deref().unwrap_or(&self.namespace),
+                        parent.name
+                    );
+                    binds.extend(hosts.iter().map(|host| Bind::ParentRoute {
+                        gateway: gateway.clone(),
+                        section: parent.section_name.clone(),
+                        port: parent.port,
+                        host: host.clone(),
+                    }));
+                }
+            }
+        }
+        binds
     }
 
     /// Stable first: the order in which versions' children are built, applied and reported.
@@ -288,6 +362,79 @@ mod tests {
             .map(|ver| (ver.role, ver.name.as_str()))
             .collect();
         assert_eq!(roles, [(Role::Stable, "v1"), (Role::Canary, "v2")]);
+    }
+
+    /// Each case: how the release is routed, and what it claims.
+    #[test]
+    fn releases_claim_their_hosts_where_they_route() {
+        let route = |gateway: &str, host: &str| Bind::Route {
+            gateway: gateway.to_owned(),
+            host: host.to_owned(),
+        };
+        let created = release(Gateway::Create {
+            selector: BTreeMap::from([("istio".to_owned(), "ingress".to_owned())]),
+            port: 8080,
+            hosts: vec!["Chat.Example.com".to_owned()],
+        });
+        let existing = release(Gateway::Existing {
+            gateways: vec!["public".to_owned(), "istio-ingress/shared".to_owned()],
+            hosts: vec!["*".to_owned()],
+        });
+        let mut mesh = existing.clone();
+        mesh.traffic = Traffic::Istio {
+            gateway: None,
+            mesh: true,
+        };
+        let mut gateway_api = existing.clone();
+        gateway_api.traffic = Traffic::GatewayApi(GatewayApi {
+            parent_refs: vec![ParentRef {
+                name: "shared".to_owned(),
+                namespace: Some("gw".to_owned()),
+                section_name: Some("http".to_owned()),
+                port: None,
+            }],
+            hostnames: vec![],
+        });
+        let cases = [
+            (
+                "a created Gateway: its server and the route through it",
+                created,
+                vec![
+                    Bind::Listener {
+                        gateway: "lab/chat".to_owned(),
+                        selector: "istio=ingress".to_owned(),
+                        port: 8080,
+                        host: "chat.example.com".to_owned(),
+                    },
+                    route("lab/chat", "chat.example.com"),
+                ],
+            ),
+            (
+                "existing Gateways, relative to the release's namespace",
+                existing,
+                vec![route("lab/public", "*"), route("istio-ingress/shared", "*")],
+            ),
+            (
+                "the mesh: the Service's host",
+                mesh,
+                vec![Bind::MeshRoute {
+                    host: "chat.lab.svc.cluster.local".to_owned(),
+                }],
+            ),
+            (
+                "the Gateway API without host names: every host",
+                gateway_api,
+                vec![Bind::ParentRoute {
+                    gateway: "gw/shared".to_owned(),
+                    section: Some("http".to_owned()),
+                    port: None,
+                    host: "*".to_owned(),
+                }],
+            ),
+        ];
+        for (what, v, expected) in cases {
+            assert_eq!(v.binds(), expected, "{what}");
+        }
     }
 
     /// Each case: what the gateway is, the gateway, and the hosts the route accepts.

@@ -11,6 +11,7 @@ use canary_operator::controller;
 use canary_operator::metrics::Metrics;
 use canary_operator::readiness::Readiness;
 use canary_operator::requests::{RequestCounts, counting_client};
+use canary_operator::route_claims::RouteClaims;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, CustomResourceExt};
@@ -99,8 +100,15 @@ pub async fn start_operator(ns: &TestNs) -> Operator {
     };
     let metrics = Arc::new(Metrics::default());
     let readiness = Arc::new(Readiness::default());
-    let (ctx, running) =
-        controller::controller(client, settings, metrics, readiness, std::future::pending());
+    let claims = Arc::new(RouteClaims::new(&settings.cluster_domain));
+    let (ctx, running) = controller::controller(
+        client,
+        settings,
+        metrics,
+        readiness,
+        claims,
+        std::future::pending(),
+    );
     Operator {
         ctx,
         counts,

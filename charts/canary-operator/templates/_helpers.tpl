@@ -50,11 +50,12 @@ both modes grant the same.
   there is no get); server-side apply (patch); and create, because the API server also
   authorizes `create` when a server-side apply creates the object.
 - delete only for the kinds the operator prunes: HPAs when autoscaling is turned off, the
-  ConfigMap and Deployment of a renamed version, a Gateway no longer created; with the Gateway
-  API provider, a renamed version's Service; with both providers, the routing objects of the
-  provider a release moved away from. Otherwise the Service, DestinationRule, VirtualService and
-  HTTPRoute exist once per release, under the release's name, and go only with the release
-  itself (owner references; the garbage collector deletes them).
+  ConfigMap and Deployment of a renamed version, a Gateway no longer created; the routes
+  (Gateway, VirtualService, HTTPRoute) of a release whose hosts an older claim overlaps
+  (HostConflict: its route is withheld); with the Gateway API provider, a renamed version's
+  Service; with both providers, the DestinationRule of a release that moved to the Gateway API.
+  Otherwise the Service and DestinationRule exist once per release, under the release's name,
+  and go only with the release itself (owner references; the garbage collector deletes them).
 - Only the kinds of the providers in trafficProviders (istio: networking.istio.io; gatewayAPI:
   gateway.networking.k8s.io).
 - Events: created, one recorder per Event (a recorder's series would need patch).
@@ -83,16 +84,16 @@ both modes grant the same.
   verbs: ["list", "watch", "create", "patch"{{ if has "gatewayAPI" $providers }}, "delete"{{ end }}]
 {{- if has "istio" $providers }}
 - apiGroups: ["networking.istio.io"]
-  resources: ["destinationrules", "virtualservices"]
+  resources: ["destinationrules"]
   verbs: ["list", "watch", "create", "patch"{{ if $switch }}, "delete"{{ end }}]
 - apiGroups: ["networking.istio.io"]
-  resources: ["gateways"]
+  resources: ["gateways", "virtualservices"]
   verbs: ["list", "watch", "create", "patch", "delete"]
 {{- end }}
 {{- if has "gatewayAPI" $providers }}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["list", "watch", "create", "patch"{{ if $switch }}, "delete"{{ end }}]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 {{- end }}
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -46,7 +46,11 @@ impl Provider for GatewayApi {
                 .iter()
                 .map(|ver| version_service(v, ver))
                 .collect(),
-            http_routes: vec![http_route(v, settings, decision)],
+            // Withheld, the version Services stay and no HTTPRoute claims a host.
+            http_routes: match decision.withheld {
+                None => vec![http_route(v, settings, decision)],
+                Some(_) => Vec::new(),
+            },
             ..Children::default()
         }
     }

@@ -18,11 +18,17 @@ use crate::reconcile::validated::Validated;
 pub struct Istio;
 
 impl Provider for Istio {
+    /// Withheld, the release keeps its subsets (they name its own Service's host only) and
+    /// claims no host: no Gateway server, no VirtualService.
     fn route(&self, v: &Validated, decision: &Decision) -> Children {
+        let routed = decision.withheld.is_none();
         Children {
             destination_rules: vec![destination_rule(v)],
-            gateways: gateway(v).into_iter().collect(),
-            virtual_services: vec![virtual_service(v, decision)],
+            gateways: gateway(v).into_iter().filter(|_| routed).collect(),
+            virtual_services: match routed {
+                true => vec![virtual_service(v, decision)],
+                false => Vec::new(),
+            },
             ..Children::default()
         }
     }
