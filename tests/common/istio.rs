@@ -59,9 +59,17 @@ impl std::fmt::Display for Finding {
 
 /// `istioctl analyze -n namespace` against the test cluster: every finding, of every level.
 pub fn analyze(namespace: &str) -> Result<Vec<Finding>, String> {
+    analyze_with(namespace, &[])
+}
+
+/// [`analyze`] of the cluster as it would be with the objects of `files` added (istioctl
+/// merges local files into what it reads from the cluster): what Istio would say of an object
+/// before anybody applies it.
+pub fn analyze_with(namespace: &str, files: &[&std::path::Path]) -> Result<Vec<Finding>, String> {
     let istioctl = tool("istioctl").ok_or("no istioctl on PATH (hack/build-tools.sh builds it)")?;
     let mut child = Command::new(&istioctl)
         .args(["analyze", "--namespace", namespace, "--output", "json"])
+        .args(files)
         // analyze exits non-zero when it finds something; its JSON says what.
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -239,6 +247,19 @@ impl RouteWatch {
     /// istiod in this cluster, or no `xdsroutes`.
     pub fn start() -> Result<RouteWatch, String> {
         RouteWatch::start_as(&[])
+    }
+
+    /// As the proxy of a Gateway API Gateway's workload: a pod in `namespace` with `label`
+    /// (`key=value`), as the test kit's Gateways of class `istio` select.
+    pub fn gateway_api(namespace: &str, label: &str) -> Result<RouteWatch, String> {
+        RouteWatch::start_as(&[
+            "-namespace",
+            namespace,
+            "-pod",
+            "gateway-0",
+            "-label",
+            label,
+        ])
     }
 
     /// As the sidecar of a pod in `namespace`: the mesh's outbound routes for `port` (route

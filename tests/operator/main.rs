@@ -6,6 +6,7 @@
 mod children;
 #[path = "../common/mod.rs"]
 mod common;
+mod conflicts;
 mod drift;
 mod examples;
 mod gateway_api;
