@@ -14,7 +14,7 @@ help: ## List the targets
 deps: ## Install what the toolchains lack (Debian packages such as nginx, rustfmt, clippy, pip)
 	@hack/install-deps.sh
 
-tools: ## Build (first time) or reuse the pinned etcd, Kubernetes, kwok and helm binaries
+tools: ## Build (first time) or reuse the pinned etcd, Kubernetes, kwok, helm, Prometheus and Istio binaries
 	@hack/build-tools.sh
 
 cluster-up: ## Start a local control plane on 127.0.0.1, or reuse a healthy one
@@ -40,7 +40,7 @@ lint-docker: ## Lint the Dockerfile with hadolint (installed under ~/.cache/cana
 	@hack/hadolint.sh
 
 helm-lint: ## helm lint --strict the chart (tests/install/ does it too, with other values)
-	@PATH="$$(hack/build-tools.sh | tail -n 1):$$PATH" helm lint --strict charts/canary-operator
+	@PATH="$$(hack/build-tools.sh helm | tail -n 1):$$PATH" helm lint --strict charts/canary-operator
 
 test: deps lint ## Lint, then run all tests against the local cluster (started and stopped here if none runs)
 	@hack/test.sh

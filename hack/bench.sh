@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CANARY_RUN_DIR=${BENCH_RUN_DIR:-${CANARY_CACHE:-$HOME/.cache/canary-operator}/run-bench}
+# The rolling phase's Prometheus, and the rest, besides what the cluster runs.
+hack/build-tools.sh >/dev/null
 
 # shellcheck source=hack/use-cluster.sh
 . hack/use-cluster.sh

@@ -2,6 +2,12 @@
 # Builds the control-plane binaries (and helm, and Prometheus) from the wrapper Go modules under hack/tools/ and caches
 # them in ~/.cache/canary-operator/<version>/ (or $CANARY_CACHE). A binary already in the cache is reused,
 # so only the first run on a machine is slow. Prints the bin directory on stdout as its last line.
+#
+#   hack/build-tools.sh [PART ...]   PART: core (etcd, Kubernetes, kwok: a cluster), helm, prometheus,
+#                                    istio (istiod, istioctl, xdsroutes); all of them without one.
+# `make demo` needs only core, so a first demo does not wait for the other builds (about half of a
+# cold build); `make demo-rollout` and `make test` build the rest when they first need it. The CRDs
+# (Istio's, the Gateway API's) and kwok's stages are module downloads, made for every part.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=/dev/null
@@ -10,6 +16,19 @@ cache=${CANARY_CACHE:-$HOME/.cache/canary-operator}
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 log() { echo "build-tools: $*" >&2; }
+
+parts=("$@")
+[ ${#parts[@]} -gt 0 ] || parts=(core helm prometheus istio)
+for part in "${parts[@]}"; do
+  case $part in
+    core | helm | prometheus | istio) ;;
+    *)
+      log "unknown part '$part' (core, helm, prometheus, istio)"
+      exit 2
+      ;;
+  esac
+done
+wants() { [[ " ${parts[*]} " == *" $1 "* ]]; }
 
 # Two clusters (or a cluster and `make tools`) may start at once; builds and the link directory
 # below must not interleave. A cold build takes ~20 minutes on 2 cores, hence the long wait.
@@ -56,31 +75,39 @@ k8s_ld="-X k8s.io/component-base/version.gitVersion=$kv -X k8s.io/client-go/pkg/
 k8s_ld+=" -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(echo "$kv" | cut -d. -f2)"
 k8s_ld+=" -X k8s.io/component-base/version.gitTreeState=clean"
 bin=$cache/bin
-build k8s "$kv" "$cache/kubernetes-$kv" "$k8s_ld" \
-  kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
-  kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
-  kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl
-build etcd "$ETCD_VERSION" "$cache/etcd-$ETCD_VERSION" "" etcd=go.etcd.io/etcd/server/v3
-build kwok "$KWOK_VERSION" "$cache/kwok-$KWOK_VERSION" "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
-  kwok=sigs.k8s.io/kwok/cmd/kwok
-build helm "$HELM_VERSION" "$cache/helm-$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
-  helm=helm.sh/helm/v3/cmd/helm
+if wants core; then
+  build k8s "$kv" "$cache/kubernetes-$kv" "$k8s_ld" \
+    kube-apiserver=k8s.io/kubernetes/cmd/kube-apiserver \
+    kube-controller-manager=k8s.io/kubernetes/cmd/kube-controller-manager \
+    kube-scheduler=k8s.io/kubernetes/cmd/kube-scheduler kubectl=k8s.io/kubernetes/cmd/kubectl
+  build etcd "$ETCD_VERSION" "$cache/etcd-$ETCD_VERSION" "" etcd=go.etcd.io/etcd/server/v3
+  build kwok "$KWOK_VERSION" "$cache/kwok-$KWOK_VERSION" "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" \
+    kwok=sigs.k8s.io/kwok/cmd/kwok
+fi
+if wants helm; then
+  build helm "$HELM_VERSION" "$cache/helm-$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    helm=helm.sh/helm/v3/cmd/helm
+fi
 
 # The metric analysis of automatic rollouts is tested against a real Prometheus. Built without the
 # web UI's assets (a Go build tag the module's release process sets): the HTTP API is all we use.
-build prometheus "$PROMETHEUS_VERSION" "$cache/prometheus-$PROMETHEUS_VERSION" \
-  "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
-  prometheus=github.com/prometheus/prometheus/cmd/prometheus
+if wants prometheus; then
+  build prometheus "$PROMETHEUS_VERSION" "$cache/prometheus-$PROMETHEUS_VERSION" \
+    "-X github.com/prometheus/common/version.Version=$PROMETHEUS_VERSION" \
+    prometheus=github.com/prometheus/prometheus/cmd/prometheus
+fi
 
 # Istio's own control plane: istiod (pilot-discovery) judges and translates what the operator writes,
 # istioctl analyzes it. ~13 minutes on 2 cores, the longest build here.
-istio_ld="-X istio.io/istio/pkg/version.buildVersion=$ISTIO_VERSION -X istio.io/istio/pkg/version.buildStatus=Clean"
-build istio "$ISTIO_VERSION" "$cache/istio-$ISTIO_VERSION" "$istio_ld" \
-  pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery istioctl=istio.io/istio/istioctl/cmd/istioctl
-# Our xDS client (hack/tools/istio/xdsroutes) reads what istiod would program into the ingress gateway's
-# Envoy. It is our own source, so it is cached by its content, not by a version.
 xds_sum=$(cat "$here/tools/istio/xdsroutes/"*.go "$here/tools/istio/go.sum" | sha256sum | cut -c1-12)
-build istio "$xds_sum" "$cache/xdsroutes-$xds_sum" "" xdsroutes=canary-operator/hack/tools/istio/xdsroutes
+if wants istio; then
+  istio_ld="-X istio.io/istio/pkg/version.buildVersion=$ISTIO_VERSION -X istio.io/istio/pkg/version.buildStatus=Clean"
+  build istio "$ISTIO_VERSION" "$cache/istio-$ISTIO_VERSION" "$istio_ld" \
+    pilot-discovery=istio.io/istio/pilot/cmd/pilot-discovery istioctl=istio.io/istio/istioctl/cmd/istioctl
+  # Our xDS client (hack/tools/istio/xdsroutes) reads what istiod would program into the ingress gateway's
+  # Envoy. It is our own source, so it is cached by its content, not by a version.
+  build istio "$xds_sum" "$cache/xdsroutes-$xds_sum" "" xdsroutes=canary-operator/hack/tools/istio/xdsroutes
+fi
 
 # Istio's CRDs come from the pinned istio.io/api module.
 istio_crds=$cache/istio-crds-$ISTIO_API_VERSION.yaml
@@ -118,12 +145,14 @@ if [ ! -s "$kwok_stages" ]; then
   mv "$kwok_stages.tmp" "$kwok_stages"
 fi
 
-# One directory of links to the pinned versions, so callers need a single PATH entry. Replaced only
-# when a link changes: a running cluster's scripts use it, and for a moment it would be missing.
+# One directory of links to the pinned versions, so callers need a single PATH entry: to every one
+# built so far, whichever parts this call built. Replaced only when a link changes: a running
+# cluster's scripts use it, and for a moment it would be missing.
 links=()
 for f in "$cache/kubernetes-$kv"/* "$cache/etcd-$ETCD_VERSION/etcd" "$cache/kwok-$KWOK_VERSION/kwok" \
   "$cache/helm-$HELM_VERSION/helm" "$cache/prometheus-$PROMETHEUS_VERSION/prometheus" \
   "$cache/istio-$ISTIO_VERSION"/* "$cache/xdsroutes-$xds_sum/xdsroutes" "$istio_crds" "$gateway_api_crds" "$kwok_stages"; do
+  [ -f "$f" ] || continue
   name=$(basename "$f")
   case $name in istio-crds-*) name=istio-crds.yaml ;; gateway-api-crds-*) name=gateway-api-crds.yaml ;; stages.yaml) name=kwok-stages.yaml ;; esac
   links+=("$name=$f")

@@ -5,7 +5,9 @@
 # workloads for it to program; all built from Go modules by hack/build-tools.sh.
 #
 #   hack/cluster.sh up       start (or reuse a healthy) cluster; installs Istio's and our CRDs
-#                            CANARY_ISTIOD=false leaves istiod out (a lighter cluster, ~130 MB less)
+#                            CANARY_ISTIOD=false leaves istiod out (a lighter cluster, ~130 MB less,
+#                            and no istiod build); a healthy cluster without istiod gets it when
+#                            `up` runs again without CANARY_ISTIOD=false
 #   hack/cluster.sh down     stop the processes this script started (pid files) and remove the state
 #   hack/cluster.sh env      print `export KUBECONFIG=... PATH=...` for eval
 #   hack/cluster.sh status   exit 0 only if every component is running and the apiserver is ready
@@ -410,6 +412,30 @@ start_istiod() {
     --httpsAddr= --secureGRPCAddr= --profile=false --log_output_level=all:warn
 }
 
+# Whether istiod should run (CANARY_ISTIOD, default true).
+istiod_wanted() {
+  case ${CANARY_ISTIOD:-true} in
+    true | 1) return 0 ;;
+    false | 0) return 1 ;;
+    *)
+      say "CANARY_ISTIOD takes true or false, not '$CANARY_ISTIOD'"
+      exit 2
+      ;;
+  esac
+}
+
+# istiod joins a healthy cluster that runs without it: built (first time), started, recorded.
+add_istiod() {
+  say "adding istiod to the running cluster (built first if this machine has not built it yet)"
+  bin=$("$here/build-tools.sh" istio | tail -n1)
+  echo "$bin" >"$run/bin-dir"
+  components+=(istiod)
+  echo "${components[*]}" >"$run/components"
+  crds_established || fail kube-apiserver "CRDs did not become Established"
+  start_istiod
+  wait_healthy istiod
+}
+
 cmd_up() {
   local t0=$SECONDS
   mkdir -p "$(dirname "$run")"
@@ -422,6 +448,8 @@ cmd_up() {
 
   if healthy; then
     bin=$(bin_dir)
+    # A cluster started without istiod (`make demo` starts one) gets it when it is wanted now.
+    if istiod_wanted && ! with_istiod; then add_istiod; fi
     if ! apply_crds || ! crds_established; then
       say "could not install the CRDs under $repo/crd"
       exit 1
@@ -437,16 +465,12 @@ cmd_up() {
     stop_all
     remove_state
   fi
-  bin=$("$here/build-tools.sh" | tail -n1)
   components=("${base_components[@]}")
-  case ${CANARY_ISTIOD:-true} in
-    true | 1) components+=(istiod) ;;
-    false | 0) ;;
-    *)
-      say "CANARY_ISTIOD takes true or false, not '$CANARY_ISTIOD'"
-      exit 2
-      ;;
-  esac
+  if istiod_wanted; then components+=(istiod); fi
+  # Only what this cluster runs: helm and Prometheus are built by whoever needs them.
+  local parts=(core)
+  if with_istiod; then parts+=(istio); fi
+  bin=$("$here/build-tools.sh" "${parts[@]}" | tail -n1)
 
   mkdir -p "$run"/{pids,logs,etcd,certs}
   echo "${components[*]}" >"$run/components"

@@ -20,9 +20,10 @@ cd "$(dirname "$0")/.."
 ns=rollout-demo
 release=azureopenaichat
 
+# istiod (whose routes the gateway stand-in follows) joins a cluster `make demo` started without it.
 demo_cluster
 if ! command -v prometheus >/dev/null; then
-  PATH="$(hack/build-tools.sh | tail -n 1):$PATH"
+  PATH="$(hack/build-tools.sh prometheus | tail -n 1):$PATH"
 fi
 target=$(cd "${CARGO_TARGET_DIR:-target}" 2>/dev/null && pwd || echo "$PWD/target")
 # kubectl finds `kubectl canary` on PATH.
@@ -85,6 +86,7 @@ say "Namespace $ns, the Secret with the API key (a demo value), no release left 
 demo_namespace "$ns"
 # Foreground: returns once the children are gone too, so the new release owns fresh ones.
 kubectl -n "$ns" delete "canaryrelease/$release" --ignore-not-found --cascade=foreground --wait --timeout=90s
+make_way_for "$ns" azureopenai "$release" "make demo's"
 
 # The chat backend prints `chat backend listening on http://ADDR (...)` once it serves.
 addr=

@@ -11,21 +11,34 @@ cd "$(dirname "$0")/.."
 ns=azureopenai
 release=azureopenaichat
 
-demo_cluster
-
-say "Building the operator"
-cargo build --quiet --bin canary-operator
+# The operator builds while the cluster starts (on a fresh machine both take minutes). The lab
+# needs no istiod: a cluster started here runs without it, and `make demo-rollout` adds it.
+build_log=$(mktemp)
+say "Building the operator (in the background, log: $build_log)"
+cargo build --quiet --bin canary-operator >"$build_log" 2>&1 &
+build=$!
+trap 'kill "$build" 2>/dev/null || true' EXIT
+CANARY_ISTIOD=${CANARY_ISTIOD:-false} demo_cluster
+say "Waiting for the operator's build"
+if ! wait "$build"; then
+  cat "$build_log" >&2
+  exit 1
+fi
 
 say "Installing the CanaryRelease CRD (Istio's CRDs were installed with the cluster)"
 install_canary_crd
 
 say "Creating namespace $ns and the Secret with the API key (a demo value; the lab kept it in a ConfigMap)"
 demo_namespace "$ns"
+# The lab claims every host (*) on the ingress gateway; so does `make demo-rollout`'s release. Two
+# releases must not share a host (the later one would be HostConflict), so that one goes first.
+make_way_for "$ns" rollout-demo "$release" "make demo-rollout's"
 
 run_dir=$(dirname "$KUBECONFIG")
 log=$run_dir/demo-operator.log
-say "Starting the operator (log: $log)"
-./target/debug/canary-operator >"$log" 2>&1 &
+read -r http_port < <(free_ports 1)
+say "Starting the operator for namespace $ns (log: $log)"
+./target/debug/canary-operator --namespace "$ns" --http-address "127.0.0.1:$http_port" >"$log" 2>&1 &
 operator=$!
 trap 'kill "$operator" 2>/dev/null || true; wait "$operator" 2>/dev/null || true' EXIT
 

@@ -22,6 +22,13 @@ demo_namespace() { # namespace: created if missing, with the examples' Secret (a
     --dry-run=client -o yaml | kubectl apply -f -
 }
 
+make_way_for() { # our-namespace their-namespace release whose: delete their release if it exists
+  if kubectl -n "$2" get "canaryrelease/$3" >/dev/null 2>&1; then
+    say "$4 release $2/$3 claims every host (*) on the same ingress gateway, as $1/$3 will: two releases must not share a host (the later would be HostConflict), so $2/$3 is deleted first"
+    kubectl -n "$2" delete "canaryrelease/$3" --wait --timeout=90s
+  fi
+}
+
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
 demo_cluster() { # what the toolchains lack, then the local control plane (started or reused), in use

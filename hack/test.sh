@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hack/install-deps.sh
+# Every tool the tests run (helm, Prometheus, istioctl, xdsroutes), not only the cluster's.
+hack/build-tools.sh >/dev/null
 
 # shellcheck source=hack/use-cluster.sh
 . hack/use-cluster.sh
