@@ -25,7 +25,7 @@ use crate::api::CanaryRelease;
 use crate::api::gateway_api::HTTPRoute;
 use crate::api::istio::{Gateway, VirtualService};
 use crate::cache::is_ours;
-use crate::claims::{Bind, Conflict, Index, Key, Kind};
+use crate::claims::{Bind, Conflict, Index, Key, Kind, Text};
 
 /// A controller's namespace (all when `None`) and where to send its releases to look at again.
 type Subscriber = (
@@ -184,7 +184,7 @@ impl RouteClaims {
             tracing::debug!(release = %key, "a claim overlapping the release's changed");
             let release = ObjectRef::new(&key.name).within(&key.namespace);
             for (namespace, sender) in subscribers.iter() {
-                if namespace.as_ref().is_none_or(|ns| *ns == key.namespace) {
+                if namespace.as_deref().is_none_or(|ns| ns == &*key.namespace) {
                     let _ = sender.unbounded_send(release.clone());
                 }
             }
@@ -235,17 +235,18 @@ fn foreign_binds<K: Resource + Any>(object: &K, cluster_domain: &str) -> Vec<Bin
 }
 
 fn gateway_binds(namespace: &str, name: &str, gateway: &Gateway) -> Vec<Bind> {
-    let selector = crate::claims::selector_text(&gateway.spec.selector);
+    let selector: Text = crate::claims::selector_text(&gateway.spec.selector).into();
+    let gateway_name: Text = format!("{namespace}/{name}").into();
     let mut binds = Vec::new();
     for server in &gateway.spec.servers {
         for host in &server.hosts {
             // `namespace/host` restricts which VirtualServices may bind; the host is what it serves.
             let host = host.rsplit('/').next().unwrap_or(host);
             binds.push(Bind::Listener {
-                gateway: format!("{namespace}/{name}"),
+                gateway: gateway_name.clone(),
                 selector: selector.clone(),
                 port: server.port.number,
-                host: host.to_ascii_lowercase(),
+                host: host.to_ascii_lowercase().into(),
             });
         }
     }
@@ -265,12 +266,12 @@ fn virtual_service_binds(namespace: &str, vs: &VirtualService, cluster_domain: &
             let host = host.to_ascii_lowercase();
             binds.push(if gateway == "mesh" {
                 Bind::MeshRoute {
-                    host: mesh_host(&host, namespace, cluster_domain),
+                    host: mesh_host(&host, namespace, cluster_domain).into(),
                 }
             } else {
                 Bind::Route {
-                    gateway: gateway_ref(gateway, namespace),
-                    host,
+                    gateway: gateway_ref(gateway, namespace).into(),
+                    host: host.into(),
                 }
             });
         }
@@ -300,10 +301,11 @@ fn http_route_binds(namespace: &str, route: &HTTPRoute) -> Vec<Bind> {
                     "{}/{}",
                     parent.namespace.as_deref().unwrap_or(namespace),
                     parent.name
-                ),
-                section: parent.section_name.clone(),
+                )
+                .into(),
+                section: parent.section_name.as_deref().map(Text::from),
                 port: parent.port,
-                host: host.to_ascii_lowercase(),
+                host: host.to_ascii_lowercase().into(),
             });
         }
     }
@@ -353,16 +355,16 @@ mod tests {
             foreign_binds(&gateway, "cluster.local"),
             [
                 Bind::Listener {
-                    gateway: "istio-ingress/public".to_owned(),
-                    selector: "app=gw,istio=ingressgateway".to_owned(),
+                    gateway: "istio-ingress/public".into(),
+                    selector: "app=gw,istio=ingressgateway".into(),
                     port: 80,
-                    host: "chat.example.com".to_owned(),
+                    host: "chat.example.com".into(),
                 },
                 Bind::Listener {
-                    gateway: "istio-ingress/public".to_owned(),
-                    selector: "app=gw,istio=ingressgateway".to_owned(),
+                    gateway: "istio-ingress/public".into(),
+                    selector: "app=gw,istio=ingressgateway".into(),
                     port: 80,
-                    host: "*.example.org".to_owned(),
+                    host: "*.example.org".into(),
                 },
             ]
         );
@@ -374,15 +376,15 @@ mod tests {
             foreign_binds(&vs, "cluster.local"),
             [
                 Bind::Route {
-                    gateway: "team/public".to_owned(),
-                    host: "chat.example.com".to_owned()
+                    gateway: "team/public".into(),
+                    host: "chat.example.com".into()
                 },
                 Bind::Route {
-                    gateway: "istio-ingress/public".to_owned(),
-                    host: "chat.example.com".to_owned()
+                    gateway: "istio-ingress/public".into(),
+                    host: "chat.example.com".into()
                 },
                 Bind::MeshRoute {
-                    host: "chat.example.com".to_owned()
+                    host: "chat.example.com".into()
                 },
             ]
         );
@@ -396,9 +398,7 @@ mod tests {
             "*.svc.cluster.local",
         ]
         .iter()
-        .map(|h| Bind::MeshRoute {
-            host: (*h).to_owned(),
-        })
+        .map(|h| Bind::MeshRoute { host: (*h).into() })
         .collect();
         assert_eq!(
             foreign_binds(&mesh, "cluster.local"),
@@ -417,16 +417,16 @@ mod tests {
             foreign_binds(&route, "cluster.local"),
             [
                 Bind::ParentRoute {
-                    gateway: "gw/shared".to_owned(),
-                    section: Some("http".to_owned()),
+                    gateway: "gw/shared".into(),
+                    section: Some("http".into()),
                     port: None,
-                    host: "*".to_owned()
+                    host: "*".into()
                 },
                 Bind::ParentRoute {
-                    gateway: "team/local".to_owned(),
+                    gateway: "team/local".into(),
                     section: None,
                     port: None,
-                    host: "*".to_owned()
+                    host: "*".into()
                 },
             ],
             "no hostnames: every host; a Service parent is the mesh's (GAMMA), not judged"
@@ -460,8 +460,8 @@ mod tests {
         let mut all = claims.subscribe(None);
         let binds = |_: &CanaryRelease| {
             vec![Bind::Route {
-                gateway: "gw/public".to_owned(),
-                host: "*".to_owned(),
+                gateway: "gw/public".into(),
+                host: "*".into(),
             }]
         };
         let (older, younger) = (release("team", "older", 10), release("lab", "younger", 20));

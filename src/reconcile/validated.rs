@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::decide::Strategy;
-use crate::claims::{Bind, selector_text};
+use crate::claims::{Bind, Text, selector_text};
 
 /// Which of the two versions a value belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,8 +77,17 @@ impl Validated {
     /// creates is named after the release; the names of existing Gateways are relative to its
     /// namespace; a Gateway API route without host names claims every host.
     pub fn binds(&self) -> Vec<Bind> {
-        let lower = |hosts: &[String]| -> Vec<String> {
-            hosts.iter().map(|h| h.to_ascii_lowercase()).collect()
+        let lower = |hosts: &[String]| -> Vec<Text> {
+            hosts
+                .iter()
+                .map(|h| h.to_ascii_lowercase().into())
+                .collect()
+        };
+        let relative = |gateway: &str| -> Text {
+            match gateway.split_once('/') {
+                Some(_) => gateway.into(),
+                None => format!("{}/{gateway}", self.namespace).into(),
+            }
         };
         let mut binds = Vec::new();
         match &self.traffic {
@@ -89,11 +98,12 @@ impl Validated {
                         port,
                         hosts,
                     }) => {
-                        let gateway = format!("{}/{}", self.namespace, self.name);
+                        let gateway = relative(&self.name);
+                        let selector: Text = selector_text(selector).into();
                         for host in lower(hosts) {
                             binds.push(Bind::Listener {
                                 gateway: gateway.clone(),
-                                selector: selector_text(selector),
+                                selector: selector.clone(),
                                 port: u32::try_from(*port).unwrap_or_default(),
                                 host: host.clone(),
                             });
@@ -104,14 +114,11 @@ impl Validated {
                         }
                     }
                     Some(Gateway::Existing { gateways, hosts }) => {
-                        for gateway in gateways {
-                            let gateway = match gateway.split_once('/') {
-                                Some(_) => gateway.clone(),
-                                None => format!("{}/{gateway}", self.namespace),
-                            };
-                            binds.extend(lower(hosts).into_iter().map(|host| Bind::Route {
+                        let hosts = lower(hosts);
+                        for gateway in gateways.iter().map(|g| relative(g)) {
+                            binds.extend(hosts.iter().map(|host| Bind::Route {
                                 gateway: gateway.clone(),
-                                host,
+                                host: host.clone(),
                             }));
                         }
                     }
@@ -119,24 +126,25 @@ impl Validated {
                 }
                 if *mesh {
                     binds.push(Bind::MeshRoute {
-                        host: self.host.to_ascii_lowercase(),
+                        host: self.host.to_ascii_lowercase().into(),
                     });
                 }
             }
             Traffic::GatewayApi(settings) => {
                 let hosts = match settings.hostnames.as_slice() {
-                    [] => vec!["*".to_owned()],
+                    [] => vec![Text::from("*")],
                     hosts => lower(hosts),
                 };
                 for parent in &settings.parent_refs {
-                    let gateway = format!(
+                    let gateway: Text = format!(
                         "{}/{}",
                         parent.namespace.as_deref().unwrap_or(&self.namespace),
                         parent.name
-                    );
+                    )
+                    .into();
                     binds.extend(hosts.iter().map(|host| Bind::ParentRoute {
                         gateway: gateway.clone(),
-                        section: parent.section_name.clone(),
+                        section: parent.section_name.as_deref().map(Text::from),
                         port: parent.port,
                         host: host.clone(),
                     }));
@@ -368,8 +376,8 @@ mod tests {
     #[test]
     fn releases_claim_their_hosts_where_they_route() {
         let route = |gateway: &str, host: &str| Bind::Route {
-            gateway: gateway.to_owned(),
-            host: host.to_owned(),
+            gateway: gateway.into(),
+            host: host.into(),
         };
         let created = release(Gateway::Create {
             selector: BTreeMap::from([("istio".to_owned(), "ingress".to_owned())]),
@@ -401,10 +409,10 @@ mod tests {
                 created,
                 vec![
                     Bind::Listener {
-                        gateway: "lab/chat".to_owned(),
-                        selector: "istio=ingress".to_owned(),
+                        gateway: "lab/chat".into(),
+                        selector: "istio=ingress".into(),
                         port: 8080,
-                        host: "chat.example.com".to_owned(),
+                        host: "chat.example.com".into(),
                     },
                     route("lab/chat", "chat.example.com"),
                 ],
@@ -418,17 +426,17 @@ mod tests {
                 "the mesh: the Service's host",
                 mesh,
                 vec![Bind::MeshRoute {
-                    host: "chat.lab.svc.cluster.local".to_owned(),
+                    host: "chat.lab.svc.cluster.local".into(),
                 }],
             ),
             (
                 "the Gateway API without host names: every host",
                 gateway_api,
                 vec![Bind::ParentRoute {
-                    gateway: "gw/shared".to_owned(),
-                    section: Some("http".to_owned()),
+                    gateway: "gw/shared".into(),
+                    section: Some("http".into()),
                     port: None,
-                    host: "*".to_owned(),
+                    host: "*".into(),
                 }],
             ),
         ];
