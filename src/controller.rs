@@ -256,7 +256,10 @@ pub fn child_cache<K: Child>(
     )
     // The routes of others claim hosts too; the index keeps what they claim (nothing is kept
     // of the kinds that do not route).
-    .inspect_ok(move |event| claims.observe_child(event))
+    .inspect_ok({
+        let scope = namespace.map(str::to_owned);
+        move |event| claims.observe_child(event, scope.as_deref())
+    })
     .try_filter_map(move |event| std::future::ready(Ok(writer.apply(event))));
     (store, stream)
 }
@@ -334,7 +337,10 @@ pub fn controller(
     .inspect_ok({
         let claims = claims.clone();
         let settings = settings.clone();
-        move |event| claims.observe_release(event, |release| release_binds(release, &settings))
+        move |event| {
+            let scope = settings.namespace.as_deref();
+            claims.observe_release(event, scope, |release| release_binds(release, &settings))
+        }
     })
     .reflect(release_writer)
     .applied_objects();

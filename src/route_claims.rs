@@ -12,7 +12,6 @@
 
 use std::any::Any;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,6 +26,9 @@ use crate::api::istio::{Gateway, VirtualService};
 use crate::cache::is_ours;
 use crate::claims::{Bind, Conflict, Index, Key, Kind, Text};
 
+/// One watch's list: of one kind, in one scope (a namespace, or all when `None`).
+type List = (Kind, Option<String>);
+
 /// A controller's namespace (all when `None`) and where to send its releases to look at again.
 type Subscriber = (
     Option<String>,
@@ -37,9 +39,11 @@ type Subscriber = (
 /// claims in one watched namespace are judged against those in the others.
 pub struct RouteClaims {
     index: Mutex<Index>,
-    /// Keys seen by a list in progress, per kind: what it does not show is gone.
-    listing: Mutex<HashMap<Kind, HashSet<Key>>>,
-    releases_listed: AtomicBool,
+    /// Keys seen by a list in progress, per kind and watched scope (a namespace, or all): what it
+    /// does not show in its scope is gone. Controllers of other namespaces list at the same time.
+    listing: Mutex<HashMap<List, HashSet<Key>>>,
+    /// The scopes whose releases have been listed once.
+    releases_listed: Mutex<HashSet<Option<String>>>,
     subscribers: Mutex<Vec<Subscriber>>,
     /// DNS suffix of Services, to write short mesh hosts as Istio reads them.
     cluster_domain: String,
@@ -50,7 +54,7 @@ impl RouteClaims {
         RouteClaims {
             index: Mutex::default(),
             listing: Mutex::default(),
-            releases_listed: AtomicBool::new(false),
+            releases_listed: Mutex::default(),
             subscribers: Mutex::default(),
             cluster_domain: cluster_domain.to_owned(),
         }
@@ -80,33 +84,46 @@ impl RouteClaims {
         self.lock().conflict(&key)
     }
 
-    /// Waits (bounded) until the releases have been listed once: before that an older release
-    /// may not be known yet, and a younger one would take its host for a moment.
-    pub async fn wait_listed(&self) {
+    /// Waits (bounded) until the releases of `scope` (a namespace, or all) have been listed once:
+    /// before that an older release may not be known yet, and a younger one would take its host
+    /// for a moment.
+    pub async fn wait_listed(&self, scope: Option<&str>) {
         let limit = tokio::time::Instant::now() + Duration::from_secs(30);
-        while !self.releases_listed.load(Ordering::Relaxed) && tokio::time::Instant::now() < limit {
+        let listed = || {
+            self.releases_listed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(&scope.map(str::to_owned))
+        };
+        while !listed() && tokio::time::Instant::now() < limit {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
-    /// Takes a watch event of releases; `binds` says what a release claims (nothing when its spec
-    /// is invalid: it routes nothing).
+    /// Takes a watch event of the releases of `scope`; `binds` says what a release claims
+    /// (nothing when its spec is invalid: it routes nothing).
     pub fn observe_release(
         &self,
         event: &watcher::Event<CanaryRelease>,
+        scope: Option<&str>,
         binds: impl Fn(&CanaryRelease) -> Vec<Bind>,
     ) {
-        self.observe(Kind::CanaryRelease, event, |release| Some(binds(release)));
+        self.observe(Kind::CanaryRelease, event, scope, |release| {
+            Some(binds(release))
+        });
         if matches!(event, watcher::Event::InitDone) {
-            self.releases_listed.store(true, Ordering::Relaxed);
+            self.releases_listed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(scope.map(str::to_owned));
         }
     }
 
-    /// Takes a watch event of a child kind: the claims of objects that are not ours. Kinds that
-    /// route nothing are passed over.
-    pub fn observe_child<K: Resource + Any>(&self, event: &watcher::Event<K>) {
+    /// Takes a watch event of a child kind in `scope`: the claims of objects that are not ours.
+    /// Kinds that route nothing are passed over.
+    pub fn observe_child<K: Resource + Any>(&self, event: &watcher::Event<K>, scope: Option<&str>) {
         if let Some(kind) = claiming_kind::<K>() {
-            self.observe(kind, event, |object| {
+            self.observe(kind, event, scope, |object| {
                 (!is_ours(object)).then(|| foreign_binds(object, &self.cluster_domain))
             });
         }
@@ -116,8 +133,10 @@ impl RouteClaims {
         &self,
         kind: Kind,
         event: &watcher::Event<K>,
+        scope: Option<&str>,
         binds: impl Fn(&K) -> Option<Vec<Bind>>,
     ) {
+        let list = (kind, scope.map(str::to_owned));
         let key = |object: &K| {
             Key::new(
                 kind,
@@ -128,13 +147,19 @@ impl RouteClaims {
         let touched = match event {
             watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
                 let key = key(object);
-                if matches!(event, watcher::Event::InitApply(_)) {
-                    self.listing_of(kind, |seen| {
-                        seen.insert(key.clone());
-                    });
+                let binds = binds(object);
+                // Only claimants are remembered through a relist: ours (the operator's own
+                // routes, claimed by their releases) are thousands and hold nothing here.
+                if binds.is_some() && matches!(event, watcher::Event::InitApply(_)) {
+                    self.listing
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .entry(list)
+                        .or_default()
+                        .insert(key.clone());
                 }
                 let mut index = self.lock();
-                match binds(object) {
+                match binds {
                     Some(binds) => index.set(key, created(object.meta()), binds),
                     None => index.remove(&key),
                 }
@@ -144,7 +169,7 @@ impl RouteClaims {
                 self.listing
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(kind, HashSet::new());
+                    .insert(list, HashSet::new());
                 BTreeSet::new()
             }
             watcher::Event::InitDone => {
@@ -152,23 +177,18 @@ impl RouteClaims {
                     .listing
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&kind)
+                    .remove(&list)
                     .unwrap_or_default();
                 let mut index = self.lock();
                 let gone: Vec<Key> = index
                     .keys_of(kind)
                     .into_iter()
-                    .filter(|k| !seen.contains(k))
+                    .filter(|k| scope.is_none_or(|ns| *k.namespace == *ns) && !seen.contains(k))
                     .collect();
                 gone.iter().flat_map(|k| index.remove(k)).collect()
             }
         };
         self.trigger(touched);
-    }
-
-    fn listing_of(&self, kind: Kind, f: impl FnOnce(&mut HashSet<Key>)) {
-        let mut listing = self.listing.lock().unwrap_or_else(PoisonError::into_inner);
-        f(listing.entry(kind).or_default());
     }
 
     fn trigger(&self, touched: BTreeSet<Key>) {
@@ -465,12 +485,12 @@ mod tests {
             }]
         };
         let (older, younger) = (release("team", "older", 10), release("lab", "younger", 20));
-        claims.observe_release(&watcher::Event::Init, binds);
-        claims.observe_release(&watcher::Event::InitApply(younger.clone()), binds);
+        claims.observe_release(&watcher::Event::Init, None, binds);
+        claims.observe_release(&watcher::Event::InitApply(younger.clone()), None, binds);
         assert!(lab.try_recv().is_err(), "nobody to tell yet");
-        claims.observe_release(&watcher::Event::InitApply(older.clone()), binds);
-        claims.observe_release(&watcher::Event::InitDone, binds);
-        claims.wait_listed().await;
+        claims.observe_release(&watcher::Event::InitApply(older.clone()), None, binds);
+        claims.observe_release(&watcher::Event::InitDone, None, binds);
+        claims.wait_listed(None).await;
         assert_eq!(claims.conflict(&older), None);
         let conflict = claims.conflict(&younger).map(|c| c.holder.to_string());
         assert_eq!(conflict.as_deref(), Some("CanaryRelease team/older"));
@@ -485,14 +505,36 @@ mod tests {
             Some("younger".to_owned())
         );
         // A relist without the older one: it was deleted while the watch was down.
-        claims.observe_release(&watcher::Event::Init, binds);
-        claims.observe_release(&watcher::Event::InitApply(younger.clone()), binds);
-        claims.observe_release(&watcher::Event::InitDone, binds);
+        claims.observe_release(&watcher::Event::Init, None, binds);
+        claims.observe_release(&watcher::Event::InitApply(younger.clone()), None, binds);
+        claims.observe_release(&watcher::Event::InitDone, None, binds);
         assert_eq!(claims.conflict(&younger), None);
         assert_eq!(
             lab.try_recv().ok().map(|r| r.name),
             Some("younger".to_owned())
         );
         assert!(lab.try_recv().is_err(), "nothing more");
+    }
+
+    /// Two controllers of one operator (namespaces a and b) list at the same time: the end of
+    /// one's list forgets nothing of the other's.
+    #[tokio::test]
+    async fn lists_of_other_namespaces_do_not_forget_each_other() {
+        let claims = RouteClaims::new("cluster.local");
+        let binds = |r: &CanaryRelease| {
+            vec![Bind::MeshRoute {
+                host: format!("{}.example.com", r.name_any()).into(),
+            }]
+        };
+        let (a, b) = (release("a", "one", 1), release("b", "two", 2));
+        claims.observe_release(&watcher::Event::Init, Some("a"), binds);
+        claims.observe_release(&watcher::Event::InitApply(a.clone()), Some("a"), binds);
+        claims.observe_release(&watcher::Event::Init, Some("b"), binds);
+        claims.observe_release(&watcher::Event::InitApply(b.clone()), Some("b"), binds);
+        claims.observe_release(&watcher::Event::InitDone, Some("a"), binds);
+        claims.observe_release(&watcher::Event::InitDone, Some("b"), binds);
+        claims.wait_listed(Some("a")).await;
+        let keys = claims.lock().keys_of(Kind::CanaryRelease);
+        assert_eq!(keys.len(), 2, "{keys:?}");
     }
 }

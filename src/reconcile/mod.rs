@@ -86,7 +86,9 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     };
     // Observe reads the caches and the claims: both must have listed what exists.
     ctx.stores.wait_ready().await;
-    ctx.claims.wait_listed().await;
+    ctx.claims
+        .wait_listed(ctx.settings.namespace.as_deref())
+        .await;
     let observation = observe::observe(&ctx, &release, &validated).await?;
     let decision = decide::decide(&validated.strategy, &observation);
     let children = build::build(&validated, &decision);
