@@ -323,7 +323,7 @@ async fn a_host_someone_elses_virtual_service_serves_is_left_to_it() {
             .flatten()
     })
     .await;
-    assert_eq!(route.spec.gateways, [format!("{}/shared", ns.name)]);
+    assert_eq!(route.spec.gateways, ["shared"]);
 }
 
 #[tokio::test]
