@@ -18,7 +18,7 @@ say "Building the operator (in the background, log: $build_log)"
 cargo build --quiet --bin canary-operator >"$build_log" 2>&1 &
 build=$!
 trap 'kill "$build" 2>/dev/null || true' EXIT
-CANARY_ISTIOD=${CANARY_ISTIOD:-false} demo_cluster
+CANARY_ISTIOD=${CANARY_ISTIOD:-false} demo_cluster cluster
 say "Waiting for the operator's build"
 if ! wait "$build"; then
   cat "$build_log" >&2

@@ -31,8 +31,8 @@ make_way_for() { # our-namespace their-namespace release whose: delete their rel
 
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
-demo_cluster() { # what the toolchains lack, then the local control plane (started or reused), in use
-  hack/install-deps.sh
+demo_cluster() { # [cluster]: what the toolchains lack (only for a cluster), then the local control plane (started or reused), in use
+  hack/install-deps.sh "$@"
   say "Starting the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
   hack/cluster.sh up
   eval "$(hack/cluster.sh env)"
