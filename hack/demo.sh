@@ -24,6 +24,7 @@ if ! wait "$build"; then
   cat "$build_log" >&2
   exit 1
 fi
+rm -f "$build_log"
 
 say "Installing the CanaryRelease CRD (Istio's CRDs were installed with the cluster)"
 install_canary_crd
