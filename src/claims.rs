@@ -739,6 +739,16 @@ mod tests {
             .collect()
     }
 
+    /// A server of the platform's Gateway `istio-ingress/public`, someone else's.
+    fn public_server(port: u32, host: &str) -> Vec<Bind> {
+        vec![Bind::Listener {
+            gateway: "istio-ingress/public".into(),
+            selector: SELECTOR.into(),
+            port,
+            host: host.into(),
+        }]
+    }
+
     fn parent(gateway: &str, section: Option<&str>, host: &str) -> Bind {
         Bind::ParentRoute {
             gateway: gateway.into(),
@@ -829,12 +839,7 @@ mod tests {
                         // Younger than both: its own `*` server would overlap second's otherwise.
                         foreign_gateway(),
                         30,
-                        vec![Bind::Listener {
-                            gateway: "istio-ingress/public".into(),
-                            selector: SELECTOR.into(),
-                            port: 80,
-                            host: "*".into(),
-                        }],
+                        public_server(80, "*"),
                     ),
                     (
                         first(),
@@ -852,16 +857,7 @@ mod tests {
             (
                 "binding to an existing Gateway is no conflict with the Gateway itself",
                 vec![
-                    (
-                        foreign_gateway(),
-                        1,
-                        vec![Bind::Listener {
-                            gateway: "istio-ingress/public".into(),
-                            selector: SELECTOR.into(),
-                            port: 80,
-                            host: "*".into(),
-                        }],
-                    ),
+                    (foreign_gateway(), 1, public_server(80, "*")),
                     (
                         first(),
                         10,
@@ -873,16 +869,7 @@ mod tests {
             (
                 "creating a Gateway server an older foreign one has (IST0145)",
                 vec![
-                    (
-                        foreign_gateway(),
-                        1,
-                        vec![Bind::Listener {
-                            gateway: "istio-ingress/public".into(),
-                            selector: SELECTOR.into(),
-                            port: 80,
-                            host: "chat.example.com".into(),
-                        }],
-                    ),
+                    (foreign_gateway(), 1, public_server(80, "chat.example.com")),
                     (
                         first(),
                         10,
@@ -1061,14 +1048,7 @@ mod tests {
     fn routes_follow_their_gateways_servers() {
         let mut index = Index::default();
         let gateway = Key::new(Kind::Gateway, "istio-ingress", "public");
-        let server = |port| {
-            vec![Bind::Listener {
-                gateway: "istio-ingress/public".into(),
-                selector: SELECTOR.into(),
-                port,
-                host: "*".into(),
-            }]
-        };
+        let server = |port| public_server(port, "*");
         let (bound, creator) = (release("lab", "bound"), release("team", "creator"));
         index.set(
             bound.clone(),

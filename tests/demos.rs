@@ -61,6 +61,23 @@ fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
+/// The demos' namespaces, deleted when the test ends however it ends: their releases claim every
+/// host on the shared ingress gateway, which the tests that run after this one share.
+struct DemoNamespaces;
+
+impl Drop for DemoNamespaces {
+    fn drop(&mut self) {
+        let deleted = Command::new("kubectl")
+            .args(["delete", "namespace", "azureopenai", "rollout-demo"])
+            .args(["--ignore-not-found", "--wait=true", "--timeout=120s"])
+            .stdin(Stdio::null())
+            .status();
+        if !matches!(&deleted, Ok(status) if status.success()) {
+            eprintln!("could not delete the demos' namespaces: {deleted:?}");
+        }
+    }
+}
+
 #[test]
 fn the_readmes_demos_run_in_its_order_and_again() {
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
@@ -79,6 +96,7 @@ fn the_readmes_demos_run_in_its_order_and_again() {
         "the README gives `make demo`, then `make demo-rollout`"
     );
 
+    let _cleanup = DemoNamespaces;
     let lab = make("demo", Duration::from_secs(600));
     assert!(
         lab.contains("routes: v1=50% v2=50%"),

@@ -249,9 +249,9 @@ impl RouteWatch {
         RouteWatch::start_as(&[])
     }
 
-    /// As the proxy of a Gateway API Gateway's workload: a pod in `namespace` with `label`
-    /// (`key=value`), as the test kit's Gateways of class `istio` select.
-    pub fn gateway_api(namespace: &str, label: &str) -> Result<RouteWatch, String> {
+    /// As the proxy of another gateway workload: a pod in `namespace` with `label` (`key=value`),
+    /// which Istio Gateways' selectors, and the test kit's Gateways of class `istio`, match.
+    pub fn gateway(namespace: &str, label: &str) -> Result<RouteWatch, String> {
         RouteWatch::start_as(&[
             "-namespace",
             namespace,

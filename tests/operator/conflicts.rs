@@ -84,52 +84,73 @@ async fn wait_host_conflict(ns: &TestNs, name: &str, holder: &str, host: &str) -
     withheld
 }
 
+/// Whether an object of kind `K` named `name` exists in the test's namespace.
+async fn exists<K>(ns: &TestNs, name: &str) -> bool
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    api::<K>(ns).get_opt(name).await.ok().flatten().is_some()
+}
+
 /// Asserts that the withheld release `name` has no route of its own (Gateway, VirtualService,
 /// HTTPRoute) and that its versions and subsets stay.
 async fn assert_withheld(ns: &TestNs, name: &str) {
     for (kind, present) in [
-        (
-            "Gateway",
-            api::<Gateway>(ns)
-                .get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .is_some(),
-        ),
-        (
-            "VirtualService",
-            api::<VirtualService>(ns)
-                .get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .is_some(),
-        ),
-        (
-            "HTTPRoute",
-            api::<HTTPRoute>(ns)
-                .get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .is_some(),
-        ),
+        ("Gateway", exists::<Gateway>(ns, name).await),
+        ("VirtualService", exists::<VirtualService>(ns, name).await),
+        ("HTTPRoute", exists::<HTTPRoute>(ns, name).await),
     ] {
         assert!(!present, "the withheld {name} has a {kind}");
     }
     for version in ["v1", "v2"] {
         let deployment = format!("{name}-{version}");
         assert!(
-            api::<Deployment>(ns)
-                .get_opt(&deployment)
-                .await
-                .ok()
-                .flatten()
-                .is_some(),
+            exists::<Deployment>(ns, &deployment).await,
             "the withheld release keeps its Deployment {deployment}"
         );
     }
+}
+
+/// A gateway workload of the test's own, as `hack/cluster.sh` makes the shared ones: kwok pods
+/// labelled `istio: <label>` and a Service for port 80, in the test's namespace. A release that
+/// claims every host on the shared workload would meet whatever else claims `*` there (a
+/// `make demo` left running): this test's `*` is its own. Returns the selector's label value.
+async fn own_gateway_workload(ns: &TestNs) -> String {
+    let label = format!("gw-{}", ns.name);
+    let labels = json!({"app": "gw", "istio": label});
+    apply_as_is::<Deployment>(
+        ns,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "gw", "namespace": ns.name, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [{
+                        "name": "istio-proxy",
+                        "image": "istio/proxyv2:not-pulled-kwok-runs-no-image",
+                        "ports": [{"containerPort": 8080, "name": "http2"}],
+                    }]},
+                },
+            },
+        }),
+    )
+    .await;
+    apply_as_is::<k8s_openapi::api::core::v1::Service>(
+        ns,
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "gw", "namespace": ns.name, "labels": labels},
+            "spec": {"selector": labels, "ports": [{"name": "http2", "port": 80, "targetPort": 8080}]},
+        }),
+    )
+    .await;
+    label
 }
 
 #[tokio::test]
@@ -141,27 +162,28 @@ async fn the_later_of_two_releases_claiming_every_host_on_one_gateway_is_withhel
     let Some(_) = istiod(test) else {
         return;
     };
-    let mut routes = RouteWatch::start().expect("xdsroutes");
+    let label = own_gateway_workload(&ns).await;
+    let mut routes = RouteWatch::gateway(&ns.name, &format!("istio={label}")).expect("xdsroutes");
     let _operator = start_operator(&ns).await;
     create_secret(&ns).await;
     let all = ["*".to_owned()];
-    apply_as_is::<CanaryRelease>(&ns, claiming(&ns, "first", &all, None)).await;
+    let on_own_gateway = |name: &str| {
+        let mut release = claiming(&ns, name, &all, None);
+        release["spec"]["gateway"]["selector"] = json!({"istio": label});
+        release
+    };
+    apply_as_is::<CanaryRelease>(&ns, on_own_gateway("first")).await;
     wait_ready(&ns, "first").await;
     // Creation times are kept to the second: the second release is the later one either way
     // (same second: by name), and a second apart it is so by time alone.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    apply_as_is::<CanaryRelease>(&ns, claiming(&ns, "second", &all, None)).await;
+    apply_as_is::<CanaryRelease>(&ns, on_own_gateway("second")).await;
 
     let holder = format!("CanaryRelease {}/first", ns.name);
     wait_host_conflict(&ns, "second", &holder, "*").await;
     assert_withheld(&ns, "second").await;
     assert!(
-        api::<DestinationRule>(&ns)
-            .get_opt("second")
-            .await
-            .ok()
-            .flatten()
-            .is_some(),
+        exists::<DestinationRule>(&ns, "second").await,
         "its subsets stay: they name only its own Service"
     );
     let first = wait_ready(&ns, "first").await;
@@ -336,7 +358,7 @@ async fn the_later_of_two_httproutes_for_one_host_on_one_gateway_is_withheld() {
         return;
     };
     let mut routes =
-        RouteWatch::gateway_api(PLATFORM.0, "gateway.networking.k8s.io/gateway-name=public")
+        RouteWatch::gateway(PLATFORM.0, "gateway.networking.k8s.io/gateway-name=public")
             .expect("xdsroutes");
     let _operator = start_operator(&ns).await;
     create_secret(&ns).await;
