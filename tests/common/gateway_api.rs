@@ -76,9 +76,16 @@ pub async fn gateway(ns: &TestNs, namespace: &str, name: &str, from: &str) {
 /// IPs and Ready) and the Service `<name>-istio` over them. istiod assigns the Service's address
 /// to the Gateway and reports it Programmed, and a proxy with the pods' labels receives its routes.
 async fn gateway_workload(ns: &TestNs, namespace: &str, name: &str) {
-    let params = PatchParams::apply(PLATFORM_TEAM).force();
-    let workload = format!("{name}-istio");
     let labels = json!({"gateway.networking.k8s.io/gateway-name": name});
+    proxy_workload(ns, namespace, &format!("{name}-istio"), labels).await;
+}
+
+/// A gateway's proxies as the platform would run them, with `labels`: a Deployment `workload` of
+/// kwok pods (no proxy runs in them; `xdsroutes` plays their Envoy) and a Service of the same
+/// name on port 80, in `namespace`. Gateway selectors match the pods, and `istioctl analyze`
+/// checks Gateways' ports against the Service.
+pub async fn proxy_workload(ns: &TestNs, namespace: &str, workload: &str, labels: Value) {
+    let params = PatchParams::apply(PLATFORM_TEAM).force();
     let deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -97,7 +104,7 @@ async fn gateway_workload(ns: &TestNs, namespace: &str, name: &str) {
         },
     });
     Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(ns.client.clone(), namespace)
-        .patch(&workload, &params, &Patch::Apply(deployment))
+        .patch(workload, &params, &Patch::Apply(deployment))
         .await
         .unwrap_or_else(|e| panic!("Deployment {namespace}/{workload}: {e}"));
     let service = json!({
@@ -107,7 +114,7 @@ async fn gateway_workload(ns: &TestNs, namespace: &str, name: &str) {
         "spec": {"selector": labels, "ports": [{"name": "http", "port": 80}]},
     });
     Api::<k8s_openapi::api::core::v1::Service>::namespaced(ns.client.clone(), namespace)
-        .patch(&workload, &params, &Patch::Apply(service))
+        .patch(workload, &params, &Patch::Apply(service))
         .await
         .unwrap_or_else(|e| panic!("Service {namespace}/{workload}: {e}"));
 }

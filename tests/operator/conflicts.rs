@@ -13,7 +13,8 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::common::gateway_api::{
-    PLATFORM, parent_conditions, platform_gateway, routed_by_gateway_api, wait_route_weights,
+    PLATFORM, parent_conditions, platform_gateway, proxy_workload, routed_by_gateway_api,
+    wait_route_weights,
 };
 use crate::common::istio::{RouteWatch, analyze_with};
 use crate::common::lab::{
@@ -114,42 +115,13 @@ async fn assert_withheld(ns: &TestNs, name: &str) {
     }
 }
 
-/// A gateway workload of the test's own, as `hack/cluster.sh` makes the shared ones: kwok pods
-/// labelled `istio: <label>` and a Service for port 80, in the test's namespace. A release that
-/// claims every host on the shared workload would meet whatever else claims `*` there (a
-/// `make demo` left running): this test's `*` is its own. Returns the selector's label value.
+/// A gateway workload of the test's own (`istio: gw-<namespace>`), in the test's namespace. A
+/// release that claims every host on the shared workload would meet whatever else claims `*`
+/// there (a `make demo` left running): this test's `*` is its own. Returns the label's value.
 async fn own_gateway_workload(ns: &TestNs) -> String {
     let label = format!("gw-{}", ns.name);
     let labels = json!({"app": "gw", "istio": label});
-    apply_as_is::<Deployment>(
-        ns,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "gw", "namespace": ns.name, "labels": labels},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [{
-                        "name": "istio-proxy",
-                        "image": "istio/proxyv2:not-pulled-kwok-runs-no-image",
-                        "ports": [{"containerPort": 8080, "name": "http2"}],
-                    }]},
-                },
-            },
-        }),
-    )
-    .await;
-    apply_as_is::<k8s_openapi::api::core::v1::Service>(
-        ns,
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "gw", "namespace": ns.name, "labels": labels},
-            "spec": {"selector": labels, "ports": [{"name": "http2", "port": 80, "targetPort": 8080}]},
-        }),
-    )
-    .await;
+    proxy_workload(ns, &ns.name, "gw", labels).await;
     label
 }
 
