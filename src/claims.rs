@@ -617,6 +617,15 @@ pub fn selector_text(selector: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
+/// `namespace/name` of an Istio Gateway that a route (a VirtualService, or a release's
+/// `gateway.existing`) names, relative to the route's namespace as Istio reads it.
+pub fn gateway_ref(gateway: &str, namespace: &str) -> Text {
+    match gateway.split_once('/') {
+        Some(_) => gateway.into(),
+        None => format!("{namespace}/{gateway}").into(),
+    }
+}
+
 fn is_wildcard(host: &str) -> bool {
     host.starts_with('*')
 }

@@ -24,7 +24,7 @@ use crate::api::CanaryRelease;
 use crate::api::gateway_api::HTTPRoute;
 use crate::api::istio::{Gateway, VirtualService};
 use crate::cache::is_ours;
-use crate::claims::{Bind, Conflict, Index, Key, Kind, Text};
+use crate::claims::{Bind, Conflict, Index, Key, Kind, Text, gateway_ref};
 
 /// One watch's list: of one kind, in one scope (a namespace, or all when `None`).
 type List = (Kind, Option<String>);
@@ -290,7 +290,7 @@ fn virtual_service_binds(namespace: &str, vs: &VirtualService, cluster_domain: &
                 }
             } else {
                 Bind::Route {
-                    gateway: gateway_ref(gateway, namespace).into(),
+                    gateway: gateway_ref(gateway, namespace),
                     host: host.into(),
                 }
             });
@@ -330,14 +330,6 @@ fn http_route_binds(namespace: &str, route: &HTTPRoute) -> Vec<Bind> {
         }
     }
     binds
-}
-
-/// `namespace/name` of an Istio Gateway a route names, relative to the route's namespace.
-pub fn gateway_ref(gateway: &str, namespace: &str) -> String {
-    match gateway.split_once('/') {
-        Some(_) => gateway.to_owned(),
-        None => format!("{namespace}/{gateway}"),
-    }
 }
 
 /// A mesh host as Istio resolves it: a short name relative to the route's namespace.

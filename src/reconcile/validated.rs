@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::decide::Strategy;
-use crate::claims::{Bind, Text, selector_text};
+use crate::claims::{Bind, Text, gateway_ref, selector_text};
 
 /// Which of the two versions a value belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,12 +83,7 @@ impl Validated {
                 .map(|h| h.to_ascii_lowercase().into())
                 .collect()
         };
-        let relative = |gateway: &str| -> Text {
-            match gateway.split_once('/') {
-                Some(_) => gateway.into(),
-                None => format!("{}/{gateway}", self.namespace).into(),
-            }
-        };
+        let relative = |gateway: &str| gateway_ref(gateway, &self.namespace);
         let mut binds = Vec::new();
         match &self.traffic {
             Traffic::Istio { gateway, mesh } => {
