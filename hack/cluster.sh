@@ -537,8 +537,12 @@ cmd_up() {
   # The node stages heartbeat through Leases (node-heartbeat-with-lease), so kwok must renew them:
   # without --node-lease-duration-seconds the node lifecycle controller sees no heartbeat, marks
   # every node NotReady after its grace period (about 50 s) and every pod on it not Ready.
+  # Pods in rollout-* namespaces take 3 s to become Ready (hack/kwok-slow-pods.awk), as real
+  # pods take time to start; every other pod is Ready at once.
+  awk -v delay=3000 -f "$here/kwok-slow-pods.awk" "$bin/kwok-stages.yaml" >"$run/kwok-stages.yaml" ||
+    fail kwok "could not write its stages"
   start kwok "$bin/kwok" \
-    --kubeconfig="$run/kwok.kubeconfig" --config="$bin/kwok-stages.yaml" \
+    --kubeconfig="$run/kwok.kubeconfig" --config="$run/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-lease-duration-seconds=40 --cidr=10.244.0.0/16
   # Everything that only needs the apiserver is created now, while the other components start.

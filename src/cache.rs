@@ -44,6 +44,10 @@ pub trait Compact: Resource<DynamicType = ()> + Serialize + DeserializeOwned {
     /// builder did set would make every comparison fail; `tests::built_children_survive_the_cache`
     /// guards against that.
     const SERVER_FIELDS: &'static [&'static [&'static str]];
+
+    /// Trims what the server reports down to what the operator reads, in the JSON form, after
+    /// [`Self::SERVER_FIELDS`] are gone. A change in what is left triggers a reconcile.
+    fn trim(_value: &mut Value) {}
 }
 
 /// Metadata fields every object carries that only the server sets.
@@ -66,8 +70,8 @@ impl Compact for ConfigMap {
 }
 
 impl Compact for Deployment {
-    // The status conditions go; the replica counts and observedGeneration stay, as the release's
-    // status is computed from them.
+    // The replica counts and observedGeneration stay, as the release's status is computed from
+    // them; of the conditions only those that say why pods are missing (see `trim`).
     const SERVER_FIELDS: &'static [&'static [&'static str]] = &[
         &[
             "metadata",
@@ -107,8 +111,40 @@ impl Compact for Deployment {
             "*",
             "imagePullPolicy",
         ],
-        &["status", "conditions"],
     ];
+
+    /// Keeps the conditions that say why pods are missing (`ReplicaFailure` true, `Progressing`
+    /// false), which a rollout waiting for its canary quotes, without their times: a healthy
+    /// Deployment keeps none, and their timestamps would trigger reconciles that change nothing.
+    fn trim(value: &mut Value) {
+        let Some(status) = value.get_mut("status").and_then(Value::as_object_mut) else {
+            return;
+        };
+        let kept: Vec<Value> = status
+            .remove("conditions")
+            .and_then(|c| match c {
+                Value::Array(all) => Some(all),
+                _ => None,
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| {
+                matches!(
+                    (c["type"].as_str(), c["status"].as_str()),
+                    (Some("ReplicaFailure"), Some("True")) | (Some("Progressing"), Some("False"))
+                )
+            })
+            .map(|mut c| {
+                if let Some(m) = c.as_object_mut() {
+                    m.retain(|k, _| matches!(k.as_str(), "type" | "status" | "reason" | "message"));
+                }
+                c
+            })
+            .collect();
+        if !kept.is_empty() {
+            status.insert("conditions".to_owned(), Value::Array(kept));
+        }
+    }
 }
 
 impl Compact for HorizontalPodAutoscaler {
@@ -293,6 +329,7 @@ impl Entry {
                 for path in SERVER_METADATA.iter().chain(K::SERVER_FIELDS) {
                     remove(&mut value, path);
                 }
+                K::trim(&mut value);
                 value.to_string()
             }
             Err(_) => String::new(),
@@ -527,7 +564,7 @@ impl<K: Compact> ChildStore<K> {
 
     /// Takes one watch event into the cache. Returns the object to reconcile its owner for, if
     /// the event is one the reconciler should see: a change it cannot see (a Deployment's status
-    /// conditions, an HPA's status, anything about objects that are not ours) updates the cache
+    /// conditions other than a failure, an HPA's status, anything about objects that are not ours) updates the cache
     /// and triggers nothing. An object of ours that loses our label triggers, to be restored.
     pub fn apply(&self, event: watcher::Event<K>) -> Option<PartialObjectMeta<K>> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
@@ -699,8 +736,9 @@ mod tests {
         .unwrap_or_else(|e| panic!("fixture: {e}"))
     }
 
-    /// Status conditions are invisible to the reconciler and trigger nothing; replica counts, a
-    /// recreated object and a deletion do. Every change updates the cache all the same.
+    /// Status conditions are invisible to the reconciler and trigger nothing, except the ones that
+    /// say why pods are missing; replica counts, a recreated object and a deletion do. Every
+    /// change updates the cache all the same.
     #[test]
     fn only_changes_the_reconciler_reads_trigger() {
         let store = ChildStore::<Deployment>::default();
@@ -714,8 +752,34 @@ mod tests {
         assert!(!apply(deployment("u-1", "2", 0, "still waiting")));
         assert_eq!(version().as_deref(), Some("2"));
         assert!(apply(deployment("u-1", "3", 1, "still waiting")));
-        assert!(apply(deployment("u-2", "4", 1, "still waiting")));
-        let trigger = store.apply(watcher::Event::Delete(deployment("u-2", "5", 1, "")));
+        let mut quota = deployment("u-1", "4", 1, "still waiting");
+        let failure = |time: &str| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                time.parse().unwrap_or_else(|e| panic!("{e}")),
+            )
+        };
+        let failed = |time: &str| k8s_openapi::api::apps::v1::DeploymentCondition {
+            type_: Some("ReplicaFailure".to_owned()),
+            status: Some("True".to_owned()),
+            reason: Some("FailedCreate".to_owned()),
+            message: Some("exceeded quota".to_owned()),
+            last_update_time: Some(failure(time)),
+            ..Default::default()
+        };
+        if let Some(status) = quota.status.as_mut() {
+            status
+                .conditions
+                .get_or_insert_default()
+                .push(failed("2026-12-07T23:00:00Z"));
+        }
+        assert!(apply(quota.clone()), "a failure to create pods triggers");
+        if let Some(status) = quota.status.as_mut() {
+            status.conditions = Some(vec![failed("2026-12-07T23:00:05Z")]);
+            quota.metadata.resource_version = Some("5".to_owned());
+        }
+        assert!(!apply(quota), "its time alone does not");
+        assert!(apply(deployment("u-2", "6", 1, "still waiting")));
+        let trigger = store.apply(watcher::Event::Delete(deployment("u-2", "7", 1, "")));
         let owners = trigger.and_then(|t| t.metadata.owner_references);
         assert_eq!(owners.map(|o| o[0].uid.clone()).as_deref(), Some("r-1"));
         assert!(store.is_empty());

@@ -99,6 +99,7 @@ mod tests {
             ("claims", include_str!("claims.rs")),
             ("rollout", include_str!("rollout/mod.rs")),
             ("rollout::machine", include_str!("rollout/machine.rs")),
+            ("rollout::clock", include_str!("rollout/clock.rs")),
             ("rollout::analysis", include_str!("rollout/analysis.rs")),
             ("rollout::template", include_str!("rollout/template.rs")),
             ("rollout::builtin", include_str!("rollout/builtin.rs")),

@@ -19,6 +19,23 @@ pub enum QueryError {
     Ambiguous(usize),
     #[error("cannot read Prometheus's answer: {0}")]
     Malformed(String),
+    #[error(
+        "Prometheus's answer is larger than {} ({seen}); a query for one number answers in far less",
+        mib(MAX_ANSWER)
+    )]
+    TooLarge { seen: String },
+}
+
+/// The largest answer read. An instant query for one number answers in a few hundred bytes; a
+/// query that selects thousands of series answers in megabytes, every one of them held in memory
+/// (and parsed) for nothing, since such an answer is an error anyway.
+pub const MAX_ANSWER: usize = 1024 * 1024;
+
+fn mib(bytes: usize) -> String {
+    // Sizes for a person: two decimals of a MiB are plenty.
+    #[allow(clippy::cast_precision_loss)]
+    let mib = bytes as f64 / (1024.0 * 1024.0);
+    format!("{mib:.2} MiB")
 }
 
 /// A shared HTTP client: connections to one Prometheus are reused across releases and intervals.
@@ -68,12 +85,40 @@ impl Prometheus {
             }
         };
         let status = response.status();
-        let body: String = match response.text().await {
-            Ok(body) => body,
+        let body = read_bounded(response, timeout).await?;
+        parse(status.as_u16(), &String::from_utf8_lossy(&body))
+    }
+}
+
+/// The answer's body, up to [`MAX_ANSWER`]: one announced as larger is not read at all, and one
+/// that grows past it is dropped as soon as it does.
+async fn read_bounded(
+    mut response: reqwest::Response,
+    timeout: Duration,
+) -> Result<Vec<u8>, QueryError> {
+    if let Some(announced) = response.content_length()
+        && usize::try_from(announced).map_or(true, |n| n > MAX_ANSWER)
+    {
+        return Err(QueryError::TooLarge {
+            seen: format!(
+                "{} announced",
+                mib(usize::try_from(announced).unwrap_or(usize::MAX))
+            ),
+        });
+    }
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) if body.len() + chunk.len() > MAX_ANSWER => {
+                return Err(QueryError::TooLarge {
+                    seen: format!("{} read, and more coming", mib(body.len() + chunk.len())),
+                });
+            }
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => return Ok(body),
             Err(e) if e.is_timeout() => return Err(QueryError::Timeout(timeout)),
             Err(e) => return Err(QueryError::Malformed(innermost(&e))),
-        };
-        parse(status.as_u16(), &body)
+        }
     }
 }
 

@@ -550,9 +550,11 @@ async fn online_backend_streams_the_answer_and_times_its_first_chunk() {
         first_chunk >= FIRST_CHUNK_WAIT.as_secs_f64(),
         "first chunk after {first_chunk} s"
     );
+    // The first chunk is timed when the backend has read it, a moment after the upstream sent
+    // it, so the time after it can come out a few milliseconds short of the gaps that followed.
     let generation = duration - first_chunk;
     assert!(
-        generation >= (2 * CHUNK_GAP).as_secs_f64() && generation < 1.0,
+        generation >= (2 * CHUNK_GAP).as_secs_f64() - 0.02 && generation < 1.0,
         "{duration} s in all, first chunk after {first_chunk} s"
     );
 }

@@ -329,6 +329,30 @@ pub struct StrategySpec {
     /// Weights strictly increasing, the last one 100. At most 20 steps.
     #[schemars(length(min = 1, max = 20))]
     pub steps: Vec<StepSpec>,
+
+    /// How long a step may wait for the canary's replicas before its weight is applied (Go
+    /// duration, default 10m, at least 10s). Meanwhile the rollout's message says what the
+    /// canary's Deployment reports (an exceeded quota, a failed pod creation); past it the rollout
+    /// does what `progressDeadlineAction` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 32),
+        regex(pattern = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+    )]
+    pub progress_deadline: Option<String>,
+
+    /// What a rollout does when a step's replicas are not ready within `progressDeadline`:
+    /// `Pause` (default: held with reason CanaryNotReady, and going on by itself once the replicas
+    /// are ready) or `Abort` (canary to 0 %; `kubectl canary retry` starts again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_action: Option<DeadlineAction>,
+}
+
+/// What a rollout does past its progress deadline.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DeadlineAction {
+    Pause,
+    Abort,
 }
 
 /// One step: a share of traffic for the canary, held for a while.
@@ -763,8 +787,9 @@ pub struct RolloutStatus {
     /// Why a Paused rollout waits: Requested (`kubectl canary pause`; `resume` continues),
     /// AwaitingApproval (`promote` continues), NoData (too many inconclusive measurements),
     /// MetricsUnavailable (queries fail; resumes by itself when they answer), RateLimited (the
-    /// rate-limited check failed: stepped back one step; `resume` continues) or SteppedBack
-    /// (another StepBack check failed; `resume` continues).
+    /// rate-limited check failed: stepped back one step; `resume` continues), SteppedBack
+    /// (another StepBack check failed; `resume` continues) or CanaryNotReady (the step's replicas
+    /// were not ready within `spec.strategy.progressDeadline`; goes on by itself once they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause_reason: Option<String>,
 
@@ -825,6 +850,12 @@ pub struct RolloutStatus {
     /// The last `canary.dev/request` acted on; the same request is not acted on twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_request: Option<String>,
+
+    /// The last `canary.dev/request` refused because its time stamp was more than 5 minutes ahead
+    /// of the operator's clock (a machine with a wrong clock): it is not acted on, and it does not
+    /// count as the last request, so requests made after it with a right clock are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_request: Option<String>,
 
     /// Each check as last measured.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 
+use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::fmt::rfc2822::DateTimeParser;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -66,6 +68,18 @@ impl Target {
             .await
     }
 
+    /// The API server's clock, from the `Date` header of its answer to `GET /version` (which every
+    /// authenticated user may read): the operator judges a request's stamp by a clock in the
+    /// cluster, and the laptop's may be wrong. `None` when the server sends no readable date.
+    pub async fn server_time(&self) -> Option<Timestamp> {
+        let request = http::Request::get("/version")
+            .body(kube::client::Body::from(Vec::new()))
+            .ok()?;
+        let response = self.client.send(request).await.ok()?;
+        let date = response.headers().get(http::header::DATE)?.to_str().ok()?;
+        http_date(date)
+    }
+
     pub fn releases(&self) -> kube::Api<CanaryRelease> {
         kube::Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -80,5 +94,37 @@ impl Target {
                 name: name.to_owned(),
                 namespace: self.namespace.clone(),
             })
+    }
+}
+
+/// An HTTP `Date` header (`Mon, 07 Dec 2026 23:00:09 GMT`, RFC 9110), which RFC 2822 parsing reads.
+pub fn http_date(text: &str) -> Option<Timestamp> {
+    DateTimeParser::new().parse_timestamp(text.trim()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_are_read() {
+        let cases = [
+            (
+                "Mon, 07 Dec 2026 23:00:09 GMT",
+                Some("2026-12-07T23:00:09Z"),
+            ),
+            (
+                "Mon, 07 Dec 2026 23:00:09 +0000",
+                Some("2026-12-07T23:00:09Z"),
+            ),
+            ("yesterday", None),
+        ];
+        for (header, expected) in cases {
+            assert_eq!(
+                http_date(header).map(|t| t.to_string()).as_deref(),
+                expected,
+                "{header}"
+            );
+        }
     }
 }

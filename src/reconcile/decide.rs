@@ -43,6 +43,8 @@ pub struct RolloutObservation {
     /// The text of the `canary.dev/request` annotation.
     pub request: Option<String>,
     pub canary_ready: i32,
+    /// The canary Deployment's own reason for lacking replicas, if it gives one.
+    pub canary_problem: Option<String>,
     pub capacity: Capacity,
     pub measurement: Option<Measurement>,
 }
@@ -130,6 +132,7 @@ fn routed(strategy: &Strategy, observation: &Observation) -> Decision {
                     revision,
                     request: seen.request.as_deref(),
                     canary_ready: seen.canary_ready,
+                    canary_problem: seen.canary_problem.as_deref(),
                     capacity: seen.capacity,
                     measurement: seen.measurement.clone(),
                 },
@@ -196,6 +199,7 @@ mod tests {
                     },
                 ],
                 analysis: None,
+                deadline: crate::rollout::Deadline::default(),
             },
             revision: Some("abc".to_owned()),
         }));
@@ -205,6 +209,7 @@ mod tests {
                 previous: None,
                 request: None,
                 canary_ready: ready,
+                canary_problem: None,
                 capacity: Capacity::Autoscaled {
                     stable: 4,
                     min: 1,
@@ -251,6 +256,7 @@ mod tests {
                 approval: false,
             }],
             analysis: None,
+            deadline: crate::rollout::Deadline::default(),
         };
         let automatic = Strategy::Automatic(Box::new(Automatic {
             plan: plan.clone(),
@@ -263,6 +269,7 @@ mod tests {
                 previous,
                 request: None,
                 canary_ready: 1,
+                canary_problem: None,
                 capacity: Capacity::Fixed(1),
                 measurement: None,
             }),

@@ -13,6 +13,7 @@ pub mod build;
 pub mod children;
 pub mod credentials;
 pub mod decide;
+pub mod deployment_state;
 pub mod diff;
 pub mod gateway_workload;
 pub mod observe;

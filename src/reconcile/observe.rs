@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use futures::future::join_all;
 use kube::ResourceExt;
 
+use super::build::{deployment, fingerprint};
 use super::decide::{Observation, RolloutObservation, Strategy};
+use super::deployment_state::{problem, ready_of_template};
 use super::rollout_status::{state_of, to_second};
 use super::validated::{Validated, Version};
 use crate::api::CanaryRelease;
@@ -37,29 +39,23 @@ pub async fn observe(
         .as_ref()
         .and_then(|s| s.rollout.as_ref())
         .and_then(state_of);
-    let replicas = |version: &Version| {
+    let cached = |version: &Version| {
         ctx.stores
             .deployments
             .get(&validated.namespace, &version.object_name)
             .and_then(Result::ok)
-            .map(|d| {
-                // Ready pods of the current template only: while a new revision rolls out, the
-                // old pods are ready too, but they are not the canary being judged.
-                let current = d.status.as_ref().is_some_and(|s| {
-                    s.observed_generation.is_some()
-                        && s.observed_generation >= d.metadata.generation
-                });
-                let ready = d.status.as_ref().filter(|_| current).map_or(0, |s| {
-                    s.ready_replicas
-                        .unwrap_or(0)
-                        .min(s.updated_replicas.unwrap_or(0))
-                });
-                (ready, d.spec.replicas.unwrap_or(1))
-            })
-            .unwrap_or((0, 1))
     };
-    let (canary_ready, _) = validated.canary.as_ref().map_or((0, 0), replicas);
-    let (_, stable_replicas) = replicas(&validated.stable);
+    // Ready pods of the template this spec asks for only: right after a canary edit the cache
+    // holds the previous template, and while it rolls out the old pods are ready too; neither is
+    // the canary being judged.
+    let canary = validated.canary.as_ref().and_then(|version| {
+        let wanted = fingerprint(&deployment(validated, version));
+        cached(version).map(|d| (ready_of_template(&d, &wanted), problem(&d)))
+    });
+    let (canary_ready, canary_problem) = canary.unwrap_or((0, None));
+    let stable_replicas = cached(&validated.stable)
+        .and_then(|d| d.spec.replicas)
+        .unwrap_or(1);
     let capacity = match &validated.autoscaling {
         Some(scaling) => Capacity::Autoscaled {
             stable: stable_replicas,
@@ -93,6 +89,7 @@ pub async fn observe(
             previous,
             request: release.annotations().get(labels::REQUEST).cloned(),
             canary_ready,
+            canary_problem,
             capacity,
             measurement,
         }),

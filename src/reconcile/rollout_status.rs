@@ -32,6 +32,7 @@ pub fn state_of(status: &RolloutStatus) -> Option<State> {
         inconclusive: count(status.inconclusive),
         errors: count(status.consecutive_errors),
         last_request: status.last_request.clone(),
+        refused_request: status.refused_request.clone(),
         checks: status
             .checks
             .iter()
@@ -86,6 +87,7 @@ pub fn status_of(state: &State, plan: &Plan) -> RolloutStatus {
         inconclusive: count(state.inconclusive),
         consecutive_errors: count(state.errors),
         last_request: state.last_request.clone(),
+        refused_request: state.refused_request.clone(),
         checks: state
             .checks
             .iter()
@@ -155,6 +157,7 @@ mod tests {
             inconclusive: 2,
             errors: 3,
             last_request: Some("pause@1".to_owned()),
+            refused_request: Some("abort@2099-01-01T00:00:00.000Z".to_owned()),
             checks: vec![CheckState {
                 name: "error-rate".to_owned(),
                 judged: Judged {
@@ -183,6 +186,7 @@ mod tests {
                 3
             ],
             analysis: None,
+            deadline: crate::rollout::Deadline::default(),
         };
         let status = status_of(&state, &plan);
         assert_eq!((status.step, status.steps), (2, 3));

@@ -13,14 +13,15 @@ use serde_json::json;
 use super::build::traffic;
 use super::children::Children;
 use super::decide::Strategy;
+use super::deployment_state::problem;
 use super::gateway_workload::{self, INGRESS_GATEWAY, Workload};
 use super::rollout_status::status_of;
 use super::validate::Problems;
 use super::validated::{Validated, Version};
-use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
+use crate::api::{CanaryRelease, CanaryReleaseStatus, RolloutStatus, VersionStatus};
 use crate::claims::Conflict;
 use crate::context::{Context, publish};
-use crate::rollout::{Outcome, Phase};
+use crate::rollout::{Outcome, PauseReason, Phase};
 use crate::{FIELD_MANAGER, Result};
 
 pub const READY: &str = "Ready";
@@ -380,9 +381,12 @@ pub fn desired_status(
             ),
         ]
     };
-    // An automatic rollout's own progress, when the versions themselves are rolled out.
+    // An automatic rollout's own progress, when the versions themselves are rolled out, or when
+    // it gave up waiting for them.
+    let gave_up =
+        |r: &RolloutStatus| r.pause_reason.as_deref() == Some(PauseReason::CanaryNotReady.as_str());
     if let Some(rollout) = &status.rollout
-        && waiting.is_empty()
+        && (waiting.is_empty() || gave_up(rollout))
         && !refused
         && let Some(phase) = Phase::parse(&rollout.phase)
     {
@@ -441,8 +445,12 @@ fn version_status(
             version.name
         ))
     } else if !rolled_out {
+        let why = deployment
+            .and_then(problem)
+            .map(|p| format!(" ({p})"))
+            .unwrap_or_default();
         Some(format!(
-            "{} has {ready}/{desired} replicas ready",
+            "{} has {ready}/{desired} replicas ready{why}",
             version.name
         ))
     } else {
@@ -721,6 +729,7 @@ mod tests {
                 },
             ],
             analysis: None,
+            deadline: crate::rollout::Deadline::default(),
         };
         v.strategy = Strategy::Automatic(Box::new(Automatic {
             plan: plan.clone(),
@@ -732,6 +741,7 @@ mod tests {
             revision: "abc",
             request: None,
             canary_ready: 2,
+            canary_problem: None,
             capacity: Capacity::Fixed(1),
             measurement: None,
         };

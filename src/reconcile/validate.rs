@@ -21,11 +21,11 @@ use super::validated::{
 };
 use crate::api::{
     AutoscalingSpec, BuiltinCheck, CanaryRelease, CanaryReleaseSpec, CheckAction, CheckSpec,
-    GatewayApiSpec, GatewaySpec, TrafficProvider, VersionSpec,
+    DeadlineAction, GatewayApiSpec, GatewaySpec, TrafficProvider, VersionSpec,
 };
 use crate::rollout::{
-    Action, Analysis, Bounds, Builtin, Check, Comparison, Plan, Price, Rule, Step, Unit, builtin,
-    template,
+    Action, Analysis, Bounds, Builtin, Check, Comparison, DEFAULT_PROGRESS_DEADLINE, Deadline,
+    Plan, Price, Rule, Step, Unit, builtin, template,
 };
 
 /// One thing wrong with a spec, addressed by the field path a user would edit.
@@ -670,8 +670,34 @@ fn strategy_plan(
             checks,
         }
     });
-    Some(Plan { steps, analysis })
+    let deadline = Deadline {
+        after: strategy
+            .progress_deadline
+            .as_deref()
+            .and_then(|text| {
+                let field = "spec.strategy.progressDeadline";
+                let after = parse_duration(field, text, problem)?;
+                if after < MIN_PROGRESS_DEADLINE {
+                    problem(
+                        field,
+                        format!("{text} is shorter than {MIN_PROGRESS_DEADLINE:?}: pods need time to be scheduled and to start"),
+                    );
+                }
+                Some(after)
+            })
+            .unwrap_or(DEFAULT_PROGRESS_DEADLINE),
+        abort: strategy.progress_deadline_action == Some(DeadlineAction::Abort),
+    };
+    Some(Plan {
+        steps,
+        analysis,
+        deadline,
+    })
 }
+
+/// The shortest progress deadline accepted: less would give up on pods that merely take a moment
+/// to be scheduled and become ready.
+const MIN_PROGRESS_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One check of the spec as the rollout judges it: a built-in one with the spec's tuning over its
 /// defaults, or the user's own query.

@@ -12,6 +12,7 @@
 use std::time::{Duration, SystemTime};
 
 use super::analysis::{Judged, Verdict, overall};
+use super::clock::{self, human};
 use super::{Action, Builtin, Check, Plan, Step};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,9 @@ pub enum PauseReason {
     RateLimited,
     /// Another check whose action is StepBack failed: stepped back one step, held until `resume`.
     SteppedBack,
+    /// The step's replicas were not ready within the progress deadline; ends by itself once they
+    /// are, or `resume` (which waits a full deadline again).
+    CanaryNotReady,
 }
 
 impl PauseReason {
@@ -81,6 +85,7 @@ impl PauseReason {
             PauseReason::MetricsUnavailable => "MetricsUnavailable",
             PauseReason::RateLimited => "RateLimited",
             PauseReason::SteppedBack => "SteppedBack",
+            PauseReason::CanaryNotReady => "CanaryNotReady",
         }
     }
 
@@ -92,6 +97,7 @@ impl PauseReason {
             PauseReason::MetricsUnavailable,
             PauseReason::RateLimited,
             PauseReason::SteppedBack,
+            PauseReason::CanaryNotReady,
         ]
         .into_iter()
         .find(|p| p.as_str() == text)
@@ -194,6 +200,8 @@ pub struct State {
     pub errors: u32,
     /// Text of the last request acted on.
     pub last_request: Option<String>,
+    /// Text of the last request refused for its stamp (too far ahead), so it is reported once.
+    pub refused_request: Option<String>,
     pub checks: Vec<CheckState>,
 }
 
@@ -238,6 +246,9 @@ pub struct Inputs<'a> {
     /// The request annotation's text, if any (acted on only when it differs from the last one).
     pub request: Option<&'a str>,
     pub canary_ready: i32,
+    /// Why the canary's Deployment cannot make its replicas, in its own words (a failed pod
+    /// creation, an exceeded progress deadline), when it says so.
+    pub canary_problem: Option<&'a str>,
     pub capacity: Capacity,
     /// Taken only when [`measurement_due`] said so.
     pub measurement: Option<Measurement>,
@@ -281,18 +292,11 @@ pub fn advance(plan: &Plan, previous: Option<&State>, input: &Inputs<'_>) -> Out
         }
         _ => start(plan, previous, input.revision, now, &mut notes),
     };
+    pull_back_future_times(&mut s, now, &mut notes);
     if let Some(text) = input.request
-        && is_new(text, s.last_request.as_deref())
+        && is_new(text, s.last_request.as_deref(), now)
     {
-        s.last_request = Some(text.to_owned());
-        match Verb::parse_request(text) {
-            Ok(verb) => act(plan, &mut s, verb, now, &mut notes),
-            Err(why) => notes.push(Note {
-                warning: true,
-                reason: "RequestRefused",
-                message: why,
-            }),
-        }
+        take_request(plan, &mut s, text, now, &mut notes);
     }
     if let Some(m) = &input.measurement
         && measuring(&s)
@@ -361,6 +365,62 @@ pub fn idle(previous: Option<&State>, now: SystemTime) -> Outcome {
     }
 }
 
+/// Acts on a new request, unless its stamp is too far ahead of the operator's clock: recorded as
+/// the last request, it would make every honest request after it look older, and be ignored, for
+/// as long as the stamp is ahead. A refused request is reported once and not recorded.
+fn take_request(plan: &Plan, s: &mut State, text: &str, now: SystemTime, notes: &mut Vec<Note>) {
+    if let Some(ahead) = clock::request_too_far_ahead(text, now) {
+        if s.refused_request.as_deref() != Some(text) {
+            s.refused_request = Some(text.to_owned());
+            notes.push(Note {
+                warning: true,
+                reason: "RequestIgnored",
+                message: format!(
+                    "{text}: stamped {} ahead of the operator's clock (at most {} allowed), not acted on; check the clock of the machine that sent it (`kubectl canary` stamps requests with the API server's time)",
+                    human(ahead),
+                    human(clock::MAX_REQUEST_SKEW)
+                ),
+            });
+        }
+        return;
+    }
+    s.last_request = Some(text.to_owned());
+    match Verb::parse_request(text) {
+        Ok(verb) => act(plan, s, verb, now, notes),
+        Err(why) => notes.push(Note {
+            warning: true,
+            reason: "RequestRefused",
+            message: why,
+        }),
+    }
+}
+
+/// Times in the state later than now are counted from now (see [`clock::pull_back`]), with a
+/// note when they were noticeably ahead.
+fn pull_back_future_times(s: &mut State, now: SystemTime, notes: &mut Vec<Note>) {
+    let mut moved = Vec::new();
+    let times = [
+        ("stepStartTime", Some(&mut s.step_start)),
+        ("weightAppliedTime", s.weight_since.as_mut()),
+        ("lastMeasurementTime", s.last_measurement.as_mut()),
+    ];
+    for (name, time) in times {
+        if let Some(ahead) = time.and_then(|t| clock::pull_back(t, now)) {
+            moved.push(format!("{name} by {}", human(ahead)));
+        }
+    }
+    if !moved.is_empty() {
+        notes.push(Note {
+            warning: true,
+            reason: "ClockSkew",
+            message: format!(
+                "status.rollout held times ahead of the operator's clock ({}); they count from now (written by a replica whose clock runs fast?)",
+                moved.join(", ")
+            ),
+        });
+    }
+}
+
 /// Whether the observe step should measure now.
 pub fn measurement_due(plan: &Plan, state: Option<&State>, now: SystemTime) -> bool {
     state.is_some_and(|s| next_measurement(plan, s).is_some_and(|due| due <= now))
@@ -410,6 +470,7 @@ fn fresh(
         inconclusive: 0,
         errors: 0,
         last_request: previous.and_then(|p| p.last_request.clone()),
+        refused_request: previous.and_then(|p| p.refused_request.clone()),
         checks: Vec::new(),
     }
 }
@@ -458,6 +519,10 @@ fn act(plan: &Plan, s: &mut State, verb: Verb, now: SystemTime, notes: &mut Vec<
             ) && s.weight_since.is_some()
             {
                 s.weight_since = Some(now);
+                s.step_start = now;
+            }
+            // Waiting for replicas again, with a full progress deadline.
+            if s.pause_reason == Some(PauseReason::CanaryNotReady) {
                 s.step_start = now;
             }
             resume(s, "resumed by request", notes);
@@ -527,11 +592,14 @@ fn act(plan: &Plan, s: &mut State, verb: Verb, now: SystemTime, notes: &mut Vec<
 /// Whether a request's text asks for something not yet acted on. Stamped requests (`verb@stamp`)
 /// must be later than the last one acted on, so a GitOps tool re-applying an old annotation from
 /// Git cannot replay it. Stamps compare as the plugin writes them (UTC, fixed width), or as numbers.
-fn is_new(text: &str, last: Option<&str>) -> bool {
+/// A last request stamped too far ahead of `now` (recorded before such stamps were refused) does
+/// not outrank anything.
+fn is_new(text: &str, last: Option<&str>, now: SystemTime) -> bool {
     let stamp = |t: &str| t.split_once('@').map(|(_, stamp)| stamp.trim().to_owned());
     match (last, stamp(text), last.and_then(stamp)) {
         (None, _, _) => true,
         (Some(last), _, _) if last == text => false,
+        (Some(last), _, _) if clock::request_too_far_ahead(last, now).is_some() => true,
         (Some(_), Some(new), Some(old)) => (new.len(), &new) > (old.len(), &old),
         _ => true,
     }
@@ -719,20 +787,11 @@ fn record(
             if s.pause_reason == Some(PauseReason::MetricsUnavailable) {
                 resume(s, "queries answer again", notes);
             }
-            s.inconclusive += 1;
             let why = summary(Verdict::Inconclusive);
+            s.inconclusive += 1;
             if s.phase == Phase::Progressing && s.inconclusive >= analysis.inconclusive_limit {
-                pause(
-                    s,
-                    PauseReason::NoData,
-                    format!(
-                        "{} inconclusive measurements at step {} (inconclusiveLimit {}), weight held: {why}",
-                        s.inconclusive,
-                        s.step + 1,
-                        analysis.inconclusive_limit
-                    ),
-                    notes,
-                );
+                let message = no_data_message(s, analysis, &why);
+                pause(s, PauseReason::NoData, message, notes);
             } else if s.phase == Phase::Progressing {
                 s.message = format!("step {}: inconclusive: {why}", s.step + 1);
             }
@@ -740,16 +799,17 @@ fn record(
         Verdict::Error => {
             s.errors += 1;
             let why = summary(Verdict::Error);
+            let message = format!(
+                "{} query errors in a row (errorLimit {}), weight held; resumes when queries answer: {why}",
+                s.errors, analysis.error_limit
+            );
             if s.phase == Phase::Progressing && s.errors >= analysis.error_limit {
-                pause(
-                    s,
-                    PauseReason::MetricsUnavailable,
-                    format!(
-                        "{} query errors in a row (errorLimit {}), weight held; resumes when queries answer: {why}",
-                        s.errors, analysis.error_limit
-                    ),
-                    notes,
-                );
+                pause(s, PauseReason::MetricsUnavailable, message, notes);
+            } else if s.pause_reason == Some(PauseReason::NoData) {
+                // Paused for lack of data, and now the queries fail: that is what holds it now.
+                pause(s, PauseReason::MetricsUnavailable, message, notes);
+            } else if s.pause_reason == Some(PauseReason::MetricsUnavailable) {
+                s.message = message;
             } else if s.phase == Phase::Progressing {
                 s.message = format!("step {}: query error: {why}", s.step + 1);
             }
@@ -757,21 +817,62 @@ fn record(
     }
 }
 
+fn no_data_message(s: &State, analysis: &super::Analysis, why: &str) -> String {
+    format!(
+        "{} inconclusive measurements at step {} (inconclusiveLimit {}), weight held: {why}",
+        s.inconclusive,
+        s.step + 1,
+        analysis.inconclusive_limit
+    )
+}
+
 /// Moves the rollout on if it can; true when something changed that may let it move again.
 fn progress(plan: &Plan, s: &mut State, input: &Inputs<'_>, notes: &mut Vec<Note>) -> bool {
+    let step = target(plan, s).clone();
+    let needed = input.capacity.replicas_for(step.weight);
+    let short = input.canary_ready < needed;
+    if s.pause_reason == Some(PauseReason::CanaryNotReady) {
+        if short {
+            s.message = not_ready_message(plan, s, &step, input, needed);
+            return false;
+        }
+        resume(s, "the canary's replicas are ready", notes);
+    }
     if s.phase != Phase::Progressing {
         return false;
     }
-    let step = target(plan, s).clone();
     let Some(since) = s.weight_since else {
-        let needed = input.capacity.replicas_for(step.weight);
-        if input.canary_ready < needed {
-            s.message = format!(
-                "step {}: waiting for the canary's replicas before sending it {}%: {}/{needed} ready",
-                s.step + 1,
-                step.weight,
-                input.canary_ready
-            );
+        if short {
+            let waited = input.now.duration_since(s.step_start).unwrap_or_default();
+            if waited < plan.deadline.after {
+                s.message = format!(
+                    "step {}: waiting for the canary's replicas before sending it {}%: {}/{needed} ready{}",
+                    s.step + 1,
+                    step.weight,
+                    input.canary_ready,
+                    input
+                        .canary_problem
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default()
+                );
+            } else if plan.deadline.abort {
+                s.phase = Phase::Aborted;
+                s.pause_reason = None;
+                s.weight = 0;
+                s.full = false;
+                s.message = format!(
+                    "aborted: {}; `kubectl canary retry` starts again",
+                    not_ready_message(plan, s, &step, input, needed)
+                );
+                notes.push(Note {
+                    warning: true,
+                    reason: "ProgressDeadlineExceeded",
+                    message: s.message.clone(),
+                });
+            } else {
+                let message = not_ready_message(plan, s, &step, input, needed);
+                pause(s, PauseReason::CanaryNotReady, message, notes);
+            }
             return false;
         }
         s.weight_since = Some(input.now);
@@ -812,6 +913,33 @@ fn progress(plan: &Plan, s: &mut State, input: &Inputs<'_>, notes: &mut Vec<Note
     }
     next_step(plan, s, input.now, notes);
     true
+}
+
+/// What a rollout past its progress deadline says: the step, the replicas, the weight held, and
+/// the Deployment's own reason when it gives one. Nothing in it changes with the time alone, so
+/// waiting costs no status writes.
+fn not_ready_message(
+    plan: &Plan,
+    s: &State,
+    step: &Step,
+    input: &Inputs<'_>,
+    needed: i32,
+) -> String {
+    format!(
+        "step {}: the canary's replicas for {}% were not ready within the progress deadline ({}): {}/{needed} ready, canary held at {}%{}",
+        s.step + 1,
+        step.weight,
+        human(plan.deadline.after),
+        input.canary_ready,
+        s.weight,
+        input
+            .canary_problem
+            .map(|p| format!("; the Deployment says: {p}"))
+            .unwrap_or_else(|| {
+                "; the Deployment reports no failure (pods pending, pulling an image, or crashing?)"
+                    .to_owned()
+            })
+    )
 }
 
 fn next_step(plan: &Plan, s: &mut State, now: SystemTime, notes: &mut Vec<Note>) {
@@ -947,7 +1075,13 @@ fn wake(plan: &Plan, s: &State, now: SystemTime) -> Option<SystemTime> {
         (Phase::Progressing, Some(since)) => {
             Some(since + target(plan, s).duration).filter(|t| *t > now)
         }
-        (Phase::Progressing, None) => Some(now + CAPACITY_RECHECK),
+        // Waiting for replicas: at the deadline at the latest.
+        (Phase::Progressing, None) => Some(
+            (now + CAPACITY_RECHECK)
+                .min(s.step_start + plan.deadline.after)
+                .max(now + OVERDUE_RETRY),
+        ),
+        _ if s.pause_reason == Some(PauseReason::CanaryNotReady) => Some(now + CAPACITY_RECHECK),
         _ => None,
     };
     [measurement, step_end].into_iter().flatten().min()
@@ -956,7 +1090,7 @@ fn wake(plan: &Plan, s: &State, now: SystemTime) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::super::analysis::{Bounds, Judged, Rule, Unit};
-    use super::super::{Analysis, Check};
+    use super::super::{Analysis, Check, Deadline};
     use super::*;
 
     const T0: u64 = 1_000_000;
@@ -1003,6 +1137,7 @@ mod tests {
                     builtin: None,
                 }],
             }),
+            deadline: Deadline::default(),
         }
     }
 
@@ -1068,6 +1203,7 @@ mod tests {
                     revision,
                     request,
                     canary_ready: ready,
+                    canary_problem: None,
                     capacity: Capacity::Fixed(1),
                     measurement,
                 },
@@ -1192,6 +1328,63 @@ mod tests {
                     (5, Measured(Err_)),
                 ],
                 (Progressing, None, 10),
+            ),
+            (
+                "a NoData pause whose queries then fail is MetricsUnavailable",
+                vec![
+                    (0, Look),
+                    (1, Measured(Inconclusive)),
+                    (3, Measured(Inconclusive)),
+                    (5, Measured(Inconclusive)),
+                    (7, Measured(Err_)),
+                ],
+                (Paused, Some(PauseReason::MetricsUnavailable), 10),
+            ),
+            (
+                "a canary without replicas is waited for until the progress deadline",
+                vec![(0, Ready(0)), (599, Look)],
+                (Progressing, None, 0),
+            ),
+            (
+                "past the progress deadline the rollout pauses as CanaryNotReady",
+                vec![(0, Ready(0)), (599, Look), (600, Look)],
+                (Paused, Some(PauseReason::CanaryNotReady), 0),
+            ),
+            (
+                "CanaryNotReady ends by itself once the replicas are ready",
+                vec![(0, Ready(0)), (600, Look), (700, Ready(1))],
+                (Progressing, None, 10),
+            ),
+            (
+                "a later step waits from its own start, at the weight before it",
+                vec![
+                    (0, Look),
+                    (1, Measured(Pass)),
+                    (10, Ready(0)),
+                    (609, Look),
+                    (610, Look),
+                ],
+                (Paused, Some(PauseReason::CanaryNotReady), 10),
+            ),
+            (
+                "resume after CanaryNotReady waits a full deadline again",
+                vec![
+                    (0, Ready(0)),
+                    (600, Look),
+                    (700, Request("resume@1")),
+                    (1299, Look),
+                ],
+                (Progressing, None, 0),
+            ),
+            (
+                "a request stamped a day ahead is not acted on; an honest one after it is",
+                vec![
+                    (0, Look),
+                    (1, Request("pause@1970-01-13T13:46:41.000Z")),
+                    (2, Look),
+                    (3, Request("abort@1970-01-12T13:46:43.000Z")),
+                ],
+                (Aborted, None, 0),
             ),
             (
                 "MetricsUnavailable resumes when queries answer, and goes on",
@@ -1432,6 +1625,7 @@ mod tests {
             revision: "r1",
             request: None,
             canary_ready: 1,
+            canary_problem: None,
             capacity: Capacity::Fixed(1),
             measurement: verdict.map(|verdict| Measurement {
                 at: now,
@@ -1674,6 +1868,118 @@ mod tests {
         }
     }
 
+    /// A refused request is said once and not recorded; the next honest one is acted on and
+    /// recorded.
+    #[test]
+    fn a_request_stamped_far_ahead_is_refused_once() {
+        let p = plan(false);
+        let ahead = "pause@1970-01-13T13:46:40.000Z";
+        let look = |state: Option<&State>, secs: u64, request: &'static str| {
+            advance(
+                &p,
+                state,
+                &Inputs {
+                    request: Some(request),
+                    ..inputs(at(secs), None)
+                },
+            )
+        };
+        let first = look(None, 0, ahead);
+        let refused: Vec<&Note> = first
+            .notes
+            .iter()
+            .filter(|n| n.reason == "RequestIgnored")
+            .collect();
+        assert_eq!(refused.len(), 1, "{:?}", first.notes);
+        assert!(
+            refused[0].message.contains("stamped 1d ahead") && refused[0].message.contains("5m"),
+            "{}",
+            refused[0].message
+        );
+        assert_eq!(
+            (first.state.phase, first.state.last_request.as_deref()),
+            (Progressing, None)
+        );
+        assert_eq!(first.state.refused_request.as_deref(), Some(ahead));
+        let again = look(Some(&first.state), 1, ahead);
+        assert!(
+            again.notes.iter().all(|n| n.reason != "RequestIgnored"),
+            "said once: {:?}",
+            again.notes
+        );
+        let honest = "pause@1970-01-12T13:46:42.000Z";
+        let acted = look(Some(&again.state), 2, honest);
+        assert_eq!(
+            (acted.state.phase, acted.state.last_request.as_deref()),
+            (Paused, Some(honest))
+        );
+    }
+
+    /// A step start an hour ahead (written by a replica whose clock runs fast) counts from now:
+    /// the step ends on time, and a note says what was moved.
+    #[test]
+    fn times_in_status_ahead_of_the_clock_count_from_now() {
+        let p = plan(false);
+        let started = advance(&p, None, &inputs(at(0), None));
+        let mut skewed = started.state.clone();
+        skewed.step_start = at(3_600);
+        skewed.weight_since = Some(at(3_600));
+        let now = advance(&p, Some(&skewed), &inputs(at(0), None));
+        let note = now.notes.iter().find(|n| n.reason == "ClockSkew");
+        assert!(
+            note.is_some_and(|n| n.warning
+                && n.message.contains("stepStartTime by 1h")
+                && n.message.contains("weightAppliedTime by 1h")),
+            "{:?}",
+            now.notes
+        );
+        assert_eq!(now.state.weight_since, Some(at(0)));
+        let later = advance(&p, Some(&now.state), &inputs(at(10), None));
+        assert_eq!(later.canary_weight, 50, "the 10 s step ended after 10 s");
+        assert!(later.notes.iter().all(|n| n.reason != "ClockSkew"));
+    }
+
+    /// Past the deadline with `abort`, the canary goes to 0 % and the Deployment's words are in
+    /// the message; before it, the waiting message quotes them too.
+    #[test]
+    fn the_progress_deadline_quotes_the_deployment_and_can_abort() {
+        let mut p = plan(false);
+        p.deadline = Deadline {
+            after: Duration::from_secs(30),
+            abort: true,
+        };
+        let quota = "FailedCreate: pods \"chat-v2-x\" is forbidden: exceeded quota: q";
+        let waiting = |secs| Inputs {
+            canary_ready: 0,
+            canary_problem: Some(quota),
+            ..inputs(at(secs), None)
+        };
+        let first = advance(&p, None, &waiting(0));
+        assert!(
+            first.state.message.contains("0/1 ready") && first.state.message.contains(quota),
+            "{}",
+            first.state.message
+        );
+        assert_eq!(first.wake, Some(at(10)));
+        let late = advance(&p, Some(&first.state), &waiting(30));
+        assert_eq!((late.state.phase, late.canary_weight), (Aborted, 0));
+        assert!(
+            late.state
+                .message
+                .contains("within the progress deadline (30s)")
+                && late.state.message.contains(quota),
+            "{}",
+            late.state.message
+        );
+        assert!(
+            late.notes
+                .iter()
+                .any(|n| n.warning && n.reason == "ProgressDeadlineExceeded"),
+            "{:?}",
+            late.notes
+        );
+    }
+
     /// Each case: the request, the last one acted on, whether it is new.
     #[test]
     fn only_later_requests_are_new() {
@@ -1698,9 +2004,17 @@ mod tests {
             ("pause@11", Some("resume@10"), true),
             ("pause", Some("resume"), true),
             ("pause", Some("pause"), false),
+            // Recorded before such stamps were refused: a day ahead of the clock, it outranks
+            // nothing.
+            (
+                "pause@2026-11-30T17:00:00Z",
+                Some("resume@2026-12-01T17:00:00Z"),
+                true,
+            ),
         ];
+        let now = clock::stamp_time("now@2026-11-30T17:00:05Z").unwrap_or_else(|| panic!("a time"));
         for (text, last, new) in cases {
-            assert_eq!(is_new(text, last), new, "{text} after {last:?}");
+            assert_eq!(is_new(text, last, now), new, "{text} after {last:?}");
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod builtin;
+pub mod clock;
 pub mod machine;
 pub mod template;
 
@@ -19,6 +20,11 @@ pub use machine::{
     advance, idle, measurement_due,
 };
 
+/// How long a step may wait for the canary's replicas unless the release says otherwise
+/// (`strategy.progressDeadline`): the Deployment controller's own default, so both give up on a
+/// canary that gets no pods at about the same time.
+pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+
 /// Shortest analysis interval the operator accepts unless told otherwise (`--min-analysis-interval`):
 /// each interval costs a query per check and version, and a status write, per rolling release.
 pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(10);
@@ -30,6 +36,27 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Without it, steps advance on time (and approvals) alone.
     pub analysis: Option<Analysis>,
+    /// How long a step may wait for the canary's replicas, and what then.
+    pub deadline: Deadline,
+}
+
+/// The progress deadline: how long a step may wait for the replicas its weight needs before the
+/// rollout stops waiting in silence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub after: Duration,
+    /// Abort (canary to 0 %, `retry` to start again) instead of pausing as CanaryNotReady, which
+    /// goes on by itself once the replicas are ready.
+    pub abort: bool,
+}
+
+impl Default for Deadline {
+    fn default() -> Deadline {
+        Deadline {
+            after: DEFAULT_PROGRESS_DEADLINE,
+            abort: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -155,13 +155,14 @@ async fn a_faulty_canary_is_rolled_back_and_stays_so() {
 }
 
 /// No traffic: every measurement is inconclusive, the rollout pauses (NoData) with the weight
-/// held, and is never promoted.
+/// held, and is never promoted. Prometheus killed then, the queries fail, and the reason follows:
+/// MetricsUnavailable.
 #[tokio::test]
 async fn no_traffic_pauses_for_no_data_and_never_promotes() {
     let Some(ns) = setup("rollout-nodata").await else {
         return;
     };
-    let Some(stage) = Stage::start(&ns, "rollout-nodata", &[]).await else {
+    let Some(mut stage) = Stage::start(&ns, "rollout-nodata", &[]).await else {
         return;
     };
     let _operator = start_operator(&ns).await;
@@ -181,6 +182,11 @@ async fn no_traffic_pauses_for_no_data_and_never_promotes() {
         ("Paused", 1, 10),
         "never promoted on no data"
     );
+    stage.prometheus.kill();
+    let blind = wait_phase(&ns, "Paused", Some("MetricsUnavailable"), WITHIN).await;
+    assert_eq!((blind.step, blind.weight), (1, 10), "weight held");
+    assert!(blind.message.contains("query errors"), "{}", blind.message);
+    wait_event_noting(&ns, "Paused", "MetricsUnavailable").await;
 }
 
 /// Prometheus killed mid-step: the rollout pauses (MetricsUnavailable) with the weight held,

@@ -12,6 +12,7 @@ mod analysis;
 mod backend;
 #[path = "../common/mod.rs"]
 mod common;
+mod edges;
 mod llm;
 mod stage;
 mod steering;

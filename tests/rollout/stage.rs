@@ -130,8 +130,49 @@ pub fn target(ns: &TestNs) -> canary_operator::plugin::cluster::Target {
     }
 }
 
+/// What a watch of `api` saw, in order: what `describe` says of each version of an object, with
+/// the resourceVersion it was seen at (etcd's revisions order every write in the cluster,
+/// whichever object it was). Recorded until the returned task is aborted.
+pub type Seen<T> = Arc<Mutex<Vec<(u64, T)>>>;
+
+pub fn record<K, T>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+    describe: impl Fn(&K) -> Option<T> + Send + 'static,
+) -> (Seen<T>, tokio::task::JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + 'static,
+    T: Send + 'static,
+{
+    let seen: Seen<T> = Arc::default();
+    let log = seen.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = watcher(api, config).applied_objects().boxed();
+        while let Some(event) = stream.next().await {
+            if let Ok(object) = event
+                && let Some(what) = describe(&object)
+                && let Ok(mut log) = log.lock()
+            {
+                let revision = object
+                    .meta()
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default();
+                log.push((revision, what));
+            }
+        }
+    });
+    (seen, task)
+}
+
 /// Every canary weight the release's route carried, in order, as a watch sees it.
-pub struct WeightLog(Arc<Mutex<Vec<i32>>>, tokio::task::JoinHandle<()>);
+pub struct WeightLog(Seen<i32>, tokio::task::JoinHandle<()>);
 
 impl WeightLog {
     /// The VirtualService's weights (the Istio provider).
@@ -157,26 +198,27 @@ impl WeightLog {
             + Send
             + 'static,
     {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
-            let mut stream = watcher(routes, config).applied_objects().boxed();
-            while let Some(event) = stream.next().await {
-                if let Ok(route) = event
-                    && let Some(weight) = weight_of(&route)
-                    && let Ok(mut log) = log.lock()
-                    && log.last() != Some(&weight)
-                {
-                    log.push(weight);
-                }
-            }
-        });
+        let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
+        let (seen, task) = record(routes, config, weight_of);
         WeightLog(seen, task)
     }
 
+    /// The weights, each change once (a route rewritten for another reason shows no new weight).
     pub fn weights(&self) -> Vec<i32> {
-        self.0.lock().map(|w| w.clone()).unwrap_or_default()
+        let mut weights: Vec<i32> = self
+            .0
+            .lock()
+            .map(|w| w.iter().map(|(_, weight)| *weight).collect())
+            .unwrap_or_default();
+        weights.dedup();
+        weights
+    }
+
+    /// The weights with the resourceVersion each was first seen at.
+    pub fn revisions(&self) -> Vec<(u64, i32)> {
+        let mut seen = self.0.lock().map(|w| w.clone()).unwrap_or_default();
+        seen.dedup_by_key(|(_, weight)| *weight);
+        seen
     }
 
     /// The weights once the canary had a ready replica: a rollout's route starts at 0 until then.
