@@ -852,8 +852,9 @@ pub struct RolloutStatus {
     pub last_request: Option<String>,
 
     /// The last `canary.dev/request` refused because its time stamp was more than 5 minutes ahead
-    /// of the operator's clock (a machine with a wrong clock): it is not acted on, and it does not
-    /// count as the last request, so requests made after it with a right clock are.
+    /// of the operator's clock (a machine with a wrong clock): it is not acted on, not even once
+    /// the clock catches up with its stamp, and it does not count as the last request, so
+    /// requests made after it with a right clock are.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused_request: Option<String>,
 

@@ -367,21 +367,23 @@ pub fn idle(previous: Option<&State>, now: SystemTime) -> Outcome {
 
 /// Acts on a new request, unless its stamp is too far ahead of the operator's clock: recorded as
 /// the last request, it would make every honest request after it look older, and be ignored, for
-/// as long as the stamp is ahead. A refused request is reported once and not recorded.
+/// as long as the stamp is ahead. A refused request is reported once, not recorded, and stays
+/// refused: left in place, it would otherwise be acted on by surprise once the clock caught up.
 fn take_request(plan: &Plan, s: &mut State, text: &str, now: SystemTime, notes: &mut Vec<Note>) {
+    if s.refused_request.as_deref() == Some(text) {
+        return;
+    }
     if let Some(ahead) = clock::request_too_far_ahead(text, now) {
-        if s.refused_request.as_deref() != Some(text) {
-            s.refused_request = Some(text.to_owned());
-            notes.push(Note {
-                warning: true,
-                reason: "RequestIgnored",
-                message: format!(
-                    "{text}: stamped {} ahead of the operator's clock (at most {} allowed), not acted on; check the clock of the machine that sent it (`kubectl canary` stamps requests with the API server's time)",
-                    human(ahead),
-                    human(clock::MAX_REQUEST_SKEW)
-                ),
-            });
-        }
+        s.refused_request = Some(text.to_owned());
+        notes.push(Note {
+            warning: true,
+            reason: "RequestIgnored",
+            message: format!(
+                "{text}: stamped {} ahead of the operator's clock (at most {} allowed), not acted on; check the clock of the machine that sent it (`kubectl canary` stamps requests with the API server's time)",
+                human(ahead),
+                human(clock::MAX_REQUEST_SKEW)
+            ),
+        });
         return;
     }
     s.last_request = Some(text.to_owned());
@@ -1906,6 +1908,15 @@ mod tests {
             again.notes.iter().all(|n| n.reason != "RequestIgnored"),
             "said once: {:?}",
             again.notes
+        );
+        // A day later the stamp is no longer ahead; left in place, it is still not acted on.
+        let caught_up = look(Some(&again.state), 86_400, ahead);
+        assert_eq!(
+            (
+                caught_up.state.phase,
+                caught_up.state.last_request.as_deref()
+            ),
+            (Progressing, None)
         );
         let honest = "pause@1970-01-12T13:46:42.000Z";
         let acted = look(Some(&again.state), 2, honest);
