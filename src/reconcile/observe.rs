@@ -1,8 +1,9 @@
 //! Observe: reads what a decision needs beyond the spec and the children: whether an older claim
 //! overlaps the release's hosts (from the claims index, in memory). For an automatic release
 //! also: the rollout's state from status, the user's request annotation, the canary's ready
-//! replicas from the caches, and, when a measurement is due, the checks' values from Prometheus. It is the only step besides apply and status that does I/O, and it
-//! never writes.
+//! replicas of the template the spec asks for and its Deployment's own reason for missing ones
+//! (from the caches), and, when a measurement is due, the checks' values from Prometheus. It is
+//! the only step besides apply and status that does I/O, and it never writes.
 
 use std::time::SystemTime;
 
