@@ -128,12 +128,7 @@ impl Compact for Deployment {
             })
             .unwrap_or_default()
             .into_iter()
-            .filter(|c| {
-                matches!(
-                    (c["type"].as_str(), c["status"].as_str()),
-                    (Some("ReplicaFailure"), Some("True")) | (Some("Progressing"), Some("False"))
-                )
-            })
+            .filter(|c| says_pods_are_missing(c["type"].as_str(), c["status"].as_str()))
             .map(|mut c| {
                 if let Some(m) = c.as_object_mut() {
                     m.retain(|k, _| matches!(k.as_str(), "type" | "status" | "reason" | "message"));
@@ -145,6 +140,16 @@ impl Compact for Deployment {
             status.insert("conditions".to_owned(), Value::Array(kept));
         }
     }
+}
+
+/// Whether a Deployment condition (its type and status) says why pods are missing: a pod it could
+/// not create (`ReplicaFailure` true) or a rollout past its own deadline (`Progressing` false).
+/// The cache keeps these and no others; `reconcile::deployment_state` quotes them.
+pub fn says_pods_are_missing(type_: Option<&str>, status: Option<&str>) -> bool {
+    matches!(
+        (type_, status),
+        (Some("ReplicaFailure"), Some("True")) | (Some("Progressing"), Some("False"))
+    )
 }
 
 impl Compact for HorizontalPodAutoscaler {
@@ -753,17 +758,17 @@ mod tests {
         assert_eq!(version().as_deref(), Some("2"));
         assert!(apply(deployment("u-1", "3", 1, "still waiting")));
         let mut quota = deployment("u-1", "4", 1, "still waiting");
-        let failure = |time: &str| {
+        let time = |text: &str| {
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                time.parse().unwrap_or_else(|e| panic!("{e}")),
+                text.parse().unwrap_or_else(|e| panic!("{e}")),
             )
         };
-        let failed = |time: &str| k8s_openapi::api::apps::v1::DeploymentCondition {
+        let failed = |at: &str| k8s_openapi::api::apps::v1::DeploymentCondition {
             type_: Some("ReplicaFailure".to_owned()),
             status: Some("True".to_owned()),
             reason: Some("FailedCreate".to_owned()),
             message: Some("exceeded quota".to_owned()),
-            last_update_time: Some(failure(time)),
+            last_update_time: Some(time(at)),
             ..Default::default()
         };
         if let Some(status) = quota.status.as_mut() {

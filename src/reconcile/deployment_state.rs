@@ -8,6 +8,7 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 
+use crate::cache::says_pods_are_missing;
 use crate::labels;
 
 /// Ready replicas of the template whose applied hash ([`labels::APPLIED_HASH`]) is
@@ -44,12 +45,7 @@ pub fn problem(deployment: &Deployment) -> Option<String> {
         .and_then(|s| s.conditions.as_ref())
         .into_iter()
         .flatten()
-        .filter(|c| {
-            matches!(
-                (c.type_.as_deref(), c.status.as_deref()),
-                (Some("ReplicaFailure"), Some("True")) | (Some("Progressing"), Some("False"))
-            )
-        })
+        .filter(|c| says_pods_are_missing(c.type_.as_deref(), c.status.as_deref()))
         .map(|c| {
             let reason = c
                 .reason

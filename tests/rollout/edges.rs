@@ -147,7 +147,7 @@ async fn a_new_revision_starts_from_zero_and_gets_weight_once_its_pods_are_ready
     assert_eq!(held.weight, 50);
 
     let pods = api::<Pod>(&ns);
-    let before: Vec<String> = pods
+    let old: Vec<String> = pods
         .list(&kube::api::ListParams::default().labels("version=v2"))
         .await
         .expect("list the canary's pods")
@@ -156,7 +156,6 @@ async fn a_new_revision_starts_from_zero_and_gets_weight_once_its_pods_are_ready
         .map(|p| p.metadata.name.clone().unwrap_or_default())
         .collect();
     let routes = WeightLog::start(&ns);
-    let old = before.clone();
     let (ready, pod_watch) = record(
         pods.clone(),
         watcher::Config::default().labels("version=v2"),

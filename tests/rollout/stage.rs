@@ -135,20 +135,32 @@ pub fn target(ns: &TestNs) -> canary_operator::plugin::cluster::Target {
 /// whichever object it was). Recorded until the returned task is aborted.
 pub type Seen<T> = Arc<Mutex<Vec<(u64, T)>>>;
 
-pub fn record<K, T>(
-    api: kube::Api<K>,
-    config: watcher::Config,
-    describe: impl Fn(&K) -> Option<T> + Send + 'static,
-) -> (Seen<T>, tokio::task::JoinHandle<()>)
-where
+/// What a watch needs of a kind.
+pub trait Watched:
+    kube::Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + serde::de::DeserializeOwned
+    + Send
+    + 'static
+{
+}
+
+impl<K> Watched for K where
     K: kube::Resource<DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
-        + 'static,
-    T: Send + 'static,
+        + 'static
 {
+}
+
+pub fn record<K: Watched, T: Send + 'static>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+    describe: impl Fn(&K) -> Option<T> + Send + 'static,
+) -> (Seen<T>, tokio::task::JoinHandle<()>) {
     let seen: Seen<T> = Arc::default();
     let log = seen.clone();
     let task = tokio::spawn(async move {
@@ -186,18 +198,10 @@ impl WeightLog {
         WeightLog::follow(api::<HTTPRoute>(ns), move |route| route.weight_of(&canary))
     }
 
-    fn follow<K>(
+    fn follow<K: Watched>(
         routes: kube::Api<K>,
         weight_of: impl Fn(&K) -> Option<i32> + Send + 'static,
-    ) -> WeightLog
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + 'static,
-    {
+    ) -> WeightLog {
         let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
         let (seen, task) = record(routes, config, weight_of);
         WeightLog(seen, task)
