@@ -42,24 +42,34 @@ pub fn pull_back(t: &mut SystemTime, now: SystemTime) -> Option<Duration> {
     (ahead > STATUS_TOLERANCE).then_some(ahead)
 }
 
-/// A duration as a person reads it: `1d2h`, `59m30s`, `4s`.
+/// A duration as a person reads it, in its two largest units, rounded to the nearest of the
+/// smaller one: `1d2h`, `59m30s`, `4s`. Rounded, not cut: a stamp 25 hours ahead, read a moment
+/// later, is `1d1h` ahead, not `1d`.
 pub fn human(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (days, hours, minutes, seconds) =
-        (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
-    let parts = [(days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")];
-    let text: String = parts
-        .iter()
-        .skip_while(|(n, _)| *n == 0)
-        .take(2)
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, unit)| format!("{n}{unit}"))
-        .collect();
-    if text.is_empty() {
-        format!("{}ms", d.as_millis())
-    } else {
-        text
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let secs = (d.as_millis() + 500) / 1_000;
+    let Ok(secs) = u64::try_from(secs) else {
+        return format!("{}d", d.as_secs() / 86_400);
+    };
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
     }
+    let first = UNITS
+        .iter()
+        .position(|(size, _)| secs >= *size)
+        .unwrap_or(3);
+    let finest = UNITS[(first + 1).min(3)].0;
+    let secs = (secs + finest / 2) / finest * finest;
+    let mut rest = secs;
+    let mut text = String::new();
+    for (size, unit) in UNITS.iter().skip_while(|(size, _)| secs < *size).take(2) {
+        let n = rest / size;
+        rest %= size;
+        if n > 0 {
+            text.push_str(&format!("{n}{unit}"));
+        }
+    }
+    text
 }
 
 #[cfg(test)]
@@ -125,9 +135,17 @@ mod tests {
             (3_599, "59m59s"),
             (3_600, "1h"),
             (86_400 + 7_200 + 5, "1d2h"),
+            (90_000 - 1, "1d1h"),
+            (86_400 + 1_799, "1d"),
+            (86_400 + 1_800, "1d1h"),
+            (3_600 - 1, "59m59s"),
+            (7_199, "2h"),
         ];
         for (secs, text) in cases {
             assert_eq!(human(Duration::from_secs(secs)), text, "{secs}");
         }
+        assert_eq!(human(Duration::from_millis(1_499)), "1s");
+        assert_eq!(human(Duration::from_millis(400)), "400ms");
+        assert_eq!(human(Duration::from_millis(90_000_000 - 30)), "1d1h");
     }
 }

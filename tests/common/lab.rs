@@ -121,13 +121,81 @@ pub async fn canary_weight(ns: &TestNs, name: &str) -> Option<i32> {
         .weight_of("v2")
 }
 
+/// Waits until the release's VirtualService gives the canary `weight` %. On timeout the panic says
+/// where things stood: the weight, the release's rollout and conditions, and the canary's
+/// Deployment and pods, so a failure seen only in CI explains itself.
 pub async fn wait_canary_weight(ns: &TestNs, name: &str, weight: i32, within: Duration) {
-    wait_for(
-        &format!("VirtualService {name} at {weight}% canary"),
-        within,
-        async || (canary_weight(ns, name).await? == weight).then_some(()),
-    )
-    .await;
+    let deadline = Instant::now() + within;
+    loop {
+        let now = canary_weight(ns, name).await;
+        if now == Some(weight) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {within:?} waiting for VirtualService {name} at {weight}% canary (it is at {now:?})\n{}",
+                describe(ns, name).await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What a failing wait reports: the release's rollout and conditions, the canary's Deployment
+/// (its applied hash, generations and replica counts) and its pods with their conditions.
+pub async fn describe(ns: &TestNs, name: &str) -> String {
+    let mut lines = Vec::new();
+    match api::<CanaryRelease>(ns).get(name).await {
+        Ok(release) => {
+            let status = release.status.unwrap_or_default();
+            lines.push(format!(
+                "release: rollout {}",
+                serde_json::to_string(&status.rollout).unwrap_or_default()
+            ));
+            for c in &status.conditions {
+                lines.push(format!(
+                    "  condition {}={} {}: {}",
+                    c.type_, c.status, c.reason, c.message
+                ));
+            }
+        }
+        Err(e) => lines.push(format!("release: {e}")),
+    }
+    let deployment = format!("{name}-v2");
+    match api::<Deployment>(ns).get(&deployment).await {
+        Ok(d) => lines.push(format!(
+            "deployment {deployment}: generation {:?}, applied hash {:?}, status {}",
+            d.metadata.generation,
+            d.annotations().get(canary_operator::labels::APPLIED_HASH),
+            serde_json::to_string(&d.status).unwrap_or_default()
+        )),
+        Err(e) => lines.push(format!("deployment {deployment}: {e}")),
+    }
+    let pods = api::<k8s_openapi::api::core::v1::Pod>(ns)
+        .list(&ListParams::default().labels("version=v2"))
+        .await;
+    for pod in pods.map(|l| l.items).unwrap_or_default() {
+        let conditions: Vec<String> = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|c| format!("{}={}", c.type_, c.status))
+            .collect();
+        lines.push(format!(
+            "pod {}: node {:?}, deleting {}, created {:?}, {}",
+            pod.name_any(),
+            pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            pod.metadata.deletion_timestamp.is_some(),
+            pod.metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string()),
+            conditions.join(" ")
+        ));
+    }
+    lines.join("\n")
 }
 
 /// Waits until the release's VirtualService routes exactly `expected` (subset, weight), in order.
