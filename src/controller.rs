@@ -16,8 +16,6 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
-use crate::api::gateway_api::HTTPRoute;
-use crate::api::istio::VirtualService;
 use crate::api::{CanaryRelease, TrafficProvider};
 use crate::cache::ChildStore;
 use crate::client::Clients;
@@ -25,7 +23,7 @@ use crate::context::{Child, Context, Failures, Settings, Stores, Unseen};
 use crate::metrics::Metrics;
 use crate::readiness::{Readiness, WatchBackoff};
 use crate::route_claims::RouteClaims;
-use crate::{Error, kinds, reconcile};
+use crate::{Error, reconcile};
 
 fn error_policy(release: Arc<CanaryRelease>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
@@ -46,12 +44,6 @@ fn error_policy(release: Arc<CanaryRelease>, error: &Error, ctx: Arc<Context>) -
 /// How to install the CanaryRelease CRD, for messages at start and when it goes missing.
 pub const CRD_INSTALL_HINT: &str = "install it with `kubectl apply --server-side -f crd/canaryrelease.yaml` (or `canary-operator crd | kubectl apply --server-side -f -`)";
 
-/// How to install Istio's CRDs.
-pub const ISTIO_INSTALL_HINT: &str = "install Istio, or its CRDs, first";
-
-/// How to install the Gateway API's CRDs, or run without them.
-pub const GATEWAY_API_INSTALL_HINT: &str = "install the Gateway API's standard CRDs first, or run the operator without the gatewayAPI provider (--traffic-providers=istio)";
-
 /// Why the operator cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -59,14 +51,8 @@ pub enum StartError {
         "the CanaryRelease CRD (canaryreleases.canary.dev) is not installed: {CRD_INSTALL_HINT}"
     )]
     CrdMissing,
-    #[error(
-        "Istio's networking CRDs (virtualservices/destinationrules/gateways.networking.istio.io, v1) are not installed: {ISTIO_INSTALL_HINT}"
-    )]
-    IstioMissing,
-    #[error(
-        "the Gateway API's CRDs (httproutes.gateway.networking.k8s.io, v1) are not installed: {GATEWAY_API_INSTALL_HINT}"
-    )]
-    GatewayApiMissing,
+    #[error("{} are not installed: {}", .0.crds(), .0.install_hint())]
+    ProviderMissing(TrafficProvider),
     #[error(
         "not allowed to {verb} {resource} in {scope}: grant `{verb}` and `watch` on {resource} to the operator's identity (the Helm chart's ClusterRole does), or run it only for namespaces it may read: `--namespace a,b` (the chart's `--set watchNamespaces={{a,b}}`). The apiserver said: {message}"
     )]
@@ -89,12 +75,19 @@ pub async fn check_apis(
     providers: &[TrafficProvider],
 ) -> Result<(), StartError> {
     check_api::<CanaryRelease>(client, namespace, StartError::CrdMissing).await?;
-    if providers.contains(&TrafficProvider::Istio) {
-        check_api::<VirtualService>(client, namespace, StartError::IstioMissing).await?;
+    macro_rules! check_provider_kinds {
+        ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
+            $(
+                if let Some(provider) = TrafficProvider::of_group(&<$kind as Resource>::group(&()))
+                    && providers.contains(&provider)
+                {
+                    check_api::<$kind>(client, namespace, StartError::ProviderMissing(provider))
+                        .await?;
+                }
+            )*
+        };
     }
-    if providers.contains(&TrafficProvider::GatewayApi) {
-        check_api::<HTTPRoute>(client, namespace, StartError::GatewayApiMissing).await?;
-    }
+    crate::with_child_kinds!(check_provider_kinds);
     Ok(())
 }
 
@@ -242,11 +235,7 @@ pub fn child_cache<K: Child>(
     let writer = store.clone();
     // Every object of the kind, not only ours: see `ChildStore`.
     let config = watcher::Config::default().page_size(LIST_PAGE_SIZE);
-    let hint = match kinds::provider_of_group(&K::group(&())) {
-        Some(TrafficProvider::Istio) => Some(ISTIO_INSTALL_HINT),
-        Some(TrafficProvider::GatewayApi) => Some(GATEWAY_API_INSTALL_HINT),
-        None => None,
-    };
+    let hint = TrafficProvider::of_group(&K::group(&())).map(TrafficProvider::install_hint);
     let path = register_watch::<K>(readiness, namespace, hint);
     let stream = watch_stream(
         scoped::<K>(client, namespace),
@@ -282,7 +271,7 @@ macro_rules! watch_children {
             let mut stores = Stores::default();
             $(
                 let group = <$kind as Resource>::group(&());
-                if kinds::provider_of_group(&group).is_none_or(|p| providers.contains(&p)) {
+                if TrafficProvider::of_group(&group).is_none_or(|p| providers.contains(&p)) {
                     let (store, stream) =
                         child_cache::<$kind>(client, namespace, readiness, claims.clone());
                     stores.$field = store;

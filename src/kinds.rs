@@ -18,51 +18,50 @@ use crate::api::TrafficProvider;
 
 /// Calls `$callback!` with the list of child kinds, in the order they are applied: configuration
 /// before the pods that read it, Services and subsets (the DestinationRule) before the routes that
-/// name them. Each entry is `field: Type => policy`, the policy saying when objects of the kind
-/// become unwanted, to be deleted: `pruned` (whatever routes the traffic, like a renamed version's
-/// Deployment, and the routes, withheld while an older claim overlaps the release's hosts),
-/// `versioned` (the Services: the Gateway API provider gives each version its own) or `switched`
-/// (the DestinationRule, unwanted once a release moves to another provider). It decides the `delete` grant ([`delete_granted`]); the apply step looks for
-/// unwanted objects of every kind, which reads the caches only.
+/// name them. Each entry is `field: Type => Unwanted`: when objects of the kind become unwanted,
+/// to be deleted ([`Unwanted`]), which decides the `delete` grant ([`delete_granted`]); the apply
+/// step looks for unwanted objects of every kind, which reads the caches only.
 #[macro_export]
 macro_rules! with_child_kinds {
     ($callback:ident) => {
         $callback! {
-            config_maps: k8s_openapi::api::core::v1::ConfigMap => pruned,
-            deployments: k8s_openapi::api::apps::v1::Deployment => pruned,
-            autoscalers: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler => pruned,
-            services: k8s_openapi::api::core::v1::Service => versioned,
-            destination_rules: $crate::api::istio::DestinationRule => switched,
-            gateways: $crate::api::istio::Gateway => pruned,
-            virtual_services: $crate::api::istio::VirtualService => pruned,
-            http_routes: $crate::api::gateway_api::HTTPRoute => pruned,
+            config_maps: k8s_openapi::api::core::v1::ConfigMap => Pruned,
+            deployments: k8s_openapi::api::apps::v1::Deployment => Pruned,
+            autoscalers: k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler => Pruned,
+            services: k8s_openapi::api::core::v1::Service => Versioned,
+            destination_rules: $crate::api::istio::DestinationRule => Switched,
+            gateways: $crate::api::istio::Gateway => Pruned,
+            virtual_services: $crate::api::istio::VirtualService => Pruned,
+            http_routes: $crate::api::gateway_api::HTTPRoute => Pruned,
         }
     };
 }
 
-/// Whether the operator needs `delete` on a kind of API group `group` with the list's word
-/// `policy`, running with `providers`: only where objects of it can become unwanted with those
-/// providers. A `switched` kind only when its provider runs with another one to switch to; the
-/// `versioned` Services only when the Gateway API provider runs (the release's own Service is
-/// always wanted).
-pub fn delete_granted(policy: &str, group: &str, providers: &[TrafficProvider]) -> bool {
-    match policy {
-        "pruned" => true,
-        "versioned" => providers.contains(&TrafficProvider::GatewayApi),
-        "switched" => {
-            provider_of_group(group).is_some_and(|p| providers.contains(&p)) && providers.len() > 1
-        }
-        _ => false,
-    }
+/// When objects of a child kind become unwanted, to be deleted: the word after each kind in
+/// [`with_child_kinds!`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unwanted {
+    /// Whatever routes the traffic (a renamed version's Deployment), and the routes, withheld
+    /// while an older claim overlaps the release's hosts.
+    Pruned,
+    /// The Services: a provider that owns per-version Services prunes them (the release's own
+    /// Service is always wanted).
+    Versioned,
+    /// The kinds of a provider a release moves away from (the DestinationRule).
+    Switched,
 }
 
-/// The traffic provider whose objects live in API group `group`; `None` for the kinds every
-/// release has whatever routes it.
-pub fn provider_of_group(group: &str) -> Option<TrafficProvider> {
-    match group {
-        "networking.istio.io" => Some(TrafficProvider::Istio),
-        "gateway.networking.k8s.io" => Some(TrafficProvider::GatewayApi),
-        _ => None,
+/// Whether the operator needs `delete` on a kind of API group `group` that becomes unwanted as
+/// `unwanted` says, running with `providers`: only where objects of it can become unwanted with
+/// those providers. A `Switched` kind only when its provider runs with another one to switch to.
+pub fn delete_granted(unwanted: Unwanted, group: &str, providers: &[TrafficProvider]) -> bool {
+    match unwanted {
+        Unwanted::Pruned => true,
+        Unwanted::Versioned => providers.iter().any(|p| p.owns_version_services()),
+        Unwanted::Switched => {
+            TrafficProvider::of_group(group).is_some_and(|p| providers.contains(&p))
+                && providers.len() > 1
+        }
     }
 }
 
@@ -106,9 +105,9 @@ pub fn rbac_rules(providers: &[TrafficProvider]) -> Vec<Rule> {
         ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
             $(
                 let group = <$kind as Resource>::group(&());
-                let wanted = provider_of_group(&group).is_none_or(|p| providers.contains(&p));
+                let wanted = TrafficProvider::of_group(&group).is_none_or(|p| providers.contains(&p));
                 let mut verbs = vec!["list", "watch", "create", "patch"];
-                if delete_granted(stringify!($policy), &group, providers) {
+                if delete_granted(Unwanted::$policy, &group, providers) {
                     verbs.push("delete");
                 }
                 if wanted {

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod operator;
 pub mod plugin;
 pub mod prometheus;
+pub mod providers;
 pub mod readiness;
 pub mod reconcile;
 pub mod requests;

@@ -15,6 +15,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use backend::{Backend, IngressStandin, free_port, nginx, start_backend};
+use canary_operator::api::TrafficProvider;
 use canary_operator::api::istio::{
     Destination, DestinationRule, Gateway, HttpRoute, HttpRouteDestination, VirtualService,
     VirtualServiceSpec,
@@ -822,8 +823,8 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
     const TEST: &str = "the_operators_sticky_routes_keep_each_conversation_on_its_version";
     let Some(nginx) = nginx(TEST) else { return };
     let Some(xds) = istiod(TEST) else { return };
-    for by_gateway_api in [false, true] {
-        let Some(ns) = setup(&format!("{TEST} gatewayAPI={by_gateway_api}")).await else {
+    for provider in TrafficProvider::ALL {
+        let Some(ns) = setup(&format!("{TEST} {}", provider.as_str())).await else {
             return;
         };
         let _operator = start_operator(&ns).await;
@@ -831,13 +832,14 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
         let mut release = lab::release(&ns, "chat");
         release["spec"]["traffic"] =
             json!({"stickiness": {"cookie": {"name": "canary-model", "maxAge": "24h"}}});
-        let proxy: &[&str] = if by_gateway_api {
-            gateway_api::platform_gateway(&ns).await;
-            release = gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM);
-            &gateway_api::PLATFORM_PROXY
-        } else {
-            &[]
+        let proxy: &[&str] = match provider {
+            TrafficProvider::GatewayApi => {
+                gateway_api::platform_gateway(&ns).await;
+                &gateway_api::PLATFORM_PROXY
+            }
+            TrafficProvider::Istio => &[],
         };
+        release = gateway_api::routed_by(&ns, release, provider);
         lab::apply_release(&ns, release)
             .await
             .expect("apply the release");
@@ -856,7 +858,7 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
         let applied = first_routing(|| gateway.next_applied(FOLLOW));
         assert_eq!(
             applied, "applied v1=75 v2=25 match:v2 match:v1",
-            "gatewayAPI={by_gateway_api}"
+            "{provider:?}"
         );
 
         // Conversations begin at 25 %: new ones until KEPT have each version.
@@ -902,7 +904,7 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
                 .expect("set the weight");
             // The operator runs on this test's runtime, which `next_applied` blocks: the route
             // is awaited first, then istiod's push (another process) is read.
-            gateway_api::wait_split(&ns, "chat", by_gateway_api, 100 - v2_share, v2_share).await;
+            lab::wait_split(&ns, "chat", 100 - v2_share, v2_share).await;
             assert_eq!(
                 gateway.next_applied(FOLLOW),
                 format!(
@@ -918,7 +920,7 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
                     let answer = conversation.send(&client, &chat).await;
                     assert_eq!(
                         answer.model, conversation.model,
-                        "gatewayAPI={by_gateway_api}: conversation {} at v2={v2_share}",
+                        "{provider:?}: conversation {} at v2={v2_share}",
                         conversation.session
                     );
                     assert!(answer.set_cookie.is_empty(), "{answer:?}");
@@ -929,7 +931,7 @@ async fn the_operators_sticky_routes_keep_each_conversation_on_its_version() {
 
         // Rolled back: the canary's match route goes, and its conversations are told the stable.
         lab::set_weight(&ns, "chat", 0).await.expect("roll back");
-        gateway_api::wait_split(&ns, "chat", by_gateway_api, 100, 0).await;
+        lab::wait_split(&ns, "chat", 100, 0).await;
         assert_eq!(gateway.next_applied(FOLLOW), "applied v1=100 v2=0 match:v1");
         for conversation in &mut conversations {
             let answer = conversation.send(&client, &chat).await;

@@ -231,11 +231,12 @@ async fn a_missing_grant_is_named_with_the_way_to_fix_it() {
     }
     assert!(!stderr.contains("cannot reach"), "stderr:\n{stderr}");
 
-    // Scoped to its namespace, it can read releases but not Istio's routes: the next grant missing.
+    // Scoped to its namespace, it can read releases but none of Istio's kinds: the next grant
+    // missing, the first of them in the order they are applied.
     let (code, stderr) = run_operator(&kubeconfig, &["--namespace", &ns.name]);
     assert_eq!(code, Some(2), "stderr:\n{stderr}");
     let expected = format!(
-        "not allowed to list virtualservices.networking.istio.io in namespace {}",
+        "not allowed to list destinationrules.networking.istio.io in namespace {}",
         ns.name
     );
     assert!(stderr.contains(&expected), "stderr:\n{stderr}");

@@ -4,30 +4,41 @@
 
 use std::collections::BTreeMap;
 
-use kube::Client;
+use canary_operator::api::TrafficProvider;
+use kube::{Client, Resource};
 use serde_json::{Value, json};
 
-/// Kinds the operator writes: its release (with the status subresource) and every child kind.
-/// Events are left out: the controller-manager records them too (the HPA controller, for one,
-/// every time it cannot read metrics), so they say nothing about the operator.
-const OPERATOR_KINDS: [&str; 8] = [
-    "canaryreleases",
-    "configmaps",
-    "deployments",
-    "horizontalpodautoscalers",
-    "services",
-    "destinationrules",
-    "gateways",
-    "virtualservices",
-];
+/// Every child kind's plural (the one list, `canary_operator::with_child_kinds!`), with whether
+/// it is a traffic provider's kind. Events are left out: the controller-manager records them too
+/// (the HPA controller, for one, every time it cannot read metrics), so they say nothing about
+/// the operator.
+fn child_kinds() -> Vec<(String, bool)> {
+    macro_rules! plurals {
+        ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
+            vec![$((
+                <$kind as Resource>::plural(&()).into_owned(),
+                TrafficProvider::of_group(&<$kind as Resource>::group(&())).is_some(),
+            ),)*]
+        };
+    }
+    canary_operator::with_child_kinds!(plurals)
+}
 
-/// Kinds nothing but the operator (and, in the weight-shift phase, the bench's own edits) writes.
-const EXCLUSIVE_KINDS: [&str; 4] = [
-    "canaryreleases",
-    "destinationrules",
-    "gateways",
-    "virtualservices",
-];
+/// Kinds the operator writes: its release (with the status subresource) and every child kind.
+fn is_operator_kind(resource: &str) -> bool {
+    resource == "canaryreleases" || child_kinds().iter().any(|(plural, _)| plural == resource)
+}
+
+/// Kinds nothing but the operator (and, in the weight-shift phase, the bench's own edits) writes:
+/// its release, and the traffic providers' kinds (their status, which a gateway's controller
+/// writes, aside).
+fn is_exclusive(series: &Series) -> bool {
+    series.resource == "canaryreleases"
+        || (series.subresource.is_empty()
+            && child_kinds()
+                .iter()
+                .any(|(plural, routing)| *routing && *plural == series.resource))
+}
 
 /// The apiserver's names for writes: APPLY is a server-side apply PATCH.
 const WRITE_VERBS: [&str; 6] = [
@@ -135,15 +146,15 @@ impl Delta {
     pub fn operator_kind_writes(&self) -> u64 {
         self.sum(|s| {
             is_write(s)
-                && OPERATOR_KINDS.contains(&s.resource.as_str())
+                && is_operator_kind(&s.resource)
                 && (s.subresource.is_empty() || s.resource == "canaryreleases")
         })
     }
 
-    /// Writes to CanaryReleases and the Istio kinds, which only the operator (and the bench's own
+    /// Writes to CanaryReleases and the traffic providers' kinds, which only the operator (and the bench's own
     /// weight edits) write.
     pub fn exclusive_kind_writes(&self) -> u64 {
-        self.sum(|s| is_write(s) && EXCLUSIVE_KINDS.contains(&s.resource.as_str()))
+        self.sum(|s| is_write(s) && is_exclusive(s))
     }
 
     /// GETs and LISTs of the kinds the operator reads (from any client). Subresources are left
@@ -153,7 +164,7 @@ impl Delta {
         self.sum(|s| {
             (s.verb == "GET" || s.verb == "LIST")
                 && s.subresource.is_empty()
-                && OPERATOR_KINDS.contains(&s.resource.as_str())
+                && is_operator_kind(&s.resource)
         })
     }
 

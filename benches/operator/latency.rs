@@ -12,10 +12,11 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
+use canary_operator::api::{CanaryRelease, TrafficProvider};
+use canary_operator::reconcile::traffic::applied_split;
 use futures::{Stream, StreamExt};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use serde::Serialize;
@@ -99,7 +100,7 @@ fn watch_one<K>(
     name: &str,
 ) -> impl Stream<Item = Result<K, watcher::Error>> + Unpin + use<K>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     watcher(api, config)
@@ -123,10 +124,11 @@ async fn until<K>(
     }
 }
 
-/// The canary weight the VirtualService routes, if its route carries `stable` and `canary`
-/// subsets that add up to 100.
-fn canary_weight(vs: &VirtualService, stable: &str, canary: &str) -> Option<i32> {
-    let (s, c) = (vs.weight_of(stable)?, vs.weight_of(canary)?);
+/// The canary weight `route` (the release's route, whichever provider routes it) carries, if it
+/// names both versions and their shares add up to 100: read as the plugin reads it.
+fn canary_weight(release: &CanaryRelease, route: &DynamicObject) -> Option<i32> {
+    let split = applied_split(release, route)?;
+    let (s, c) = (split.stable?, split.canary?);
     (s + c == 100).then_some(c)
 }
 
@@ -228,7 +230,7 @@ impl Shifter {
         client: &Client,
         namespace: &str,
         name: &str,
-        (stable, canary): (&str, &str),
+        canary: &str,
         offset: usize,
     ) -> Shifter {
         let gateway = match RouteWatch::start() {
@@ -260,13 +262,17 @@ impl Shifter {
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => panic!("create the floor VirtualService: {error}"),
         }
-        let (stable, canary) = (stable.to_owned(), canary.to_owned());
+        let release = releases
+            .get(name)
+            .await
+            .unwrap_or_else(|e| panic!("read release {name}: {e}"));
+        let resource = TrafficProvider::of_release(&release).route_resource();
         let (mut routes, route_task) = stamp(
             watch_one(
-                Api::<VirtualService>::namespaced(client.clone(), namespace),
+                Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource),
                 name,
             ),
-            move |vs| canary_weight(vs, &stable, &canary).map(i64::from),
+            move |route| canary_weight(&release, route).map(i64::from),
         );
         let (mut floor_events, floor_task) = stamp(watch_one(floor.clone(), FLOOR_ROUTE), |vs| {
             vs.metadata

@@ -168,7 +168,7 @@ impl Bench {
             &self.client,
             LATENCY_NS,
             LATENCY_RELEASE,
-            self.versions(),
+            self.versions().1,
             offset,
         )
         .await

@@ -13,9 +13,8 @@ use tokio::time::Instant;
 
 use super::Error;
 use super::cluster::Target;
-use crate::api::gateway_api::HTTPRoute;
-use crate::api::istio::VirtualService;
 use crate::api::{CanaryRelease, TrafficProvider};
+use crate::reconcile::traffic::{Split, read_applied};
 
 /// How often to look again while waiting; a weight change costs the operator one write, so it
 /// usually lands within the first few polls.
@@ -40,7 +39,7 @@ pub struct Change {
     /// Whether the route was seen carrying the new weight.
     pub applied: bool,
     /// The kind of the route: VirtualService or HTTPRoute.
-    pub route: &'static str,
+    pub route: String,
 }
 
 impl std::fmt::Display for Change {
@@ -132,38 +131,8 @@ async fn patch_weight(
 }
 
 /// The kind of object that carries `release`'s split.
-fn route_kind(release: &CanaryRelease) -> &'static str {
-    match release.spec.traffic.as_ref().map(|t| t.provider) {
-        Some(TrafficProvider::GatewayApi) => "HTTPRoute",
-        _ => "VirtualService",
-    }
-}
-
-/// The split that `release`'s route carries, read from the route of its provider (which the
-/// operator names after the release); `None` when there is no such route.
-async fn route_split(
-    target: &Target,
-    release: &CanaryRelease,
-) -> Result<Option<(Option<i32>, Option<i32>)>, Error> {
-    let name = release.name_any();
-    Ok(match route_kind(release) {
-        "HTTPRoute" => {
-            let routes: kube::Api<HTTPRoute> =
-                kube::Api::namespaced(target.client.clone(), &target.namespace);
-            routes
-                .get_opt(&name)
-                .await?
-                .map(|route| http_route_split_of(&route, release))
-        }
-        _ => {
-            let services: kube::Api<VirtualService> =
-                kube::Api::namespaced(target.client.clone(), &target.namespace);
-            services
-                .get_opt(&name)
-                .await?
-                .map(|vs| split_of(&vs, release))
-        }
-    })
+fn route_kind(release: &CanaryRelease) -> String {
+    TrafficProvider::of_release(release).route_resource().kind
 }
 
 /// Polls until the route of `release` sends the release's weight to its canary.
@@ -177,9 +146,14 @@ async fn wait_applied(
     let kind = route_kind(release);
     let deadline = Instant::now() + timeout;
     loop {
-        let split = route_split(target, release).await?;
+        let split = read_applied(&target.client, release).await?;
         let weight = release.spec.weight.unwrap_or_default();
-        if split == Some((Some(100 - weight), Some(weight))) {
+        if split
+            == Some(Split {
+                stable: Some(100 - weight),
+                canary: Some(weight),
+            })
+        {
             return Ok(());
         }
         let current = target.releases().get_opt(&name).await?;
@@ -198,41 +172,11 @@ async fn wait_applied(
                         .map_or("the canary", |c| c.name.as_str())
                 ),
                 after: timeout,
-                seen: describe(kind, split, current.as_ref(), generation),
+                seen: describe(&kind, split, current.as_ref(), generation),
             });
         }
         tokio::time::sleep(POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
     }
-}
-
-/// The weights a VirtualService gives the release's stable and canary subsets.
-pub fn split_of(service: &VirtualService, release: &CanaryRelease) -> (Option<i32>, Option<i32>) {
-    (
-        service.weight_of(&release.spec.stable.name),
-        release
-            .spec
-            .canary
-            .as_ref()
-            .and_then(|c| service.weight_of(&c.name)),
-    )
-}
-
-/// The weights an HTTPRoute gives the Services of the release's stable and canary versions
-/// (`<release>-<version>`).
-pub fn http_route_split_of(
-    route: &HTTPRoute,
-    release: &CanaryRelease,
-) -> (Option<i32>, Option<i32>) {
-    let name = release.name_any();
-    let service = |version: &str| format!("{name}-{version}");
-    (
-        route.weight_of(&service(&release.spec.stable.name)),
-        release
-            .spec
-            .canary
-            .as_ref()
-            .and_then(|c| route.weight_of(&service(&c.name))),
-    )
 }
 
 /// The refusal, when the operator has seen `generation` and reported that it will not apply it.
@@ -256,13 +200,13 @@ fn blocking(release: &CanaryRelease, generation: Option<i64>) -> Option<Error> {
 /// What was seen at the timeout, worded to point at the likely cause.
 fn describe(
     kind: &str,
-    split: Option<(Option<i32>, Option<i32>)>,
+    split: Option<Split>,
     release: Option<&CanaryRelease>,
     generation: Option<i64>,
 ) -> String {
     let routes = match split {
         None => format!("there is no {kind} with the release's name"),
-        Some((stable, canary)) => format!(
+        Some(Split { stable, canary }) => format!(
             "it sends {} to stable and {} to canary",
             stable.map_or("nothing".into(), |w| format!("{w}%")),
             canary.map_or("nothing".into(), |w| format!("{w}%"))
@@ -320,43 +264,6 @@ mod tests {
     }
 
     #[test]
-    fn reads_the_split_by_subset() {
-        let vs: VirtualService = serde_json::from_value(json!({
-            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "chat"},
-            "spec": {"http": [{"route": [
-                {"destination": {"host": "chat", "subset": "v2"}, "weight": 30},
-                {"destination": {"host": "chat", "subset": "v1"}, "weight": 70},
-            ]}]},
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(split_of(&vs, &release(json!(null))), (Some(70), Some(30)));
-    }
-
-    #[test]
-    fn reads_the_split_of_an_httproute_by_service() {
-        let route: HTTPRoute = serde_json::from_value(json!({
-            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "chat"},
-            "spec": {"rules": [
-                {"matches": [{"headers": [{"name": "x-model", "value": "v2"}]}],
-                 "backendRefs": [{"name": "chat-v2", "port": 5000, "weight": 100}]},
-                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-                 "backendRefs": [
-                    {"name": "chat-v1", "port": 5000, "weight": 70},
-                    {"name": "chat-v2", "port": 5000, "weight": 30},
-                 ]},
-            ]},
-        }))
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            http_route_split_of(&route, &release(json!(null))),
-            (Some(70), Some(30)),
-            "the split rule, not the sticky one"
-        );
-    }
-
-    #[test]
     fn only_refusals_for_the_new_generation_stop_the_wait() {
         let r = release(degraded("OwnershipConflict", 4));
         assert!(matches!(
@@ -377,7 +284,10 @@ mod tests {
     fn timeout_message_points_at_the_cause() {
         let text = describe(
             "VirtualService",
-            Some((Some(75), Some(25))),
+            Some(Split {
+                stable: Some(75),
+                canary: Some(25),
+            }),
             Some(&release(json!(null))),
             Some(4),
         );
@@ -406,7 +316,7 @@ mod tests {
             stable: "v1".into(),
             canary: "v2".into(),
             applied: true,
-            route: "VirtualService",
+            route: "VirtualService".into(),
         };
         assert_eq!(
             change.to_string(),

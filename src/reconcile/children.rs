@@ -24,6 +24,23 @@ macro_rules! children {
                 $(names.extend(self.$field.iter().map(|c| c.meta().name.clone().unwrap_or_default()));)*
                 names
             }
+
+            /// Every child as the API server would return it untyped, with its kind, in apply
+            /// order: what the readers outside the reconcile get ([`super::traffic::applied_split`]).
+            pub fn dynamic(&self) -> Vec<kube::api::DynamicObject> {
+                let mut all = Vec::new();
+                $(
+                    for child in &self.$field {
+                        let mut value = serde_json::to_value(child).unwrap_or_default();
+                        value["apiVersion"] = <$kind as Resource>::api_version(&()).into();
+                        value["kind"] = <$kind as Resource>::kind(&()).into();
+                        if let Ok(object) = serde_json::from_value(value) {
+                            all.push(object);
+                        }
+                    }
+                )*
+                all
+            }
         }
     };
 }

@@ -234,7 +234,7 @@ mod tests {
             .data
             .get_or_insert_default()
             .insert("OLD_SETTING".into(), "1".into());
-        let previous = crate::reconcile::build::fingerprint(&previous);
+        let previous = crate::reconcile::meta::fingerprint(&previous);
         let mut stored = as_stored(&desired);
         stored
             .data

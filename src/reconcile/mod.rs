@@ -16,11 +16,14 @@ pub mod decide;
 pub mod deployment_state;
 pub mod diff;
 pub mod gateway_workload;
+pub mod meta;
 pub mod observe;
 pub mod rollout_status;
 pub mod status;
+pub mod traffic;
 pub mod validate;
 pub mod validated;
+pub mod workload;
 
 #[cfg(test)]
 pub(crate) mod testing;

@@ -10,11 +10,12 @@ use std::time::SystemTime;
 use futures::future::join_all;
 use kube::ResourceExt;
 
-use super::build::{deployment, fingerprint};
 use super::decide::{Observation, RolloutObservation, Strategy};
 use super::deployment_state::{problem, ready_of_template};
+use super::meta::fingerprint;
 use super::rollout_status::{state_of, to_second};
 use super::validated::{Validated, Version};
+use super::workload::deployment;
 use crate::api::CanaryRelease;
 use crate::context::Context;
 use crate::rollout::analysis::judge;

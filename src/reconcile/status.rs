@@ -10,12 +10,12 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::build::traffic;
 use super::children::Children;
 use super::decide::Strategy;
 use super::deployment_state::problem;
 use super::gateway_workload::{self, INGRESS_GATEWAY, Workload};
 use super::rollout_status::status_of;
+use super::traffic;
 use super::validate::Problems;
 use super::validated::{Validated, Version};
 use crate::api::{CanaryRelease, CanaryReleaseStatus, RolloutStatus, VersionStatus};

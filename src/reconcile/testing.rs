@@ -17,6 +17,14 @@ pub fn lab_release() -> CanaryRelease {
 /// Every example under `examples/`, validated: together they use every optional feature of the
 /// spec (resources, fixed replicas, image overrides, an existing Gateway, a Secret).
 pub fn examples() -> Vec<(String, super::validated::Validated)> {
+    example_releases()
+        .into_iter()
+        .map(|(file, _, validated)| (file, validated))
+        .collect()
+}
+
+/// Every example under `examples/`, as the operator receives it and validated.
+pub fn example_releases() -> Vec<(String, CanaryRelease, super::validated::Validated)> {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{dir}: {e}"))
@@ -35,7 +43,7 @@ pub fn examples() -> Vec<(String, super::validated::Validated)> {
             release.metadata.generation = Some(1);
             let validated = super::validate::validate(&release, "cluster.local")
                 .unwrap_or_else(|p| panic!("{}: {p}", path.display()));
-            (path.display().to_string(), validated)
+            (path.display().to_string(), release, validated)
         })
         .collect()
 }

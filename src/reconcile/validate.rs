@@ -194,10 +194,7 @@ pub fn validate_with(
 /// watches and grants cover only those, so another provider's objects could be neither seen nor
 /// written.
 pub fn provider_enabled(v: &Validated, running: &[TrafficProvider]) -> Result<(), Problems> {
-    let provider = match v.traffic {
-        Traffic::Istio { .. } => TrafficProvider::Istio,
-        Traffic::GatewayApi(_) => TrafficProvider::GatewayApi,
-    };
+    let provider = super::traffic::provider_of(&v.traffic);
     if running.contains(&provider) {
         return Ok(());
     }

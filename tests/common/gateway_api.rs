@@ -2,6 +2,7 @@
 //! controller and writes their routes' status), releases routed by an HTTPRoute, and the waits for
 //! what istiod and the operator do about them.
 
+use canary_operator::api::TrafficProvider;
 use canary_operator::api::gateway_api::HTTPRoute;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -124,6 +125,15 @@ pub async fn platform_gateway(ns: &TestNs) {
     gateway(ns, PLATFORM.0, PLATFORM.1, "All").await;
 }
 
+/// `release` (as written, routed by Istio) routed by `provider`: as it is for Istio; for the
+/// Gateway API by an HTTPRoute on the platform's Gateway ([`routed_by_gateway_api`]).
+pub fn routed_by(ns: &TestNs, release: Value, provider: TrafficProvider) -> Value {
+    match provider {
+        TrafficProvider::Istio => release,
+        TrafficProvider::GatewayApi => routed_by_gateway_api(ns, release, PLATFORM),
+    }
+}
+
 /// `release` (a release as written, routed by Istio or not) routed by an HTTPRoute attached to
 /// the listener `http` of Gateway `parent` (namespace, name), for its own host name: the Istio
 /// gateway settings go, the stickiness stays.
@@ -202,18 +212,6 @@ pub async fn wait_route_weights(ns: &TestNs, name: &str, expected: &[(&str, i32)
         },
     )
     .await
-}
-
-/// Waits until the route of the lab-like release `name` (versions v1 and v2) splits
-/// `stable`/`canary`: its HTTPRoute, between the versions' Services, with the Gateway API provider;
-/// its VirtualService, between the subsets, with Istio.
-pub async fn wait_split(ns: &TestNs, name: &str, by_gateway_api: bool, stable: i32, canary: i32) {
-    if by_gateway_api {
-        let (v1, v2) = (format!("{name}-v1"), format!("{name}-v2"));
-        wait_route_weights(ns, name, &[(&v1, stable), (&v2, canary)]).await;
-    } else {
-        super::lab::wait_weights(ns, name, &[("v1", stable), ("v2", canary)]).await;
-    }
 }
 
 /// The conditions a parent's controller reported on the route: (controller, type, status, reason).

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
 use canary_operator::api::istio::VirtualService;
+use canary_operator::reconcile::traffic::{Split, read_applied};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::events::v1::Event;
@@ -113,15 +114,34 @@ pub async fn set_weight(ns: &TestNs, name: &str, weight: i32) -> Result<(), kube
 }
 
 /// The canary's weight in the release's VirtualService (its subset is `v2` in the lab).
-pub async fn canary_weight(ns: &TestNs, name: &str) -> Option<i32> {
-    api::<VirtualService>(ns)
-        .get(name)
-        .await
-        .ok()?
-        .weight_of("v2")
+/// The split the route of release `name` carries, read as the plugin reads it (through the
+/// traffic seam, whichever provider routes it); `None` without the release or its route.
+pub async fn split(ns: &TestNs, name: &str) -> Option<Split> {
+    let release = api::<CanaryRelease>(ns).get(name).await.ok()?;
+    read_applied(&ns.client, &release).await.ok()?
 }
 
-/// Waits until the release's VirtualService gives the canary `weight` %. On timeout the panic says
+/// The canary's weight in the route of release `name`.
+pub async fn canary_weight(ns: &TestNs, name: &str) -> Option<i32> {
+    split(ns, name).await?.canary
+}
+
+/// Waits until the route of the lab-like release `name`, whichever provider routes it, splits
+/// `stable`/`canary`.
+pub async fn wait_split(ns: &TestNs, name: &str, stable: i32, canary: i32) {
+    let wanted = Split {
+        stable: Some(stable),
+        canary: Some(canary),
+    };
+    wait_for(
+        &format!("the route of {name} at {stable}/{canary}"),
+        WAIT,
+        async || (split(ns, name).await? == wanted).then_some(()),
+    )
+    .await;
+}
+
+/// Waits until the release's route gives the canary `weight` %. On timeout the panic says
 /// where things stood: the weight, the release's rollout and conditions, and the canary's
 /// Deployment and pods, so a failure seen only in CI explains itself.
 pub async fn wait_canary_weight(ns: &TestNs, name: &str, weight: i32, within: Duration) {
@@ -133,7 +153,7 @@ pub async fn wait_canary_weight(ns: &TestNs, name: &str, weight: i32, within: Du
         }
         if Instant::now() >= deadline {
             panic!(
-                "timed out after {within:?} waiting for VirtualService {name} at {weight}% canary (it is at {now:?})\n{}",
+                "timed out after {within:?} waiting for the route of {name} at {weight}% canary (it is at {now:?})\n{}",
                 describe(ns, name).await
             );
         }

@@ -1,6 +1,7 @@
 //! Every release under examples/ applies, becomes ready, and is clean for `istioctl analyze`, as
 //! written and routed by the other traffic provider.
 
+use canary_operator::api::TrafficProvider;
 use canary_operator::api::gateway_api::HTTPRoute;
 use canary_operator::api::istio::{Gateway, VirtualService};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -219,22 +220,20 @@ async fn platform_gateway(ns: &crate::common::TestNs) {
 /// start of a rollout, judged by istioctl analyze (Istio's) and accepted by istiod (the HTTPRoute).
 #[tokio::test]
 async fn the_rollout_examples_are_clean_for_istioctl_analyze() {
-    for (file, by_gateway_api) in [
-        ("progressive.yaml", false),
-        ("llm-rollout.yaml", false),
-        ("progressive.yaml", true),
-        ("llm-rollout.yaml", true),
-    ] {
-        let Some(ns) = setup(&format!("example {file} gatewayAPI={by_gateway_api}")).await else {
+    let examples = TrafficProvider::ALL
+        .into_iter()
+        .flat_map(|p| [("progressive.yaml", p), ("llm-rollout.yaml", p)]);
+    for (file, provider) in examples {
+        let Some(ns) = setup(&format!("example {file} {}", provider.as_str())).await else {
             return;
         };
         let _operator = start_operator(&ns).await;
         create_secret(&ns).await;
         let mut release = example(file);
-        if by_gateway_api {
+        if provider == TrafficProvider::GatewayApi {
             gateway_api::platform_gateway(&ns).await;
-            release = gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM);
         }
+        release = gateway_api::routed_by(&ns, release, provider);
         let name = release["metadata"]["name"]
             .as_str()
             .expect("name")
@@ -244,26 +243,29 @@ async fn the_rollout_examples_are_clean_for_istioctl_analyze() {
             .unwrap_or_else(|e| panic!("{file}: {e}"));
         // The route is applied after the objects it names (Services, DestinationRule, Gateway);
         // its weights are the rollout's business, not analyze's.
-        if by_gateway_api {
-            let routes = api::<HTTPRoute>(&ns);
-            wait_for(
-                &format!("{file}: the HTTPRoute, accepted"),
-                WAIT,
-                async || {
-                    let route = routes.get_opt(&name).await.ok().flatten()?;
-                    gateway_api::parent_conditions(&route)
-                        .iter()
-                        .any(|(_, t, status, _)| t == "Accepted" && status == "True")
-                        .then_some(())
-                },
-            )
-            .await;
-        } else {
-            let routes = api::<VirtualService>(&ns);
-            wait_for(&format!("{file}: the VirtualService"), WAIT, async || {
-                routes.get_opt(&name).await.ok().flatten()
-            })
-            .await;
+        match provider {
+            TrafficProvider::GatewayApi => {
+                let routes = api::<HTTPRoute>(&ns);
+                wait_for(
+                    &format!("{file}: the HTTPRoute, accepted"),
+                    WAIT,
+                    async || {
+                        let route = routes.get_opt(&name).await.ok().flatten()?;
+                        gateway_api::parent_conditions(&route)
+                            .iter()
+                            .any(|(_, t, status, _)| t == "Accepted" && status == "True")
+                            .then_some(())
+                    },
+                )
+                .await;
+            }
+            TrafficProvider::Istio => {
+                let routes = api::<VirtualService>(&ns);
+                wait_for(&format!("{file}: the VirtualService"), WAIT, async || {
+                    routes.get_opt(&name).await.ok().flatten()
+                })
+                .await;
+            }
         }
         assert_analyze_clean(&ns.name);
     }

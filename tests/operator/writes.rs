@@ -3,14 +3,15 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
 
-use crate::common::gateway_api::wait_split;
 use crate::common::lab::{
     api, apply_release, create_secret, lab, patch_release, wait_event_noting, wait_ready,
+    wait_split,
 };
 use crate::common::operator::{Operator, start_operator};
 use crate::common::{TestNs, WAIT, setup, wait_for};
 use crate::gateway_api::routed_lab;
 use crate::settle;
+use canary_operator::api::TrafficProvider;
 
 #[tokio::test]
 async fn weight_shifts_cost_one_route_write_one_status_write_and_an_event() {
@@ -20,7 +21,7 @@ async fn weight_shifts_cost_one_route_write_one_status_write_and_an_event() {
     let operator = start_operator(&ns).await;
     create_secret(&ns).await;
     apply_release(&ns, lab()).await.expect("apply");
-    each_shift_writes_three_times(&ns, &operator, false).await;
+    each_shift_writes_three_times(&ns, &operator, TrafficProvider::Istio).await;
 }
 
 #[tokio::test]
@@ -29,21 +30,25 @@ async fn a_weight_shift_costs_one_httproute_write_one_status_write_and_an_event(
         return;
     };
     let operator = routed_lab(&ns).await;
-    each_shift_writes_three_times(&ns, &operator, true).await;
+    each_shift_writes_three_times(&ns, &operator, TrafficProvider::GatewayApi).await;
 }
 
 /// Shifts the lab's release to 50, 0 and 100 %: each costs one route write (the VirtualService,
 /// or the HTTPRoute), one status write and one Event. With the Gateway API, istiod writes the
 /// route's status for its new generation meanwhile: a change the operator sees, and for which it
 /// writes nothing.
-async fn each_shift_writes_three_times(ns: &TestNs, operator: &Operator, by_gateway_api: bool) {
+async fn each_shift_writes_three_times(
+    ns: &TestNs,
+    operator: &Operator,
+    provider: TrafficProvider,
+) {
     let name = "azureopenaichat";
     wait_ready(ns, name).await;
     settle().await;
     for weight in [50, 0, 100] {
         let before = operator.writes();
         patch_release(ns, name, json!({"spec": {"weight": weight}})).await;
-        wait_split(ns, name, by_gateway_api, 100 - weight, weight).await;
+        wait_split(ns, name, 100 - weight, weight).await;
         let release = wait_ready(ns, name).await;
         assert_eq!(
             release.status.as_ref().and_then(|s| s.canary_weight),
@@ -54,7 +59,7 @@ async fn each_shift_writes_three_times(ns: &TestNs, operator: &Operator, by_gate
         let writes = operator.writes() - before;
         assert_eq!(
             writes, 3,
-            "weight {weight} (Gateway API: {by_gateway_api}): one route write, one status write and one Event, got {writes}"
+            "weight {weight} ({provider:?}): one route write, one status write and one Event, got {writes}"
         );
     }
 }

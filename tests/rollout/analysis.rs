@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
+use canary_operator::api::TrafficProvider;
 use canary_operator::api::istio::VirtualService;
 use canary_operator::rollout::Verb;
 
 use crate::common::gateway_api;
-use crate::common::lab::{api, events, wait_canary_weight, wait_event_noting};
+use crate::common::lab::{api, events, wait_canary_weight, wait_event_noting, wait_split};
 use crate::common::operator::start_operator;
 use crate::common::setup;
 use crate::stage::{
@@ -21,7 +22,7 @@ const STEPS: [(i32, &str, bool); 3] = [(10, "4s", false), (50, "4s", false), (10
 /// A healthy canary goes 10 → 50 → 100, and the check values are in status.
 #[tokio::test]
 async fn a_healthy_canary_is_promoted_step_by_step() {
-    healthy_rollout("rollout-healthy", false).await;
+    healthy_rollout("rollout-healthy", TrafficProvider::Istio).await;
 }
 
 /// The same rollout with the Gateway API provider: an HTTPRoute on the platform's Gateway, which
@@ -29,11 +30,11 @@ async fn a_healthy_canary_is_promoted_step_by_step() {
 /// promoted, judged by the same analysis of the same real traffic.
 #[tokio::test]
 async fn a_healthy_canary_routed_by_the_gateway_api_is_promoted() {
-    healthy_rollout("rollout-healthy-gateway-api", true).await;
+    healthy_rollout("rollout-healthy-gateway-api", TrafficProvider::GatewayApi).await;
 }
 
 /// A healthy canary's rollout through the stand-in, routed by Istio or by the Gateway API.
-async fn healthy_rollout(test: &str, by_gateway_api: bool) {
+async fn healthy_rollout(test: &str, provider: TrafficProvider) {
     let Some(ns) = setup(test).await else {
         return;
     };
@@ -41,7 +42,7 @@ async fn healthy_rollout(test: &str, by_gateway_api: bool) {
         stable_env: &[],
         canary_env: &[],
         canary_scraped: true,
-        gateway_api: by_gateway_api,
+        provider,
     };
     let Some(mut stage) = Stage::start_with(&ns, test, versions).await else {
         return;
@@ -49,19 +50,13 @@ async fn healthy_rollout(test: &str, by_gateway_api: bool) {
     stage.load(20);
     let _operator = start_operator(&ns).await;
     let (log, mut release) = (
-        if by_gateway_api {
-            WeightLog::start_http_route(&ns)
-        } else {
-            WeightLog::start(&ns)
-        },
+        WeightLog::start(&ns, provider),
         automatic(&ns, &STEPS, Some(analysis(&stage.prometheus.url()))),
     );
-    if by_gateway_api {
-        release = gateway_api::routed_by_gateway_api(&ns, release, gateway_api::PLATFORM);
-    }
+    release = gateway_api::routed_by(&ns, release, provider);
     apply(&ns, release).await;
     let promoted = wait_phase(&ns, "Promoted", None, WITHIN).await;
-    gateway_api::wait_split(&ns, NAME, by_gateway_api, 0, 100).await;
+    wait_split(&ns, NAME, 0, 100).await;
     assert_eq!(log.since_ready(), [10, 50, 100]);
     let check = promoted
         .checks
@@ -87,7 +82,7 @@ async fn healthy_rollout(test: &str, by_gateway_api: bool) {
     for step in ["applied v1=90 v2=10", "applied v1=50 v2=50"] {
         assert!(applied.iter().any(|l| l == step), "{step}: {applied:?}");
     }
-    if by_gateway_api {
+    if provider == TrafficProvider::GatewayApi {
         assert!(
             api::<VirtualService>(&ns)
                 .get_opt(NAME)

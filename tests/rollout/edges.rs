@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use canary_operator::api::CanaryRelease;
+use canary_operator::api::TrafficProvider;
 use canary_operator::rollout::Verb;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -155,7 +156,7 @@ async fn a_new_revision_starts_from_zero_and_gets_weight_once_its_pods_are_ready
         .iter()
         .map(|p| p.metadata.name.clone().unwrap_or_default())
         .collect();
-    let routes = WeightLog::start(&ns);
+    let routes = WeightLog::start(&ns, TrafficProvider::Istio);
     let (ready, pod_watch) = record(
         pods.clone(),
         watcher::Config::default().labels("version=v2"),

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use canary_operator::api::TrafficProvider;
 use canary_operator::api::{CheckStatus, RolloutStatus};
 use canary_operator::rollout::Verb;
 use serde_json::{Value, json};
@@ -130,7 +131,7 @@ impl Swap {
             stable_env: &MODEL,
             canary_env: &env,
             canary_scraped: scraped,
-            gateway_api: false,
+            provider: TrafficProvider::Istio,
         };
         let mut stage = Stage::start_with(&ns, test, versions).await?;
         stage.load(rps);
@@ -161,7 +162,7 @@ async fn a_healthy_model_swap_passes_every_builtin_check_and_is_promoted() {
         return;
     };
     let ns = &swap.ns;
-    let log = WeightLog::start(ns);
+    let log = WeightLog::start(ns, TrafficProvider::Istio);
     swap.release(&STEPS, GPT_4O).await;
     let measured = wait_rollout(ns, "a passing measurement at 50%", |r| {
         r.weight == 50 && r.checks.len() == 6 && r.last_verdict.as_deref() == Some("Pass")

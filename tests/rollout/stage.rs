@@ -4,10 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use canary_operator::api::gateway_api::HTTPRoute;
-use canary_operator::api::istio::VirtualService;
-use canary_operator::api::{CanaryRelease, RolloutStatus};
+use canary_operator::api::{CanaryRelease, RolloutStatus, TrafficProvider};
+use canary_operator::reconcile::traffic::applied_split;
 use futures::StreamExt;
+use kube::api::DynamicObject;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 
@@ -137,22 +137,12 @@ pub type Seen<T> = Arc<Mutex<Vec<(u64, T)>>>;
 
 /// What a watch needs of a kind.
 pub trait Watched:
-    kube::Resource<DynamicType = ()>
-    + Clone
-    + std::fmt::Debug
-    + serde::de::DeserializeOwned
-    + Send
-    + 'static
+    kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static
 {
 }
 
 impl<K> Watched for K where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + 'static
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static
 {
 }
 
@@ -187,23 +177,20 @@ pub fn record<K: Watched, T: Send + 'static>(
 pub struct WeightLog(Seen<i32>, tokio::task::JoinHandle<()>);
 
 impl WeightLog {
-    /// The VirtualService's weights (the Istio provider).
-    pub fn start(ns: &TestNs) -> WeightLog {
-        WeightLog::follow(api::<VirtualService>(ns), |vs| vs.weight_of("v2"))
-    }
-
-    /// The HTTPRoute's weights (the Gateway API provider): the canary's Service's.
-    pub fn start_http_route(ns: &TestNs) -> WeightLog {
-        let canary = format!("{NAME}-v2");
-        WeightLog::follow(api::<HTTPRoute>(ns), move |route| route.weight_of(&canary))
-    }
-
-    fn follow<K: Watched>(
-        routes: kube::Api<K>,
-        weight_of: impl Fn(&K) -> Option<i32> + Send + 'static,
-    ) -> WeightLog {
+    /// The canary's weights in the route of release [`NAME`] routed by `provider`, as the seam
+    /// reads them ([`canary_operator::reconcile::traffic::applied_split`]).
+    pub fn start(ns: &TestNs, provider: TrafficProvider) -> WeightLog {
+        let release = gateway_api::routed_by(ns, release(ns, NAME), provider);
+        let release: CanaryRelease = serde_json::from_value(release).expect("the lab's release");
+        let routes = kube::Api::<DynamicObject>::namespaced_with(
+            ns.client.clone(),
+            &ns.name,
+            &provider.route_resource(),
+        );
         let config = watcher::Config::default().fields(&format!("metadata.name={NAME}"));
-        let (seen, task) = record(routes, config, weight_of);
+        let (seen, task) = record(routes, config, move |route| {
+            applied_split(&release, route)?.canary
+        });
         WeightLog(seen, task)
     }
 
@@ -259,9 +246,9 @@ pub struct Versions<'a> {
     pub stable_env: &'a [(&'a str, &'a str)],
     pub canary_env: &'a [(&'a str, &'a str)],
     pub canary_scraped: bool,
-    /// Whether the release is routed by the Gateway API (an HTTPRoute on the platform's Gateway,
-    /// whose proxy the stand-in then is) rather than by Istio.
-    pub gateway_api: bool,
+    /// Who routes the release: with the Gateway API, an HTTPRoute on the platform's Gateway,
+    /// whose proxy the stand-in then is.
+    pub provider: TrafficProvider,
 }
 
 impl Stage {
@@ -270,7 +257,7 @@ impl Stage {
             stable_env: &[],
             canary_env,
             canary_scraped: true,
-            gateway_api: false,
+            provider: TrafficProvider::Istio,
         };
         Stage::start_with(ns, test, versions).await
     }
@@ -298,11 +285,12 @@ impl Stage {
         let prometheus = Prometheus::start(&binary, &targets).await;
         // With the Gateway API the stand-in is a proxy of the platform's Gateway (its workload's
         // labels, in its namespace), as istiod's gateway deployment would be.
-        let proxy: &[&str] = if versions.gateway_api {
-            gateway_api::platform_gateway(ns).await;
-            &gateway_api::PLATFORM_PROXY
-        } else {
-            &[]
+        let proxy: &[&str] = match versions.provider {
+            TrafficProvider::GatewayApi => {
+                gateway_api::platform_gateway(ns).await;
+                &gateway_api::PLATFORM_PROXY
+            }
+            TrafficProvider::Istio => &[],
         };
         let gateway = IngressStandin::start(
             &nginx,

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use canary_operator::api::TrafficProvider;
 use canary_operator::api::istio::VirtualService;
 use canary_operator::rollout::Verb;
 use kube::ResourceExt;
@@ -24,7 +25,7 @@ async fn steps_advance_on_time_and_the_canary_is_promoted() {
         return;
     };
     let _operator = start_operator(&ns).await;
-    let log = WeightLog::start(&ns);
+    let log = WeightLog::start(&ns, TrafficProvider::Istio);
     let started = Instant::now();
     apply(
         &ns,
@@ -188,7 +189,7 @@ async fn an_operator_killed_mid_step_resumes_it() {
     crate::common::operator::install_crd(&ns).await;
     let args = ["--min-analysis-interval=1s"];
     let operator = Process::start(&ns, &args);
-    let log = WeightLog::start(&ns);
+    let log = WeightLog::start(&ns, TrafficProvider::Istio);
     apply(
         &ns,
         automatic(
@@ -320,7 +321,7 @@ async fn finalize_prunes_the_old_version_without_moving_traffic() {
         .get("chat-v2")
         .await
         .expect("the canary's Deployment");
-    let log = WeightLog::start(&ns);
+    let log = WeightLog::start(&ns, TrafficProvider::Istio);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let done = canary_operator::plugin::finalize::finalize(&crate::stage::target(&ns), NAME)
         .await

@@ -1,26 +1,16 @@
 //! Pure: the objects a validated release needs, for the split the decide step chose. No I/O.
 //!
-//! One file per kind of workload child (ConfigMap, Deployment, HPA, Service); the routing
-//! children come from the release's traffic provider ([`traffic`]). Every object carries the
-//! release's labels, a controller owner reference (so the garbage collector removes it with the
-//! release) and the hash of its own content ([`meta`]).
-
-mod config_map;
-mod deployment;
-mod hpa;
-pub mod meta;
-mod service;
-pub mod traffic;
+//! The workload children ([`super::workload`]) are the same whichever provider routes; the routing
+//! children come from the release's traffic provider ([`super::traffic`]). Every object carries
+//! the release's labels, a controller owner reference (so the garbage collector removes it with
+//! the release) and the hash of its own content ([`super::meta`]).
 
 use super::children::Children;
 use super::decide::Decision;
+use super::meta;
+use super::traffic;
 use super::validated::{Autoscaling, Role, Validated};
-
-pub use config_map::config_map;
-pub use deployment::deployment;
-pub use hpa::autoscaler;
-pub use meta::fingerprint;
-pub use service::service;
+use super::workload::{autoscaler, config_map, deployment, service};
 
 /// The children of a validated release, with the split `decision` says.
 pub fn build(v: &Validated, decision: &Decision) -> Children {

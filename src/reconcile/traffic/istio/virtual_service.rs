@@ -5,9 +5,9 @@ use crate::api::istio::{
     PortSelector, StringMatch, VirtualService, VirtualServiceSpec,
 };
 use crate::labels;
-use crate::reconcile::build::meta::metadata;
-use crate::reconcile::build::traffic::sticky::{self, RequestMatch};
 use crate::reconcile::decide::Decision;
+use crate::reconcile::meta::metadata;
+use crate::reconcile::traffic::sticky::{self, RequestMatch};
 use crate::reconcile::validate::MESH_GATEWAY;
 use crate::reconcile::validated::{self, Validated, Version};
 

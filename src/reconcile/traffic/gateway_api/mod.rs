@@ -9,7 +9,11 @@ mod services;
 pub use http_route::http_route;
 pub use services::version_service;
 
+use kube::ResourceExt;
+use kube::api::DynamicObject;
+
 use super::{Acceptance, Provider, Split};
+use crate::api::CanaryRelease;
 use crate::api::gateway_api::{HTTPRoute, ParentReference};
 use crate::reconcile::children::Children;
 use crate::reconcile::decide::Decision;
@@ -62,6 +66,18 @@ impl Provider for GatewayApi {
             stable: weight(&v.stable),
             canary: v.canary.as_ref().and_then(weight),
         }
+    }
+
+    /// The backends are the versions' Services, `<release>-<version>` (see `version_service`).
+    fn read_split(&self, release: &CanaryRelease, route: &DynamicObject) -> Option<Split> {
+        let route: HTTPRoute = route.clone().try_parse().ok()?;
+        let name = release.name_any();
+        let weight = |version: &str| route.weight_of(&format!("{name}-{version}"));
+        let spec = &release.spec;
+        Some(Split {
+            stable: weight(&spec.stable.name),
+            canary: spec.canary.as_ref().and_then(|c| weight(&c.name)),
+        })
     }
 
     /// Every Gateway the release names must have accepted the route and resolved its backends.

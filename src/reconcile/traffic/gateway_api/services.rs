@@ -1,9 +1,9 @@
 use k8s_openapi::api::core::v1::Service;
 
 use crate::labels;
-use crate::reconcile::build::meta::metadata;
-use crate::reconcile::build::service::service;
+use crate::reconcile::meta::metadata;
 use crate::reconcile::validated::{Validated, Version};
+use crate::reconcile::workload::service;
 
 /// One ClusterIP Service per version, over that version's pods only: the Gateway API splits
 /// between Services, where Istio splits one Service by subset. Built like the release's own

@@ -1,6 +1,6 @@
 use crate::api::istio::{Gateway, GatewaySpec, Server, ServerPort};
 use crate::labels;
-use crate::reconcile::build::meta::metadata;
+use crate::reconcile::meta::metadata;
 use crate::reconcile::validated::{self, Validated};
 
 /// The ingress Gateway, when the release asks the operator to create one.

@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::meta::{fingerprint, metadata};
 use crate::labels;
+use crate::reconcile::meta::{fingerprint, metadata};
 use crate::reconcile::validated::{Resources, Validated, Version};
 
 /// The version's pods. With autoscaling on, `replicas` is left out so the HPA alone sets it.

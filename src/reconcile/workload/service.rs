@@ -1,8 +1,8 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::meta::metadata;
 use crate::labels;
+use crate::reconcile::meta::metadata;
 use crate::reconcile::validated::Validated;
 
 /// One ClusterIP Service over both versions' pods, and only theirs ([`labels::release_selector`]);

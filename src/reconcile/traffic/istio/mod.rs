@@ -10,7 +10,11 @@ pub use destination_rule::destination_rule;
 pub use gateway::gateway;
 pub use virtual_service::{ROUTE_NAME, virtual_service};
 
+use kube::api::DynamicObject;
+
 use super::{Provider, Split};
+use crate::api::CanaryRelease;
+use crate::api::istio::VirtualService;
 use crate::reconcile::children::Children;
 use crate::reconcile::decide::Decision;
 use crate::reconcile::validated::Validated;
@@ -46,6 +50,16 @@ impl Provider for Istio {
                 .as_ref()
                 .and_then(|c| route.and_then(|r| r.weight_of(&c.name))),
         }
+    }
+
+    /// The subsets are named after the versions.
+    fn read_split(&self, release: &CanaryRelease, route: &DynamicObject) -> Option<Split> {
+        let route: VirtualService = route.clone().try_parse().ok()?;
+        let spec = &release.spec;
+        Some(Split {
+            stable: route.weight_of(&spec.stable.name),
+            canary: spec.canary.as_ref().and_then(|c| route.weight_of(&c.name)),
+        })
     }
 }
 

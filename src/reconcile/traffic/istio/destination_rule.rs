@@ -1,6 +1,6 @@
 use crate::api::istio::{DestinationRule, DestinationRuleSpec, Subset};
 use crate::labels;
-use crate::reconcile::build::meta::metadata;
+use crate::reconcile::meta::metadata;
 use crate::reconcile::validated::Validated;
 
 /// Names each version as a subset of the Service by its `version` label, together with the labels

@@ -3,10 +3,10 @@ use crate::api::gateway_api::{
     ParentReference, RouteFilter, RouteMatch, RouteRule,
 };
 use crate::labels;
-use crate::reconcile::build::meta::metadata;
-use crate::reconcile::build::traffic::istio::ROUTE_NAME;
-use crate::reconcile::build::traffic::sticky::{self, RequestMatch};
 use crate::reconcile::decide::Decision;
+use crate::reconcile::meta::metadata;
+use crate::reconcile::traffic::istio::ROUTE_NAME;
+use crate::reconcile::traffic::sticky::{self, RequestMatch};
 use crate::reconcile::validated::{GatewayApi, Validated, Version};
 
 /// The split, as a rule of weighted backends (each version's Service), attached to the user's

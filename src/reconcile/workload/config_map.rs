@@ -1,7 +1,7 @@
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::meta::metadata;
 use crate::labels;
+use crate::reconcile::meta::metadata;
 use crate::reconcile::validated::{Validated, Version};
 
 /// The version's settings and model, consumed by the container through `envFrom`. Secrets never go

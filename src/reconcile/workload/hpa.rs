@@ -3,8 +3,8 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 
-use super::meta::metadata;
 use crate::labels;
+use crate::reconcile::meta::metadata;
 use crate::reconcile::validated::{Autoscaling, Validated, Version};
 
 /// Scales one version on CPU, as the lab's `kubectl autoscale` did, independently of the traffic split.
