@@ -96,6 +96,7 @@ mod tests {
                 "reconcile::validated",
                 include_str!("reconcile/validated.rs"),
             ),
+            ("reconcile::names", include_str!("reconcile/names.rs")),
             ("stats", include_str!("stats.rs")),
             ("claims", include_str!("claims.rs")),
             ("rollout", include_str!("rollout/mod.rs")),

@@ -17,6 +17,7 @@ pub mod deployment_state;
 pub mod diff;
 pub mod gateway_workload;
 pub mod meta;
+pub mod names;
 pub mod observe;
 pub mod rollout_status;
 pub mod status;

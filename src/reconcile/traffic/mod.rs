@@ -19,7 +19,7 @@ use kube::{Client, ResourceExt};
 use super::children::Children;
 use super::decide::Decision;
 use super::validated::{Traffic, Validated};
-use crate::api::{CanaryRelease, TrafficProvider};
+use crate::api::{CanaryRelease, CanaryReleaseSpec, TrafficProvider, TrafficSpec};
 
 /// The split a route carries: each version's share, `None` when the route does not name it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +46,16 @@ pub trait Provider {
     /// ([`TrafficProvider::route_resource`]) as read from the API server, gives `release`'s
     /// versions; `None` when it is not such an object.
     fn read_split(&self, release: &CanaryRelease, route: &DynamicObject) -> Option<Split>;
+
+    /// The provider's settings of release `name` (`settings` is its `spec.traffic`, or the
+    /// defaults), each problem reported to `problem` with its field path.
+    fn settings(
+        &self,
+        spec: &CanaryReleaseSpec,
+        name: &str,
+        settings: &TrafficSpec,
+        problem: &mut dyn FnMut(&str, String),
+    ) -> Traffic;
 }
 
 /// What the routing's controller says of a release's routes.

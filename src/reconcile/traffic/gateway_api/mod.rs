@@ -5,6 +5,7 @@
 
 mod http_route;
 mod services;
+mod settings;
 
 pub use http_route::http_route;
 pub use services::version_service;
@@ -13,8 +14,8 @@ use kube::ResourceExt;
 use kube::api::DynamicObject;
 
 use super::{Acceptance, Provider, Split};
-use crate::api::CanaryRelease;
 use crate::api::gateway_api::{HTTPRoute, ParentReference};
+use crate::api::{CanaryRelease, CanaryReleaseSpec, TrafficSpec};
 use crate::reconcile::children::Children;
 use crate::reconcile::decide::Decision;
 use crate::reconcile::validated::{GatewayApi as Settings, ParentRef, Traffic, Validated};
@@ -66,6 +67,16 @@ impl Provider for GatewayApi {
             stable: weight(&v.stable),
             canary: v.canary.as_ref().and_then(weight),
         }
+    }
+
+    fn settings(
+        &self,
+        spec: &CanaryReleaseSpec,
+        name: &str,
+        settings: &TrafficSpec,
+        problem: &mut dyn FnMut(&str, String),
+    ) -> Traffic {
+        settings::settings(spec, name, settings, problem)
     }
 
     /// The backends are the versions' Services, `<release>-<version>` (see `version_service`).

@@ -4,20 +4,22 @@
 
 mod destination_rule;
 mod gateway;
+mod settings;
 mod virtual_service;
 
 pub use destination_rule::destination_rule;
 pub use gateway::gateway;
+pub use settings::{MESH_GATEWAY, check_gateway};
 pub use virtual_service::{ROUTE_NAME, virtual_service};
 
 use kube::api::DynamicObject;
 
 use super::{Provider, Split};
-use crate::api::CanaryRelease;
 use crate::api::istio::VirtualService;
+use crate::api::{CanaryRelease, CanaryReleaseSpec, TrafficSpec};
 use crate::reconcile::children::Children;
 use crate::reconcile::decide::Decision;
-use crate::reconcile::validated::Validated;
+use crate::reconcile::validated::{Traffic, Validated};
 
 pub struct Istio;
 
@@ -50,6 +52,16 @@ impl Provider for Istio {
                 .as_ref()
                 .and_then(|c| route.and_then(|r| r.weight_of(&c.name))),
         }
+    }
+
+    fn settings(
+        &self,
+        spec: &CanaryReleaseSpec,
+        _name: &str,
+        settings: &TrafficSpec,
+        problem: &mut dyn FnMut(&str, String),
+    ) -> Traffic {
+        settings::settings(spec, settings, problem)
     }
 
     /// The subsets are named after the versions.

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use super::MESH_GATEWAY;
 use crate::api::istio::{
     Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, HttpRouteDestination,
     PortSelector, StringMatch, VirtualService, VirtualServiceSpec,
@@ -8,7 +9,6 @@ use crate::labels;
 use crate::reconcile::decide::Decision;
 use crate::reconcile::meta::metadata;
 use crate::reconcile::traffic::sticky::{self, RequestMatch};
-use crate::reconcile::validate::MESH_GATEWAY;
 use crate::reconcile::validated::{self, Validated, Version};
 
 /// Name of the split route, so the split is easy to find with `kubectl get -o yaml`.
