@@ -16,385 +16,26 @@
 //! [`Dictionary`], the first such string of its kind, so what they share is held once: the eight
 //! children of a light lab release went from 5.8 to 3.5 KB (a counting allocator over 2,000).
 
+mod compact;
+mod entry;
+mod token;
+
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
 use std::ops::Bound;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
 use kube::core::{PartialObjectMeta, PartialObjectMetaExt};
 use kube::runtime::watcher;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::Value;
 
-use crate::api::CanaryRelease;
-use crate::api::gateway_api::HTTPRoute;
-use crate::api::istio::{DestinationRule, Gateway, VirtualService};
 use crate::labels;
 
-/// A kind whose objects can be cached compactly: it names what the server adds to them.
-pub trait Compact: Resource<DynamicType = ()> + Serialize + DeserializeOwned {
-    /// Paths (`*` stands for every element of a list) the server fills in or defaults and the
-    /// operator never sets, so they never take part in a comparison. A path listed here that a
-    /// builder did set would make every comparison fail; `tests::built_children_survive_the_cache`
-    /// guards against that.
-    const SERVER_FIELDS: &'static [&'static [&'static str]];
-
-    /// Trims what the server reports down to what the operator reads, in the JSON form, after
-    /// [`Self::SERVER_FIELDS`] are gone. A change in what is left triggers a reconcile.
-    fn trim(_value: &mut Value) {}
-}
-
-/// Metadata fields every object carries that only the server sets.
-const SERVER_METADATA: &[&[&str]] = &[
-    &["metadata", "creationTimestamp"],
-    &["metadata", "managedFields"],
-    &["metadata", "selfLink"],
-    &[
-        "metadata",
-        "annotations",
-        "kubectl.kubernetes.io/last-applied-configuration",
-    ],
-];
-
-/// Identity fields the entry holds apart (or as its key), so the JSON does not hold them twice.
-const IDENTITY: &[&str] = &["name", "namespace", "uid", "resourceVersion", "generation"];
-
-impl Compact for ConfigMap {
-    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[];
-}
-
-impl Compact for Deployment {
-    // The replica counts and observedGeneration stay, as the release's status is computed from
-    // them; of the conditions only those that say why pods are missing (see `trim`).
-    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[
-        &[
-            "metadata",
-            "annotations",
-            "deployment.kubernetes.io/revision",
-        ],
-        &["spec", "progressDeadlineSeconds"],
-        &["spec", "revisionHistoryLimit"],
-        &["spec", "strategy"],
-        &["spec", "template", "metadata", "creationTimestamp"],
-        &["spec", "template", "spec", "dnsPolicy"],
-        &["spec", "template", "spec", "restartPolicy"],
-        &["spec", "template", "spec", "schedulerName"],
-        &["spec", "template", "spec", "securityContext"],
-        &["spec", "template", "spec", "terminationGracePeriodSeconds"],
-        &[
-            "spec",
-            "template",
-            "spec",
-            "containers",
-            "*",
-            "terminationMessagePath",
-        ],
-        &[
-            "spec",
-            "template",
-            "spec",
-            "containers",
-            "*",
-            "terminationMessagePolicy",
-        ],
-        &[
-            "spec",
-            "template",
-            "spec",
-            "containers",
-            "*",
-            "imagePullPolicy",
-        ],
-    ];
-
-    /// Keeps the conditions that say why pods are missing (`ReplicaFailure` true, `Progressing`
-    /// false), which a rollout waiting for its canary quotes, without their times: a healthy
-    /// Deployment keeps none, and their timestamps would trigger reconciles that change nothing.
-    fn trim(value: &mut Value) {
-        let Some(status) = value.get_mut("status").and_then(Value::as_object_mut) else {
-            return;
-        };
-        let kept: Vec<Value> = status
-            .remove("conditions")
-            .and_then(|c| match c {
-                Value::Array(all) => Some(all),
-                _ => None,
-            })
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|c| says_pods_are_missing(c["type"].as_str(), c["status"].as_str()))
-            .map(|mut c| {
-                if let Some(m) = c.as_object_mut() {
-                    m.retain(|k, _| matches!(k.as_str(), "type" | "status" | "reason" | "message"));
-                }
-                c
-            })
-            .collect();
-        if !kept.is_empty() {
-            status.insert("conditions".to_owned(), Value::Array(kept));
-        }
-    }
-}
-
-/// Whether a Deployment condition (its type and status) says why pods are missing: a pod it could
-/// not create (`ReplicaFailure` true) or a rollout past its own deadline (`Progressing` false).
-/// The cache keeps these and no others; `reconcile::deployment_state` quotes them.
-pub fn says_pods_are_missing(type_: Option<&str>, status: Option<&str>) -> bool {
-    matches!(
-        (type_, status),
-        (Some("ReplicaFailure"), Some("True")) | (Some("Progressing"), Some("False"))
-    )
-}
-
-impl Compact for HorizontalPodAutoscaler {
-    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[&["status"]];
-}
-
-impl Compact for Service {
-    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[
-        &["spec", "clusterIP"],
-        &["spec", "clusterIPs"],
-        &["spec", "internalTrafficPolicy"],
-        &["spec", "ipFamilies"],
-        &["spec", "ipFamilyPolicy"],
-        &["spec", "sessionAffinity"],
-        &["status"],
-    ];
-}
-
-impl Compact for DestinationRule {
-    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[&["status"]];
-}
-
-impl Compact for Gateway {
-    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[&["status"]];
-}
-
-impl Compact for VirtualService {
-    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[&["status"]];
-}
-
-// The status stays: it is where the Gateways say whether they accepted the route.
-impl Compact for HTTPRoute {
-    const SERVER_FIELDS: &'static [&'static [&'static str]] = &[];
-}
-
-/// Text the apiserver generates, held without an allocation of its own when it has the usual
-/// form: a uid is a UUID (16 bytes instead of 36 characters on the heap), a resourceVersion etcd's
-/// revision as a decimal number. Anything else is kept as it is. Either way it reads back as the
-/// exact text it was made from. Every cached child holds three, and 10,000 releases have about
-/// 80,000 children.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Token {
-    Uuid([u8; 16]),
-    Number(u64),
-    Text(Box<str>),
-}
-
-impl Token {
-    pub fn new(text: &str) -> Token {
-        Self::uuid(text)
-            .map(Token::Uuid)
-            .or_else(|| Self::number(text).map(Token::Number))
-            .unwrap_or_else(|| Token::Text(text.into()))
-    }
-
-    /// A UUID in the lowercase 8-4-4-4-12 form, which is the only one written back.
-    fn uuid(text: &str) -> Option<[u8; 16]> {
-        let text = text.as_bytes();
-        if text.len() != 36 || [8, 13, 18, 23].iter().any(|&i| text[i] != b'-') {
-            return None;
-        }
-        let mut digits = text.iter().filter(|&&c| c != b'-');
-        let mut bytes = [0u8; 16];
-        for byte in &mut bytes {
-            let (high, low) = (digits.next()?, digits.next()?);
-            *byte = (Self::hex(*high)? << 4) | Self::hex(*low)?;
-        }
-        digits.next().is_none().then_some(bytes)
-    }
-
-    fn hex(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-
-    /// A decimal number without a sign or leading zeros, which is the only one written back.
-    fn number(text: &str) -> Option<u64> {
-        let canonical = text.bytes().all(|c| c.is_ascii_digit())
-            && !text.is_empty()
-            && (text == "0" || !text.starts_with('0'));
-        canonical.then(|| text.parse().ok()).flatten()
-    }
-}
-
-impl std::fmt::Display for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Token::Uuid(bytes) => {
-                for (i, byte) in bytes.iter().enumerate() {
-                    if [4, 6, 8, 10].contains(&i) {
-                        f.write_str("-")?;
-                    }
-                    write!(f, "{byte:02x}")?;
-                }
-                Ok(())
-            }
-            Token::Number(n) => write!(f, "{n}"),
-            Token::Text(text) => f.write_str(text),
-        }
-    }
-}
-
-/// One cached child.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub uid: Token,
-    pub resource_version: Token,
-    generation: Option<i64>,
-    /// The uid of the object's controlling owner, if any.
-    pub controller_uid: Option<Token>,
-    /// The name of the controlling CanaryRelease when the owner references are exactly the one
-    /// the operator sets: they are then left out of the body (the same 150 bytes in every child).
-    release: Option<Box<str>>,
-    /// Whether the object is being deleted (it has a deletionTimestamp).
-    pub deleting: bool,
-    /// The object without name, namespace, uid, resourceVersion and generation, and without
-    /// [`Compact::SERVER_FIELDS`], as compact JSON compressed with LZ4 against the kind's
-    /// [`Dictionary`]: what it shares with other objects of its kind is not held again, for a
-    /// microsecond or two.
-    body: Box<[u8]>,
-}
-
-/// A cached copy that cannot be read back; it was written by this process, so this is a bug.
-#[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
-    #[error("not valid LZ4: {0}")]
-    Compression(#[from] lz4_flex::block::DecompressError),
-    #[error("not the object's JSON: {0}")]
-    Json(#[from] serde_json::Error),
-}
-
-/// The text the bodies of one kind are compressed against: the first body of the kind the cache
-/// saw, up to [`Dictionary::LIMIT`]. It never changes once set, so every body can be read back and
-/// two copies of the same content have the same bytes ([`Entry::same_content`]). A first object
-/// unlike the rest costs only compression, never correctness.
-#[derive(Debug, Default)]
-struct Dictionary(OnceLock<Box<[u8]>>);
-
-impl Dictionary {
-    /// LZ4 refers back at most 64 KiB, and compressing against a dictionary first indexes it all:
-    /// a child's structure fits in far less.
-    const LIMIT: usize = 8 * 1024;
-
-    /// The dictionary, set from `body` if it is not set yet.
-    fn or_from(&self, body: &[u8]) -> &[u8] {
-        self.0
-            .get_or_init(|| body[..body.len().min(Self::LIMIT)].into())
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.0.get().map_or(&[], |d| d)
-    }
-}
-
-impl Entry {
-    fn new<K: Compact>(object: &K, dictionary: &Dictionary) -> Entry {
-        let meta = object.meta();
-        let controller_uid = controller_of(meta).map(|o| o.uid.as_str());
-        let release = match meta.owner_references.as_deref() {
-            Some([only])
-                if *only == CanaryRelease::child_owner_reference(&only.name, &only.uid) =>
-            {
-                Some(&only.name)
-            }
-            _ => None,
-        };
-        // Serializing a typed object cannot fail in practice; if it did, the empty body fails to
-        // parse when read, and that reconcile fails and retries instead of comparing with nothing.
-        let body = match serde_json::to_value(object) {
-            Ok(mut value) => {
-                if let Some(Value::Object(m)) = value.get_mut("metadata") {
-                    for field in IDENTITY {
-                        m.remove(*field);
-                    }
-                    if release.is_some() {
-                        m.remove("ownerReferences");
-                    }
-                }
-                for path in SERVER_METADATA.iter().chain(K::SERVER_FIELDS) {
-                    remove(&mut value, path);
-                }
-                K::trim(&mut value);
-                value.to_string()
-            }
-            Err(_) => String::new(),
-        };
-        Entry {
-            uid: Token::new(meta.uid.as_deref().unwrap_or_default()),
-            resource_version: Token::new(meta.resource_version.as_deref().unwrap_or_default()),
-            generation: meta.generation,
-            controller_uid: controller_uid.map(Token::new),
-            release: release.map(|name| name.as_str().into()),
-            deleting: meta.deletion_timestamp.is_some(),
-            body: lz4_flex::block::compress_prepend_size_with_dict(
-                body.as_bytes(),
-                dictionary.or_from(body.as_bytes()),
-            )
-            .into_boxed_slice(),
-        }
-    }
-
-    /// The typed object again, without the fields the cache left out.
-    fn object<K: Compact>(
-        &self,
-        dictionary: &Dictionary,
-        namespace: &str,
-        name: &str,
-    ) -> Result<K, DecodeError> {
-        let mut object: K = serde_json::from_slice(&self.json(dictionary)?)?;
-        let meta = object.meta_mut();
-        meta.name = Some(name.to_owned());
-        meta.namespace = Some(namespace.to_owned());
-        meta.uid = Some(self.uid.to_string());
-        meta.resource_version = Some(self.resource_version.to_string());
-        meta.generation = self.generation;
-        if let (Some(release), Some(uid)) = (&self.release, &self.controller_uid) {
-            meta.owner_references = Some(vec![CanaryRelease::child_owner_reference(
-                release,
-                &uid.to_string(),
-            )]);
-        }
-        Ok(object)
-    }
-
-    fn json(&self, dictionary: &Dictionary) -> Result<Vec<u8>, DecodeError> {
-        Ok(lz4_flex::block::decompress_size_prepended_with_dict(
-            &self.body,
-            dictionary.bytes(),
-        )?)
-    }
-
-    /// Whether `other` (a later copy of the same object) differs in anything the reconciler
-    /// reads. The resourceVersion does not count: it changes with every write.
-    fn same_content(&self, other: &Entry) -> bool {
-        self.body == other.body
-            && self.uid == other.uid
-            && self.generation == other.generation
-            && self.controller_uid == other.controller_uid
-            && self.release == other.release
-            && self.deleting == other.deleting
-    }
-}
+pub use self::compact::{Compact, says_pods_are_missing};
+use self::entry::Dictionary;
+pub use self::entry::{DecodeError, Entry, controller_of};
+pub use self::token::Token;
 
 /// Key of an entry: `namespace/name`, one allocation.
 fn key(namespace: &str, name: &str) -> Box<str> {
@@ -615,14 +256,6 @@ impl<K: Compact> ChildStore<K> {
     }
 }
 
-/// The owner reference marked as the object's controller, if any.
-pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|o| o.controller == Some(true))
-}
-
 /// Whether the object carries the label of the operator's children.
 pub fn is_ours<K: Resource>(object: &K) -> bool {
     object
@@ -654,29 +287,13 @@ fn trigger<K: Resource<DynamicType = ()>>(object: K) -> PartialObjectMeta<K> {
     .into_request_partial::<K>()
 }
 
-/// Removes the field at `path` (and below), where a `*` segment means every element of a list.
-fn remove(value: &mut Value, path: &[&str]) {
-    match (path, value) {
-        ([last], Value::Object(map)) => {
-            map.remove(*last);
-        }
-        (["*", rest @ ..], Value::Array(items)) => {
-            for item in items {
-                remove(item, rest);
-            }
-        }
-        ([first, rest @ ..], Value::Object(map)) => {
-            if let Some(child) = map.get_mut(*first) {
-                remove(child, rest);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use serde_json::{Value, json};
+
+    use crate::api::CanaryRelease;
 
     use super::*;
     use crate::reconcile::diff::contains;
