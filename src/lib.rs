@@ -101,6 +101,13 @@ mod tests {
             ("claims", include_str!("claims.rs")),
             ("rollout", include_str!("rollout/mod.rs")),
             ("rollout::machine", include_str!("rollout/machine.rs")),
+            ("rollout::state", include_str!("rollout/state.rs")),
+            (
+                "rollout::transitions",
+                include_str!("rollout/transitions.rs"),
+            ),
+            ("rollout::requests", include_str!("rollout/requests.rs")),
+            ("rollout::verdicts", include_str!("rollout/verdicts.rs")),
             ("rollout::clock", include_str!("rollout/clock.rs")),
             ("rollout::analysis", include_str!("rollout/analysis.rs")),
             ("rollout::template", include_str!("rollout/template.rs")),

@@ -9,15 +9,19 @@ pub mod analysis;
 pub mod builtin;
 pub mod clock;
 pub mod machine;
+mod requests;
+pub mod state;
 pub mod template;
+mod transitions;
+mod verdicts;
 
 use std::time::Duration;
 
 pub use analysis::{Bounds, Comparison, Judged, Price, Rule, Sample, Unit, Verdict};
 pub use builtin::Builtin;
-pub use machine::{
+pub use machine::{advance, idle, measurement_due};
+pub use state::{
     Capacity, CheckState, Inputs, Measurement, Note, Outcome, PauseReason, Phase, State, Verb,
-    advance, idle, measurement_due,
 };
 
 /// How long a step may wait for the canary's replicas unless the release says otherwise
