@@ -27,13 +27,12 @@ use crate::{Error, reconcile};
 
 fn error_policy(release: Arc<CanaryRelease>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics
-        .failures
-        .get_or_create(&vec![("reason", error.metric_label().to_owned())])
-        .inc();
+        .failed(error.step().as_str(), error.metric_label());
     let delay = ctx.next_backoff(&release);
     tracing::warn!(
         namespace = release.namespace().unwrap_or_default(),
         name = release.name_any(),
+        step = error.step().as_str(),
         reason = error.metric_label(),
         retry_in_ms = delay.as_millis() as u64,
         "reconcile failed: {error}"

@@ -67,7 +67,7 @@ pub fn delete_granted(unwanted: Unwanted, group: &str, providers: &[TrafficProvi
 
 /// One rule the operator needs: an API group, a resource and its verbs.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Rule {
+pub struct RbacRule {
     pub group: String,
     pub resource: String,
     pub verbs: Vec<&'static str>,
@@ -76,8 +76,8 @@ pub struct Rule {
 /// What only an operator watching every namespace needs besides [`rbac_rules`]: listing pod
 /// metadata cluster-wide, to tell whether a Gateway's selector matches any pod
 /// (`reconcile/gateway_workload.rs`; an install limited to some namespaces does not check).
-pub fn cluster_wide_rbac_rules() -> Vec<Rule> {
-    vec![Rule {
+pub fn cluster_wide_rbac_rules() -> Vec<RbacRule> {
+    vec![RbacRule {
         group: String::new(),
         resource: "pods".to_owned(),
         verbs: vec!["list"],
@@ -89,9 +89,9 @@ pub fn cluster_wide_rbac_rules() -> Vec<Rule> {
 /// creates an object is authorized as `create` as well as `patch`; `delete` only where it prunes.
 /// No `get`: the caches list and watch every object of each kind. Only the kinds of the traffic
 /// providers in `providers` are granted.
-pub fn rbac_rules(providers: &[TrafficProvider]) -> Vec<Rule> {
+pub fn rbac_rules(providers: &[TrafficProvider]) -> Vec<RbacRule> {
     use kube::Resource;
-    let rule = |group: &str, resource: &str, verbs: &[&'static str]| Rule {
+    let rule = |group: &str, resource: &str, verbs: &[&'static str]| RbacRule {
         group: group.to_owned(),
         resource: resource.to_owned(),
         verbs: verbs.to_vec(),
@@ -111,7 +111,7 @@ pub fn rbac_rules(providers: &[TrafficProvider]) -> Vec<Rule> {
                     verbs.push("delete");
                 }
                 if wanted {
-                    rules.push(Rule {
+                    rules.push(RbacRule {
                         group: group.into_owned(),
                         resource: <$kind as Resource>::plural(&()).into_owned(),
                         verbs,

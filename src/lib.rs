@@ -1,4 +1,5 @@
-//! canary-operator: one `CanaryRelease` in, every object of an Istio canary release out.
+//! canary-operator: one `CanaryRelease` in, every object of a canary release out: its two
+//! versions, and the routes (Istio's, or the Gateway API's) that split traffic between them.
 //!
 //! The reconcile is a pipeline (see [`reconcile`]): validate and build are pure functions of the
 //! release; observe, apply and status are the only steps that talk to the API server.
@@ -29,12 +30,48 @@ pub mod stats;
 /// that the apiserver's managedFields show exactly which fields are ours.
 pub const FIELD_MANAGER: &str = "canary-operator";
 
+/// The step of the reconcile pipeline a request failed in: said by its error and its metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Reading what a decision needs beyond the caches.
+    Observe,
+    /// Writing (or confirming the absence of) a child.
+    Apply,
+    /// Deleting a child the release no longer wants.
+    Prune,
+    /// Writing the release's status.
+    Status,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Observe => "observe",
+            Step::Apply => "apply",
+            Step::Prune => "prune",
+            Step::Status => "status",
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Errors that stop a reconcile and make it retry with backoff. A spec the operator cannot act on
 /// is not an error: it becomes a status condition and waits for the user's next change.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("Kubernetes API request failed: {0}")]
-    Kube(#[from] kube::Error),
+    /// A request to the API server failed, in `step`, about `object` (`ConfigMap chat-v2`).
+    #[error("{step} {object}: {source}")]
+    Request {
+        step: Step,
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
 
     #[error("could not encode {kind} {name} as JSON: {source}")]
     Encode {
@@ -62,12 +99,51 @@ pub enum Error {
 }
 
 impl Error {
-    /// A short, stable label for metrics and logs.
+    /// Wraps a failed request of `step` about `object`: `.map_err(Error::request(Step::Apply,
+    /// format!("{kind} {name}")))`.
+    pub fn request(step: Step, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let object = object.into();
+        move |source| Error::Request {
+            step,
+            object,
+            source,
+        }
+    }
+
+    /// The step the error happened in; the cache and encoding errors all come from applying.
+    pub fn step(&self) -> Step {
+        match self {
+            Error::Request { step, .. } => *step,
+            Error::Encode { .. }
+            | Error::Decode { .. }
+            | Error::CacheNotReady(_)
+            | Error::MissingMetadata(..) => Step::Apply,
+        }
+    }
+
+    /// The API server's refusal, when that is what the error is.
+    pub fn api_status(&self) -> Option<&kube::core::Status> {
+        match self {
+            Error::Request {
+                source: kube::Error::Api(status),
+                ..
+            } => Some(status),
+            _ => None,
+        }
+    }
+
+    /// A short, stable label for metrics and logs: what kind of failure, beside its step.
     pub fn metric_label(&self) -> &'static str {
         match self {
-            Error::Kube(kube::Error::Api(status)) if status.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(_)) => "api",
-            Error::Kube(_) => "transport",
+            Error::Request {
+                source: kube::Error::Api(status),
+                ..
+            } if status.code == 409 => "conflict",
+            Error::Request {
+                source: kube::Error::Api(_),
+                ..
+            } => "api",
+            Error::Request { .. } => "transport",
             Error::Encode { .. } => "encode",
             Error::Decode { .. } => "decode",
             Error::CacheNotReady(_) => "cache",

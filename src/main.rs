@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use kube::CustomResourceExt;
 use tracing_subscriber::EnvFilter;
 
-/// Kubernetes operator for Istio canary releases of model-backed services: one CanaryRelease in,
-/// every object of the release out, kept in place.
+/// Kubernetes operator for canary releases of model-backed services, routed by Istio or the
+/// Gateway API: one CanaryRelease in, every object of the release out, kept in place.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {

@@ -27,7 +27,7 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Metrics {
     registry: Registry,
     pub reconciles: Counter,
-    pub failures: Family<Labels, Counter>,
+    failures: Family<Labels, Counter>,
     pub duration: Histogram,
     pub leader: Gauge,
     /// Measurements of checks, by verdict.
@@ -53,7 +53,7 @@ impl Metrics {
         let failures = Family::<Labels, Counter>::default();
         registry.register(
             "reconcile_errors",
-            "Reconciles that failed and will be retried, by reason",
+            "Reconciles that failed and will be retried, by the pipeline step that failed and the kind of failure",
             failures.clone(),
         );
         // 1 ms .. ~16 s: a reconcile from caches takes well under a millisecond, one with writes
@@ -95,6 +95,17 @@ impl Metrics {
             queries,
             releases,
         }
+    }
+
+    /// A reconcile failed in `step` (observe, apply, prune, status) for `reason` (api,
+    /// conflict, transport, ...).
+    pub fn failed(&self, step: &str, reason: &str) {
+        self.failures
+            .get_or_create(&vec![
+                ("step", step.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
     }
 
     pub fn measured(&self, verdict: &str) {
@@ -163,7 +174,7 @@ impl Collector for ReleaseWeights {
         };
         let mut family = encoder.encode_descriptor(
             "release_canary_weight",
-            "Percent of traffic the VirtualService sends to the canary, per release",
+            "Percent of traffic the release's route (VirtualService or HTTPRoute) sends to the canary, per release",
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
@@ -226,17 +237,14 @@ mod tests {
     fn exposition_names_every_metric() {
         let metrics = Metrics::new(vec![("controller", Arc::new(RequestCounts::default()))]);
         metrics.reconciles.inc();
-        metrics
-            .failures
-            .get_or_create(&vec![("reason", "api".to_owned())])
-            .inc();
+        metrics.failed("apply", "api");
         metrics.duration.observe(0.002);
         metrics.measured("Pass");
         metrics.queried(false);
         let text = metrics.encode().unwrap_or_default();
         for line in [
             "canary_operator_reconciles_total 1",
-            "canary_operator_reconcile_errors_total{reason=\"api\"} 1",
+            "canary_operator_reconcile_errors_total{step=\"apply\",reason=\"api\"} 1",
             "canary_operator_reconcile_duration_seconds_count 1",
             "canary_operator_api_requests_total{client=\"controller\",kind=\"write\"} 0",
             "canary_operator_leader 0",

@@ -71,7 +71,7 @@ pub enum RunError {
 
 /// Shared between the HTTP handlers and the controllers.
 #[derive(Clone)]
-struct Health {
+struct Probes {
     metrics: Arc<Metrics>,
     /// Ready when the caches are synced and every watch works, or while standing by for the Lease.
     readiness: Arc<Readiness>,
@@ -109,7 +109,7 @@ pub async fn run(
         controller::check_apis(&client, Some(namespace), &options.traffic_providers).await?;
     }
 
-    let health = Health {
+    let health = Probes {
         metrics: metrics.clone(),
         readiness,
     };
@@ -195,7 +195,7 @@ async fn wait_true(mut receiver: watch::Receiver<bool>) {
 async fn run_controllers(
     clients: Clients,
     options: &Options,
-    health: &Health,
+    health: &Probes,
     until: impl Future<Output = ()> + Send + 'static,
 ) {
     let scopes: Vec<Option<String>> = if options.namespaces.is_empty() {
@@ -252,7 +252,7 @@ async fn run_controllers(
     futures::future::join_all(running).await;
 }
 
-async fn serve(listener: tokio::net::TcpListener, health: Health, stopped: watch::Receiver<bool>) {
+async fn serve(listener: tokio::net::TcpListener, health: Probes, stopped: watch::Receiver<bool>) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -266,14 +266,14 @@ async fn serve(listener: tokio::net::TcpListener, health: Health, stopped: watch
     }
 }
 
-async fn readyz(State(health): State<Health>) -> impl IntoResponse {
+async fn readyz(State(health): State<Probes>) -> impl IntoResponse {
     match health.readiness.check() {
         Ok(()) => (StatusCode::OK, "ok".to_owned()),
         Err(problems) => (StatusCode::SERVICE_UNAVAILABLE, problems.join("\n")),
     }
 }
 
-async fn metrics(State(health): State<Health>) -> impl IntoResponse {
+async fn metrics(State(health): State<Probes>) -> impl IntoResponse {
     match health.metrics.encode() {
         Ok(text) => (
             StatusCode::OK,

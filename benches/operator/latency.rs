@@ -171,7 +171,7 @@ async fn arrival(
 }
 
 /// The ingress gateway's view of the release: what istiod pushes to it for the release's host.
-struct Gateway {
+struct GatewayView {
     routes: RouteWatch,
     host: String,
     fqdn: String,
@@ -202,7 +202,7 @@ pub struct Shifter {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Edits so far: varies the weights, and numbers the floor patches.
     count: usize,
-    gateway: Option<Gateway>,
+    gateway: Option<GatewayView>,
 }
 
 /// What one edit measured.
@@ -234,7 +234,7 @@ impl Shifter {
         offset: usize,
     ) -> Shifter {
         let gateway = match RouteWatch::start() {
-            Ok(routes) => Some(Gateway {
+            Ok(routes) => Some(GatewayView {
                 routes,
                 host: crate::cluster::host(namespace, name),
                 fqdn: format!("{name}.{namespace}.svc.cluster.local"),
@@ -334,7 +334,7 @@ impl Shifter {
             Some(gateway) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 let want = i64::from(weight);
-                let Gateway {
+                let GatewayView {
                     routes,
                     host,
                     fqdn,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use canary_operator::plugin::cluster::{self, ConnectOptions};
 use canary_operator::plugin::sample::{self, Models, Plan};
-use canary_operator::plugin::verify::{self, Expectation, Verdict};
+use canary_operator::plugin::verify::{self, Agreement, Expectation};
 use canary_operator::plugin::{Error, Output, duration, finalize, request, set_weight, status};
 use canary_operator::rollout::Verb;
 use clap::{Args, Parser, Subcommand};
@@ -96,13 +96,13 @@ Examples:
         output: Output,
     },
 
-    /// Set the percent of traffic the canary gets, and wait until the VirtualService carries it.
+    /// Set the percent of traffic the canary gets, and wait until the release's route carries it.
     #[command(
         name = "set-weight",
         help_template = COMMAND_TEMPLATE,
         after_help = "\
 Examples:
-  # Send half of the traffic to the canary and wait until Istio's routes say so
+  # Send half of the traffic to the canary and wait until its route says so
   kubectl canary set-weight azureopenaichat 50 -n azureopenai
 
   # Promote the canary fully, without waiting
@@ -120,7 +120,7 @@ Examples:
         #[arg(value_parser = clap::value_parser!(i32).range(0..=100))]
         percent: i32,
 
-        /// Wait until the VirtualService routes the new weight.
+        /// Wait until the route (VirtualService or HTTPRoute) carries the new weight.
         #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true",
               action = clap::ArgAction::Set)]
         wait: bool,
@@ -333,7 +333,7 @@ async fn main() -> ExitCode {
         }
         Command::Verify(args) => match run_verify(&options, args).await {
             Ok(verdict) => {
-                if let Verdict::Unmeasured(reason) = &verdict {
+                if let Agreement::Unmeasured(reason) = &verdict {
                     err(&format!("error: could not measure: {reason}"));
                 }
                 ExitCode::from(verdict.exit_code())
@@ -388,7 +388,7 @@ async fn run_status(options: &ConnectOptions, name: &str, output: Output) -> Res
     Ok(())
 }
 
-async fn run_verify(options: &ConnectOptions, args: VerifyArgs) -> Result<Verdict, Error> {
+async fn run_verify(options: &ConnectOptions, args: VerifyArgs) -> Result<Agreement, Error> {
     let url = verify::chat_url(&args.url)?;
     let expectation = expectation(options, &args).await?;
     let budget = verify::failure_budget(args.requests, args.max_errors);
@@ -467,7 +467,7 @@ async fn expectation(options: &ConnectOptions, args: &VerifyArgs) -> Result<Expe
     let applied = release.status.as_ref().and_then(|s| s.canary_weight);
     if args.expect_weight.is_none() && applied.is_some_and(|w| w != asked) {
         err(&format!(
-            "warning: {what} is {asked} but the VirtualService still sends {}% to the canary; \
+            "warning: {what} is {asked} but the route still sends {}% to the canary; \
              the test is against {what}",
             applied.unwrap_or_default()
         ));

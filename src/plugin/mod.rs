@@ -22,7 +22,7 @@ use std::time::Duration;
 pub const FIELD_MANAGER: &str = "kubectl-canary";
 
 /// Why a plugin command failed. `verify`'s "could not measure" is a result, not an error: it is
-/// [`verify::Verdict::Unmeasured`].
+/// [`verify::Agreement::Unmeasured`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::Error;
 use super::cluster::Target;
 use crate::api::{CanaryRelease, TrafficProvider};
+use crate::reconcile::conditions::{DEGRADED, READY, WAITING_FOR_THE_USER};
 use crate::reconcile::traffic::{Split, read_applied};
 
 /// How often to look again while waiting; a weight change costs the operator one write, so it
@@ -22,10 +23,6 @@ const POLL: Duration = Duration::from_millis(250);
 
 /// Attempts at the patch when someone else changed the release between our read and our write.
 const CONFLICT_RETRIES: u32 = 5;
-
-/// Degraded reasons after which the operator will not touch the route until the user
-/// acts; waiting for them to resolve would only run out the timeout.
-const BLOCKING_REASONS: [&str; 3] = ["InvalidSpec", "OwnershipConflict", "Rejected"];
 
 /// What `set-weight` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,8 +185,9 @@ fn blocking(release: &CanaryRelease, generation: Option<i64>) -> Option<Error> {
     let degraded = status
         .conditions
         .iter()
-        .find(|c| c.type_ == "Degraded" && c.status == "True")?;
-    BLOCKING_REASONS
+        .find(|c| c.type_ == DEGRADED && c.status == "True")?;
+    // Waiting for these to resolve would only run out the timeout.
+    WAITING_FOR_THE_USER
         .contains(&degraded.reason.as_str())
         .then(|| Error::Refused {
             reason: degraded.reason.clone(),
@@ -216,7 +214,7 @@ fn describe(
         Some(status) if status.observed_generation >= generation => status
             .conditions
             .iter()
-            .find(|c| c.type_ == "Ready")
+            .find(|c| c.type_ == READY)
             .map(|c| {
                 format!(
                     "the release is Ready={} ({}): {}",

@@ -32,19 +32,19 @@ pub struct Expectation {
 /// The three answers `verify` can give; each is an exit status.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "verdict", content = "reason")]
-pub enum Verdict {
+pub enum Agreement {
     Consistent,
     Inconsistent,
     /// Too little was measured to judge; the text says why.
     Unmeasured(String),
 }
 
-impl Verdict {
+impl Agreement {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Verdict::Consistent => 0,
-            Verdict::Inconsistent => 1,
-            Verdict::Unmeasured(_) => 2,
+            Agreement::Consistent => 0,
+            Agreement::Inconsistent => 1,
+            Agreement::Unmeasured(_) => 2,
         }
     }
 }
@@ -65,7 +65,7 @@ pub struct Report {
     pub p_value: Option<f64>,
     pub alpha: f64,
     #[serde(flatten)]
-    pub verdict: Verdict,
+    pub verdict: Agreement,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -124,16 +124,16 @@ pub fn failure_budget(requests: u32, max_errors_percent: u8) -> u32 {
 }
 
 /// A problem that makes sampling pointless, found before any request is sent.
-pub fn precheck(expectation: &Expectation) -> Option<Verdict> {
+pub fn precheck(expectation: &Expectation) -> Option<Agreement> {
     let Models { stable, canary } = &expectation.models;
     if stable.eq_ignore_ascii_case(canary) {
-        return Some(Verdict::Unmeasured(format!(
+        return Some(Agreement::Unmeasured(format!(
             "the stable and canary versions both use model {stable:?}; verify tells the versions \
              apart by the model in each answer, so it cannot measure this split"
         )));
     }
     if expectation.weight > 100 {
-        return Some(Verdict::Unmeasured(format!(
+        return Some(Agreement::Unmeasured(format!(
             "weight {} is not a percentage",
             expectation.weight
         )));
@@ -164,15 +164,15 @@ pub fn judge(
     let verdict = if let Some(verdict) = precheck(&expectation) {
         verdict
     } else if measured == 0 || lost > u64::from(failure_budget) {
-        Verdict::Unmeasured(unmeasured_reason(
+        Agreement::Unmeasured(unmeasured_reason(
             plan_requests,
             &tally,
             &expectation.models,
         ))
     } else if p_value.is_some_and(|p| p >= ALPHA) {
-        Verdict::Consistent
+        Agreement::Consistent
     } else {
-        Verdict::Inconsistent
+        Agreement::Inconsistent
     };
     Report {
         url: url.to_string(),
@@ -332,11 +332,11 @@ impl Report {
             ));
         }
         let result = match &self.verdict {
-            Verdict::Consistent => format!(
+            Agreement::Consistent => format!(
                 "consistent: the observed split does not contradict {weight}% (p >= {})",
                 self.alpha
             ),
-            Verdict::Inconsistent => format!(
+            Agreement::Inconsistent => format!(
                 "INCONSISTENT: the canary does not get {weight}% of the traffic (p < {}){}",
                 self.alpha,
                 self.interval
@@ -348,7 +348,7 @@ impl Report {
                     ))
                     .unwrap_or_default()
             ),
-            Verdict::Unmeasured(reason) => format!("could not measure: {reason}"),
+            Agreement::Unmeasured(reason) => format!("could not measure: {reason}"),
         };
         out.push_str(&format!("Result:         {result}\n"));
         out
@@ -462,7 +462,7 @@ mod tests {
                 &[("cannot connect: Connection refused (os error 111)", 41)],
             ),
         );
-        let Verdict::Unmeasured(reason) = &report.verdict else {
+        let Agreement::Unmeasured(reason) = &report.verdict else {
             panic!("expected unmeasured, got {:?}", report.verdict);
         };
         assert!(
@@ -479,7 +479,7 @@ mod tests {
         t.other.insert("llama-3".into(), 400);
         t.completed = 400;
         let report = judge(&url(), 400, 8, 40, expectation(25), t);
-        let Verdict::Unmeasured(reason) = &report.verdict else {
+        let Agreement::Unmeasured(reason) = &report.verdict else {
             panic!("expected unmeasured, got {:?}", report.verdict);
         };
         assert!(reason.contains("llama-3 ×400"), "{reason}");
@@ -490,7 +490,7 @@ mod tests {
     fn the_same_model_for_both_versions_cannot_be_measured() {
         let mut e = expectation(25);
         e.models.canary = "GPT-4.1".into();
-        assert!(matches!(precheck(&e), Some(Verdict::Unmeasured(_))));
+        assert!(matches!(precheck(&e), Some(Agreement::Unmeasured(_))));
         assert_eq!(precheck(&expectation(25)), None);
     }
 

@@ -10,17 +10,17 @@ use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 
 use super::children::Children;
-use super::diff::{self, Verdict};
+use super::diff::{self, Change};
 use crate::api::CanaryRelease;
 use crate::cache::Token;
 use crate::context::{Child, Context, Sighting, await_cache, publish};
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::{Error, FIELD_MANAGER, Result, Step};
 
 /// One child: what we want, what is there, and what to do about it.
 struct Planned<K> {
     desired: K,
     current: Option<K>,
-    verdict: Verdict,
+    verdict: Change,
 }
 
 /// How the cluster was brought in line with the release.
@@ -108,7 +108,7 @@ fn plan<K: Child>(ctx: &Context, desired: K, uid: &str) -> Result<Planned<K>> {
         // Before its first list a cache cannot tell absent from unknown; `Stores::wait_ready`
         // makes this rare, and the retry comes soon.
         (None, None) if !store.listed() => return Err(Error::CacheNotReady(K::kind(&()).into())),
-        (None, None) => Verdict::Create,
+        (None, None) => Change::Create,
     };
     Ok(Planned {
         desired,
@@ -130,14 +130,21 @@ async fn confirm_absent<K: Child>(
 ) -> Result<()> {
     for p in planned
         .iter_mut()
-        .filter(|p| matches!(p.verdict, Verdict::Create))
+        .filter(|p| matches!(p.verdict, Change::Create))
     {
         let namespace = p.desired.namespace().unwrap_or_default();
         let name = p.desired.name_any();
         let params = ListParams::default()
             .fields(&format!("metadata.name={name}"))
             .limit(1);
-        let found = ctx.api::<K>(&namespace).list_metadata(&params).await?;
+        let found = ctx
+            .api::<K>(&namespace)
+            .list_metadata(&params)
+            .await
+            .map_err(Error::request(
+                Step::Apply,
+                format!("{} {name}", K::kind(&())),
+            ))?;
         if let Some(existing) = found.items.first() {
             let controller = existing
                 .metadata
@@ -155,7 +162,7 @@ fn foreign<K>(planned: &[Planned<K>]) -> Vec<String> {
     planned
         .iter()
         .filter_map(|p| match &p.verdict {
-            Verdict::Foreign(message) => Some(message.clone()),
+            Change::Foreign(message) => Some(message.clone()),
             _ => None,
         })
         .collect()
@@ -194,11 +201,11 @@ async fn enact<K: Child>(
     } = planned;
     let current_version = current.as_ref().and_then(ResourceExt::resource_version);
     let correction = match (&verdict, current) {
-        (Verdict::Unchanged, Some(current)) => return Ok(current),
-        (Verdict::Update { drift: true }, _) => {
+        (Change::Unchanged, Some(current)) => return Ok(current),
+        (Change::Update { drift: true }, _) => {
             Some("was changed outside the operator; restored it")
         }
-        (Verdict::Create, _) if expect_present => Some("was deleted; recreated it"),
+        (Change::Create, _) if expect_present => Some("was deleted; recreated it"),
         _ => None,
     };
     let namespace = desired.namespace().unwrap_or_default();
@@ -207,7 +214,11 @@ async fn enact<K: Child>(
     let applied = ctx
         .api::<K>(&namespace)
         .patch(&name, &params, &Patch::Apply(&desired))
-        .await?;
+        .await
+        .map_err(Error::request(
+            Step::Apply,
+            format!("{} {name}", K::kind(&())),
+        ))?;
     let kind = K::kind(&());
     match correction {
         Some(what) => {
@@ -267,7 +278,12 @@ async fn prune<K: Child>(
         match ctx.api::<K>(&namespace).delete(&name, &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                return Err(Error::request(
+                    Step::Prune,
+                    format!("{} {name}", K::kind(&())),
+                )(e));
+            }
         }
         let kind = K::kind(&());
         tracing::info!(%kind, %name, "deleted, no longer part of the release");

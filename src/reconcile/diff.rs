@@ -16,7 +16,7 @@ use crate::labels;
 
 /// What to do with one child.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Change {
     /// It does not exist: create it.
     Create,
     /// It matches: leave it alone.
@@ -33,9 +33,9 @@ pub fn judge<K: Resource<DynamicType = ()> + Serialize>(
     desired: &K,
     current: Option<&K>,
     owner_uid: &str,
-) -> Verdict {
+) -> Change {
     let Some(current) = current else {
-        return Verdict::Create;
+        return Change::Create;
     };
     let meta = current.meta();
     if let Some(foreign) = foreign::<K>(
@@ -53,8 +53,8 @@ pub fn judge<K: Resource<DynamicType = ()> + Serialize>(
         _ => false,
     };
     match (same_hash, matches) {
-        (true, true) => Verdict::Unchanged,
-        (same_hash, _) => Verdict::Update { drift: same_hash },
+        (true, true) => Change::Unchanged,
+        (same_hash, _) => Change::Update { drift: same_hash },
     }
 }
 
@@ -65,17 +65,17 @@ pub fn judge_unlabelled<K: Resource<DynamicType = ()>>(
     name: &str,
     controller: Option<&OwnerReference>,
     owner_uid: &str,
-) -> Verdict {
-    foreign::<K>(namespace, name, controller, owner_uid).unwrap_or(Verdict::Update { drift: true })
+) -> Change {
+    foreign::<K>(namespace, name, controller, owner_uid).unwrap_or(Change::Update { drift: true })
 }
 
-/// `Verdict::Foreign` unless the object is controlled by the release with `owner_uid`.
+/// `Change::Foreign` unless the object is controlled by the release with `owner_uid`.
 fn foreign<K: Resource<DynamicType = ()>>(
     namespace: &str,
     name: &str,
     controller: Option<&OwnerReference>,
     owner_uid: &str,
-) -> Option<Verdict> {
+) -> Option<Change> {
     if controller.is_some_and(|o| o.uid == owner_uid) {
         return None;
     }
@@ -83,7 +83,7 @@ fn foreign<K: Resource<DynamicType = ()>>(
         Some(o) => format!("is controlled by {} {}", o.kind, o.name),
         None => "was not created by this CanaryRelease".to_owned(),
     };
-    Some(Verdict::Foreign(format!(
+    Some(Change::Foreign(format!(
         "{} {namespace}/{name} already exists and {held_by}; it is left untouched",
         K::kind(&()),
     )))
@@ -196,10 +196,10 @@ mod tests {
     #[test]
     fn verdicts() {
         let desired = lab_config_map();
-        assert_eq!(judge(&desired, None, UID), Verdict::Create);
+        assert_eq!(judge(&desired, None, UID), Change::Create);
         assert_eq!(
             judge(&desired, Some(&as_stored(&desired)), UID),
-            Verdict::Unchanged,
+            Change::Unchanged,
             "extra labels and server fields are not drift"
         );
 
@@ -210,7 +210,7 @@ mod tests {
             .insert("AZURE_MODEL_NAME".into(), "gpt-3.5".into());
         assert_eq!(
             judge(&desired, Some(&edited), UID),
-            Verdict::Update { drift: true }
+            Change::Update { drift: true }
         );
 
         // The user changed the release: the hash differs, so it is an update but not drift.
@@ -222,7 +222,7 @@ mod tests {
             .insert(crate::labels::APPLIED_HASH.into(), "0000".into());
         assert_eq!(
             judge(&desired, Some(&older), UID),
-            Verdict::Update { drift: false }
+            Change::Update { drift: false }
         );
     }
 
@@ -247,7 +247,7 @@ mod tests {
             .insert(crate::labels::APPLIED_HASH.into(), previous);
         assert_eq!(
             judge(&desired, Some(&stored), UID),
-            Verdict::Update { drift: false }
+            Change::Update { drift: false }
         );
     }
 
@@ -257,7 +257,7 @@ mod tests {
         let mut theirs = as_stored(&desired);
         theirs.metadata.owner_references = None;
         match judge(&desired, Some(&theirs), UID) {
-            Verdict::Foreign(message) => {
+            Change::Foreign(message) => {
                 assert!(
                     message.contains("ConfigMap azureopenai/azureopenaichat-v1"),
                     "{message}"
@@ -278,7 +278,7 @@ mod tests {
             ..OwnerReference::default()
         }]);
         match judge(&desired, Some(&theirs), UID) {
-            Verdict::Foreign(message) => assert!(
+            Change::Foreign(message) => assert!(
                 message.contains("controlled by CanaryRelease other-release"),
                 "{message}"
             ),

@@ -8,7 +8,7 @@
 //! [`RECHECK`]. Without the permission to list pods cluster-wide (an install limited to some
 //! namespaces), nothing is said.
 
-use super::validated::{Gateway, Validated};
+use super::validated::{Ingress, Validated};
 pub use crate::claims::selector_text;
 use crate::context::Context;
 use crate::gateway_pods::Answer;
@@ -33,7 +33,7 @@ pub enum Workload {
 
 /// Whether a pod matches the selector of the Gateway `validated` creates.
 pub async fn observe(ctx: &Context, validated: &Validated) -> Workload {
-    let Some(Gateway::Create { selector, .. }) = validated.gateway() else {
+    let Some(Ingress::Create { selector, .. }) = validated.gateway() else {
         return Workload::NoGateway;
     };
     if !ctx.settings.check_gateway_pods || selector.is_empty() {

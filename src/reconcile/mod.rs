@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod build;
 pub mod children;
+pub mod conditions;
 pub mod credentials;
 pub mod decide;
 pub mod deployment_state;
@@ -37,8 +38,12 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
 use self::apply::Converged;
+use self::children::Children;
+use self::decide::Decision;
 use self::gateway_workload::Workload;
 use self::status::{DEGRADED, Health};
+use self::validate::Problems;
+use self::validated::Validated;
 use crate::api::CanaryRelease;
 use crate::context::{CACHE_LAG_LIMIT, Context};
 use crate::{Error, Result};
@@ -58,6 +63,7 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
     let _timer = Timer(&ctx.metrics.duration, std::time::Instant::now());
     // Until the caches show what the previous reconcile of this release wrote, they cannot tell
     // what is in place; the watch events of those writes bring the release back (see `Unseen`).
+    // Nothing has run, so there is nothing to report.
     if release.uid().is_some_and(|uid| !ctx.unseen.shown(&uid)) {
         tracing::trace!("earlier writes not in the caches yet");
         return Ok(Action::requeue(CACHE_LAG_LIMIT));
@@ -68,82 +74,141 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         .releases
         .get(&ObjectRef::from(&*release))
         .unwrap_or(release);
-    // A spec the operator cannot act on, or one routed by a provider it does not run with.
+    let ending = run(&ctx, &release).await;
+    finish(&ctx, &release, ending).await
+}
+
+/// Where one pass of the pipeline ended: what status reports, and what comes next.
+enum Ending {
+    /// The spec cannot be acted on, or names a provider the operator does not run with.
+    Invalid(Problems),
+    /// Objects with our names belong to someone else.
+    Conflict(Vec<String>),
+    /// The API server refused an object built from the spec (422): the same spec would be
+    /// refused again.
+    Rejected(String),
+    /// A request failed; the controller retries with backoff.
+    Failed(Error),
+    /// Every child is in place.
+    Converged {
+        validated: Box<Validated>,
+        applied: Box<Children>,
+        decision: Box<Decision>,
+        workload: Workload,
+    },
+}
+
+/// The pipeline: validate → observe → decide → build → apply, to where it ended. No status here.
+async fn run(ctx: &Context, release: &CanaryRelease) -> Ending {
     let checked = validate::validate_with(
-        &release,
+        release,
         &ctx.settings.cluster_domain,
         ctx.settings.min_analysis_interval,
     )
     .and_then(|v| validate::provider_enabled(&v, &ctx.settings.traffic_providers).map(|()| v));
     let validated = match checked {
         Ok(validated) => validated,
-        Err(problems) => {
-            status::report(
-                &ctx,
-                &release,
-                &Health::Invalid(&problems),
-                &Workload::Unknown,
-            )
-            .await?;
-            ctx.reset_backoff(&release);
-            return Ok(Action::await_change());
-        }
+        Err(problems) => return Ending::Invalid(problems),
     };
     // Observe reads the caches and the claims: both must have listed what exists.
     ctx.stores.wait_ready().await;
     ctx.claims
         .wait_listed(ctx.settings.namespace.as_deref())
         .await;
-    let observation = observe::observe(&ctx, &release, &validated).await?;
+    let observation = match observe::observe(ctx, release, &validated).await {
+        Ok(observation) => observation,
+        Err(error) => return Ending::Failed(error),
+    };
     let decision = decide::decide(&validated.strategy, &observation);
     let children = build::build(&validated, &decision);
 
-    let status = release.status.as_ref();
-    let expect_present = status.is_some_and(|s| {
+    let expect_present = release.status.as_ref().is_some_and(|s| {
         s.observed_generation == release.metadata.generation
             && s.conditions
                 .iter()
                 .any(|c| c.type_ == DEGRADED && c.status == "False")
     });
-    let workload = match apply::converge(&ctx, &release, children, expect_present).await {
+    match apply::converge(ctx, release, children, expect_present).await {
         Ok(Converged::Done(applied)) => {
-            let health = Health::Converged(
-                &validated,
-                &applied,
+            let workload = gateway_workload::observe(ctx, &validated).await;
+            Ending::Converged {
+                validated: Box::new(validated),
+                applied,
+                decision: Box::new(decision),
+                workload,
+            }
+        }
+        Ok(Converged::Conflict(conflicts)) => Ending::Conflict(conflicts),
+        Err(error) => match error.api_status() {
+            Some(refusal) if refusal.code == 422 => Ending::Rejected(refusal.message.clone()),
+            _ => Ending::Failed(error),
+        },
+    }
+}
+
+/// The one exit: reports where the pipeline ended in status, once, and says when to look again.
+async fn finish(ctx: &Context, release: &CanaryRelease, ending: Ending) -> Result<Action> {
+    let unknown = Workload::Unknown;
+    let failure = match &ending {
+        Ending::Failed(error) => Some(error.to_string()),
+        _ => None,
+    };
+    let (health, workload) = match &ending {
+        Ending::Invalid(problems) => (Health::Invalid(problems), &unknown),
+        Ending::Conflict(conflicts) => (Health::Conflict(conflicts), &unknown),
+        Ending::Rejected(message) => (Health::Rejected(message.clone()), &unknown),
+        Ending::Failed(error) => (
+            Health::Failed(error.step(), failure.unwrap_or_default()),
+            &unknown,
+        ),
+        Ending::Converged {
+            validated,
+            applied,
+            decision,
+            workload,
+        } => (
+            Health::Converged(
+                validated,
+                applied,
                 decision.rollout.as_ref(),
                 decision.withheld.as_ref(),
-            );
-            let workload = gateway_workload::observe(&ctx, &validated).await;
-            status::report(&ctx, &release, &health, &workload).await?;
-            workload
-        }
-        Ok(Converged::Conflict(conflicts)) => {
-            let health = Health::Conflict(&conflicts);
-            status::report(&ctx, &release, &health, &Workload::Unknown).await?;
-            ctx.reset_backoff(&release);
-            return Ok(Action::requeue(CONFLICT_RECHECK));
-        }
-        // Unprocessable: the server will refuse the same object again, so wait for a new spec.
-        Err(Error::Kube(kube::Error::Api(s))) if s.code == 422 => {
-            let health = Health::Rejected(s.message);
-            status::report(&ctx, &release, &health, &Workload::Unknown).await?;
-            ctx.reset_backoff(&release);
-            return Ok(Action::await_change());
-        }
-        Err(error) => {
+            ),
+            workload,
+        ),
+    };
+    let reported = status::report(ctx, release, &health, workload).await;
+    let next = match ending {
+        Ending::Failed(error) => {
             // Best effort: the error itself is what the controller retries on.
-            let health = Health::Failed(error.to_string());
-            if let Err(status_error) =
-                status::report(&ctx, &release, &health, &Workload::Unknown).await
-            {
+            if let Err(status_error) = reported {
                 tracing::debug!(%status_error, "could not report the failure in status");
             }
             return Err(error);
         }
+        Ending::Invalid(_) | Ending::Rejected(_) => {
+            reported?;
+            Action::await_change()
+        }
+        Ending::Conflict(_) => {
+            reported?;
+            Action::requeue(CONFLICT_RECHECK)
+        }
+        Ending::Converged {
+            decision, workload, ..
+        } => {
+            reported?;
+            tracing::debug!("in place");
+            Action::requeue(look_again(&decision, &workload))
+        }
     };
-    ctx.reset_backoff(&release);
-    tracing::debug!("in place");
-    // A rolling release is looked at again when its step ends or its next measurement is due.
+    ctx.reset_backoff(release);
+    Ok(next)
+}
+
+/// When a release in place is looked at again: a rolling release when its step ends or its next
+/// measurement is due; a Gateway that selects no pod soon (pods are not watched); else at the
+/// resync.
+fn look_again(decision: &Decision, workload: &Workload) -> Duration {
     let next = decision
         .rollout
         .as_ref()
@@ -156,12 +221,10 @@ pub async fn reconcile(release: Arc<CanaryRelease>, ctx: Arc<Context>) -> Result
         .map_or(RESYNC, |wait| {
             wait.clamp(Duration::from_millis(100), RESYNC)
         });
-    // Gateway pods are not watched: a selector that matched none is looked at again soon.
-    let next = match workload {
+    match workload {
         Workload::Missing { .. } => next.min(gateway_workload::RECHECK),
         _ => next,
-    };
-    Ok(Action::requeue(next))
+    }
 }
 
 /// Observes a reconcile's duration when dropped, so every return path is measured.

@@ -18,18 +18,14 @@ use super::rollout_status::status_of;
 use super::traffic;
 use super::validate::Problems;
 use super::validated::{Validated, Version};
-use crate::api::{CanaryRelease, CanaryReleaseStatus, RolloutStatus, VersionStatus};
+use crate::api::{CanaryRelease, CanaryReleaseStatus, VersionStatus};
 use crate::claims::Conflict;
 use crate::context::{Context, publish};
 use crate::rollout::{Outcome, PauseReason, Phase};
-use crate::{FIELD_MANAGER, Result};
+use crate::{Error, FIELD_MANAGER, Result, Step};
 
-pub const READY: &str = "Ready";
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
-
-/// The reason of a release whose routes are withheld because an older claim overlaps its hosts.
-pub const HOST_CONFLICT: &str = "HostConflict";
+use super::conditions::{APPLY_FAILED, INVALID_SPEC, OBSERVE_FAILED, OWNERSHIP_CONFLICT, REJECTED};
+pub use super::conditions::{DEGRADED, HOST_CONFLICT, PROGRESSING, READY};
 
 /// Where a release stands after a reconcile.
 pub enum Health<'a> {
@@ -39,8 +35,8 @@ pub enum Health<'a> {
     Conflict(&'a [String]),
     /// The API server refused an object built from the spec (for example resource limits below requests).
     Rejected(String),
-    /// A request failed; it will be retried.
-    Failed(String),
+    /// A request failed in a step; it will be retried.
+    Failed(Step, String),
     /// Every child is in place: the children as applied, where an automatic rollout stands, and
     /// the older claim for which the release's routes are withheld, if any.
     Converged(
@@ -56,15 +52,21 @@ impl Health<'_> {
     fn trouble(&self) -> Option<(&'static str, String)> {
         match self {
             Health::Invalid(problems) => Some((
-                "InvalidSpec",
+                INVALID_SPEC,
                 format!("the spec cannot be applied: {problems}"),
             )),
-            Health::Conflict(messages) => Some(("OwnershipConflict", messages.join("; "))),
+            Health::Conflict(messages) => Some((OWNERSHIP_CONFLICT, messages.join("; "))),
             Health::Rejected(message) => Some((
-                "Rejected",
+                REJECTED,
                 format!("the API server rejected a child object: {message}"),
             )),
-            Health::Failed(message) => Some(("ApplyFailed", format!("{message}; retrying"))),
+            Health::Failed(step, message) => {
+                let reason = match step {
+                    Step::Observe => OBSERVE_FAILED,
+                    Step::Apply | Step::Prune | Step::Status => APPLY_FAILED,
+                };
+                Some((reason, format!("{message}; retrying")))
+            }
             Health::Converged(..) => None,
         }
     }
@@ -99,7 +101,11 @@ pub async fn report(
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await?;
+        .await
+        .map_err(Error::request(
+            Step::Status,
+            format!("CanaryRelease {}", release.name_any()),
+        ))?;
     let ready = find(&status.conditions, READY);
     tracing::debug!(
         ready = ready.map(|c| c.status.as_str()),
@@ -383,14 +389,11 @@ pub fn desired_status(
     };
     // An automatic rollout's own progress, when the versions themselves are rolled out, or when
     // it gave up waiting for them.
-    let gave_up =
-        |r: &RolloutStatus| r.pause_reason.as_deref() == Some(PauseReason::CanaryNotReady.as_str());
-    if let Some(rollout) = &status.rollout
-        && (waiting.is_empty() || gave_up(rollout))
+    if let (Some(shown), Some(outcome)) = (&status.rollout, rollout)
+        && (waiting.is_empty() || outcome.state.pause_reason == Some(PauseReason::CanaryNotReady))
         && !refused
-        && let Some(phase) = Phase::parse(&rollout.phase)
     {
-        let (progressing, reason) = match phase {
+        let (progressing, reason) = match outcome.state.phase {
             Phase::Progressing => (true, "RolloutProgressing"),
             Phase::Paused => (false, "RolloutPaused"),
             Phase::Promoted => (false, "RolloutPromoted"),
@@ -398,9 +401,9 @@ pub fn desired_status(
             Phase::Aborted => (false, "RolloutAborted"),
             Phase::Idle => (false, "RolloutComplete"),
         };
-        let message = match &rollout.pause_reason {
-            Some(why) => format!("{why}: {}", rollout.message),
-            None => rollout.message.clone(),
+        let message = match &shown.pause_reason {
+            Some(why) => format!("{why}: {}", shown.message),
+            None => shown.message.clone(),
         };
         status.conditions.retain(|c| c.type_ != PROGRESSING);
         status

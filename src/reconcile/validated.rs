@@ -61,7 +61,7 @@ impl Validated {
     }
 
     /// The Istio ingress Gateway traffic enters through, if any.
-    pub fn gateway(&self) -> Option<&Gateway> {
+    pub fn gateway(&self) -> Option<&Ingress> {
         match &self.traffic {
             Traffic::Istio { gateway, .. } => gateway.as_ref(),
             Traffic::GatewayApi(_) => None,
@@ -88,7 +88,7 @@ impl Validated {
         match &self.traffic {
             Traffic::Istio { gateway, mesh } => {
                 match gateway {
-                    Some(Gateway::Create {
+                    Some(Ingress::Create {
                         selector,
                         port,
                         hosts,
@@ -108,7 +108,7 @@ impl Validated {
                             });
                         }
                     }
-                    Some(Gateway::Existing { gateways, hosts }) => {
+                    Some(Ingress::Existing { gateways, hosts }) => {
                         let hosts = lower(hosts);
                         for gateway in gateways.iter().map(|g| relative(g)) {
                             binds.extend(hosts.iter().map(|host| Bind::Route {
@@ -221,7 +221,7 @@ pub enum Traffic {
     /// A DestinationRule names each version as a subset, a VirtualService splits between them:
     /// for requests through `gateway` when there is one, and for calls inside the mesh when `mesh`.
     Istio {
-        gateway: Option<Gateway>,
+        gateway: Option<Ingress>,
         mesh: bool,
     },
     /// A Service per version, and an HTTPRoute splitting between them.
@@ -253,9 +253,10 @@ pub enum Stickiness {
     Header { name: String },
 }
 
-/// How traffic reaches the VirtualService.
+/// Where traffic enters for the Istio provider: through a Gateway the operator creates for the
+/// release, or through existing ones.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Gateway {
+pub enum Ingress {
     Create {
         selector: BTreeMap<String, String>,
         port: i32,
@@ -267,10 +268,10 @@ pub enum Gateway {
     },
 }
 
-impl Gateway {
+impl Ingress {
     pub fn hosts(&self) -> &[String] {
         match self {
-            Gateway::Create { hosts, .. } | Gateway::Existing { hosts, .. } => hosts,
+            Ingress::Create { hosts, .. } | Ingress::Existing { hosts, .. } => hosts,
         }
     }
 }
@@ -302,7 +303,7 @@ mod tests {
         }
     }
 
-    fn release(gateway: Gateway) -> Validated {
+    fn release(gateway: Ingress) -> Validated {
         Validated {
             name: "chat".to_owned(),
             namespace: "lab".to_owned(),
@@ -355,7 +356,7 @@ mod tests {
 
     #[test]
     fn versions_come_stable_first() {
-        let v = release(Gateway::Existing {
+        let v = release(Ingress::Existing {
             gateways: vec!["gw".to_owned()],
             hosts: vec!["*".to_owned()],
         });
@@ -374,12 +375,12 @@ mod tests {
             gateway: gateway.into(),
             host: host.into(),
         };
-        let created = release(Gateway::Create {
+        let created = release(Ingress::Create {
             selector: BTreeMap::from([("istio".to_owned(), "ingress".to_owned())]),
             port: 8080,
             hosts: vec!["Chat.Example.com".to_owned()],
         });
-        let existing = release(Gateway::Existing {
+        let existing = release(Ingress::Existing {
             gateways: vec!["public".to_owned(), "istio-ingress/shared".to_owned()],
             hosts: vec!["*".to_owned()],
         });
@@ -447,7 +448,7 @@ mod tests {
         let cases = [
             (
                 "created",
-                Gateway::Create {
+                Ingress::Create {
                     selector: BTreeMap::from([("istio".to_owned(), "ingress".to_owned())]),
                     port: 80,
                     hosts: hosts(&["chat.example.com"]),
@@ -456,7 +457,7 @@ mod tests {
             ),
             (
                 "existing",
-                Gateway::Existing {
+                Ingress::Existing {
                     gateways: hosts(&["istio-ingress/public"]),
                     hosts: hosts(&["*", "*.example.com"]),
                 },

@@ -5,7 +5,7 @@ use crate::reconcile::validated::{self, Validated};
 
 /// The ingress Gateway, when the release asks the operator to create one.
 pub fn gateway(v: &Validated) -> Option<Gateway> {
-    let Some(validated::Gateway::Create {
+    let Some(validated::Ingress::Create {
         selector,
         port,
         hosts,

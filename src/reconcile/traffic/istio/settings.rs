@@ -2,7 +2,7 @@
 
 use crate::api::{CanaryReleaseSpec, GatewaySpec, TrafficSpec};
 use crate::reconcile::names::{is_gateway_reference, is_host, is_label_value};
-use crate::reconcile::validated::{Gateway, Traffic};
+use crate::reconcile::validated::{Ingress, Traffic};
 
 /// Default HTTP port of a Gateway the operator creates.
 const DEFAULT_GATEWAY_PORT: i32 = 80;
@@ -31,11 +31,11 @@ pub fn settings(
         .gateway
         .as_ref()
         .map(|g| match (&g.selector, &g.existing) {
-            (_, Some(existing)) => Gateway::Existing {
+            (_, Some(existing)) => Ingress::Existing {
                 gateways: existing.clone(),
                 hosts: g.hosts.clone(),
             },
-            (selector, None) => Gateway::Create {
+            (selector, None) => Ingress::Create {
                 selector: selector.clone().unwrap_or_default(),
                 port: g.port.unwrap_or(DEFAULT_GATEWAY_PORT),
                 hosts: g.hosts.clone(),

@@ -20,8 +20,8 @@ pub const ROUTE_NAME: &str = "canary-split";
 /// sidecars for the Service's own host. A sticky release's match routes come first.
 pub fn virtual_service(v: &Validated, decision: &Decision) -> VirtualService {
     let (mut gateways, mut hosts) = match v.gateway() {
-        Some(validated::Gateway::Create { hosts, .. }) => (vec![v.name.clone()], hosts.clone()),
-        Some(validated::Gateway::Existing { gateways, hosts }) => (gateways.clone(), hosts.clone()),
+        Some(validated::Ingress::Create { hosts, .. }) => (vec![v.name.clone()], hosts.clone()),
+        Some(validated::Ingress::Existing { gateways, hosts }) => (gateways.clone(), hosts.clone()),
         None => (Vec::new(), Vec::new()),
     };
     if matches!(v.traffic, validated::Traffic::Istio { mesh: true, .. }) {
