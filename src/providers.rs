@@ -98,6 +98,20 @@ mod tests {
         assert_eq!(TrafficProvider::of_group(""), None);
     }
 
+    /// `TrafficProvider::ALL` lists every variant once: the watches, the grants and `--help` go by
+    /// it. The match stops compiling when a variant is added, which brings the author here.
+    #[test]
+    fn every_provider_is_listed() {
+        let listed = |p: TrafficProvider| match p {
+            TrafficProvider::Istio | TrafficProvider::GatewayApi => {
+                TrafficProvider::ALL.iter().filter(|q| **q == p).count()
+            }
+        };
+        assert_eq!(listed(TrafficProvider::Istio), 1);
+        assert_eq!(listed(TrafficProvider::GatewayApi), 1);
+        assert_eq!(TrafficProvider::ALL.len(), 2);
+    }
+
     /// The CRD's CEL rules name providers by their spec names: each name they use is a provider's,
     /// and every provider but the default has its settings field, set with it and only then. A
     /// new provider fails here until the rules know it.

@@ -284,7 +284,7 @@ async fn survives_an_etcd_restart() {
     outage("recovery-etcd", "etcd", "TERM", false).await;
 }
 
-/// The documented choice (README, "Recovery"): stay up, say not ready and why, and carry on by
+/// The documented choice (docs/operations.md, "Recovery"): stay up, say not ready and why, and carry on by
 /// itself as soon as the CRD is back.
 #[tokio::test]
 async fn a_deleted_crd_is_reported_and_its_return_picked_up_at_once() {

@@ -1,6 +1,7 @@
 //! Pure: the built-in checks of a model swap. Each is a named template (its PromQL, its default
-//! bounds and action) written against the metric contract the README documents: the OpenTelemetry
-//! GenAI client metrics, as Prometheus names them, with `namespace` and `version` target labels.
+//! bounds and action) written against the metric contract of docs/metrics.md: the
+//! OpenTelemetry GenAI client metrics, as Prometheus names them, with `namespace` and `version`
+//! target labels.
 //! A user names one (`builtin: error-rate`) and may tune its bounds, action and sample size, or
 //! write a check of their own instead.
 

@@ -1,6 +1,6 @@
 //! The rollout state machine: one pure function, [`advance`], from the plan, the state the
 //! release's status holds, and what was observed now, to the next state, the canary's weight and
-//! what to tell the user. The README draws it.
+//! what to tell the user. docs/rollouts.md draws it.
 //!
 //! Rules it keeps, whatever the inputs:
 //! - Not being able to see (query errors, no data) never rolls back and never promotes: it holds

@@ -35,8 +35,9 @@ pub fn chat_backend_binary() -> &'static Path {
     example_binary("chat_backend")
 }
 
-/// The executable of `examples/<name>.rs`, built once per test binary: cargo does not build
-/// examples for `cargo test --test NAME`, and a stale one would test old code.
+/// The executable of the example `<name>` (`examples/<name>.rs`, `examples/<name>/main.rs`, or
+/// where Cargo.toml puts it: `tools/ingress_standin/`), built once per test binary: cargo does
+/// not build examples for `cargo test --test NAME`, and a stale one would test old code.
 pub fn example_binary(name: &'static str) -> &'static Path {
     // Each path is leaked once, so callers keep it without holding the lock: it lives as long as
     // the test binary anyway. The lock is held during a build, so tests that want the same
@@ -336,7 +337,7 @@ http {{
     )
 }
 
-/// `examples/ingress_standin/` as a process: nginx on 127.0.0.1 splitting requests as istiod
+/// `tools/ingress_standin/` as a process: nginx on 127.0.0.1 splitting requests as istiod
 /// tells the ingress gateway to, for one host. Needs the cluster's istiod, `xdsroutes` (on PATH
 /// after `eval $(hack/cluster.sh env)`) and nginx. Its waits block the thread, as the operator's
 /// process harness does: nothing in the test's runtime has to run meanwhile.

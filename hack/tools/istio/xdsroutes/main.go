@@ -14,7 +14,7 @@
 // to stderr; with -once the first answer is printed and the command exits.
 //
 // A route also says when it applies and what it adds to its answers, for readers that follow more
-// than the first route (the ingress stand-in, examples/ingress_standin/, routes as Envoy would):
+// than the first route (the ingress stand-in, tools/ingress_standin/, routes as Envoy would):
 //
 //	"match": {"prefix"|"path"|"regex"|"pathSeparatedPrefix": "...", "caseSensitive": false,
 //	          "headers": [{"name":"cookie", "regex":"^(.*;\\s*)?canary-model=v2(;.*)?$"},

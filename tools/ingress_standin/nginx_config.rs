@@ -267,7 +267,7 @@ impl Setup {
         let unrouted = quoted_prefixed("unix:", &self.dir.join("unrouted.sock"))?;
         let Routing { http, location } = routing(plan, &self.upstreams, &unrouted);
         Ok(format!(
-            "# Written by the ingress gateway stand-in (examples/ingress_standin/nginx_config.rs); generation {generation}: {plan}
+            "# Written by the ingress gateway stand-in (tools/ingress_standin/nginx_config.rs); generation {generation}: {plan}
 daemon off;
 worker_processes 1;
 worker_shutdown_timeout 5s;

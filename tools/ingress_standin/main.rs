@@ -1,3 +1,6 @@
+//! Test tooling, not an example: nginx programmed from istiod's routes, standing in for the
+//! ingress gateway in the tests and demos (tools/README.md).
+//!
 //! A stand-in for Istio's ingress gateway: nginx, routing as Istio would program the gateway's
 //! Envoy, so that what the operator writes can be seen to move real requests on a machine with a
 //! kube-apiserver but no Envoy (tests, demos, the lab without a mesh).
