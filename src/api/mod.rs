@@ -8,7 +8,7 @@ pub mod istio;
 pub use canary_release::{
     AnalysisSpec, AutoscalingSpec, BuiltinCheck, CanaryRelease, CanaryReleaseSpec,
     CanaryReleaseStatus, CheckAction, CheckSpec, CheckStatus, ComparisonSpec, CookieStickiness,
-    DeadlineAction, GatewayApiSpec, GatewaySpec, HeaderStickiness, ParentRefSpec, PricingSpec,
+    DeadlineAction, GatewayApiSpec, HeaderStickiness, IngressSpec, ParentRefSpec, PricingSpec,
     PrometheusSpec, RolloutStatus, SecretReference, StepSpec, StickinessSpec, StrategySpec,
     TrafficProvider, TrafficSpec, VersionSpec, VersionStatus,
 };

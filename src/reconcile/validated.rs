@@ -225,12 +225,12 @@ pub enum Traffic {
         mesh: bool,
     },
     /// A Service per version, and an HTTPRoute splitting between them.
-    GatewayApi(GatewayApi),
+    GatewayApi(GatewayApiSettings),
 }
 
 /// The Gateway API's side of a release.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GatewayApi {
+pub struct GatewayApiSettings {
     pub parent_refs: Vec<ParentRef>,
     pub hostnames: Vec<String>,
 }
@@ -390,7 +390,7 @@ mod tests {
             mesh: true,
         };
         let mut gateway_api = existing.clone();
-        gateway_api.traffic = Traffic::GatewayApi(GatewayApi {
+        gateway_api.traffic = Traffic::GatewayApi(GatewayApiSettings {
             parent_refs: vec![ParentRef {
                 name: "shared".to_owned(),
                 namespace: Some("gw".to_owned()),

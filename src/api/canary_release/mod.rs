@@ -168,7 +168,7 @@ pub struct CanaryReleaseSpec {
     /// `port`) or name gateways that already exist (`existing`). Required by the `istio` provider
     /// unless `traffic.mesh` routes calls made inside the mesh only; not used by `gatewayAPI`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<GatewaySpec>,
+    pub gateway: Option<IngressSpec>,
 
     /// Who routes requests to the versions (Istio, the default, or the Gateway API), from where,
     /// and whether a conversation stays with the version that first answered it.

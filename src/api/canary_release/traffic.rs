@@ -162,7 +162,7 @@ pub struct HeaderStickiness {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.selector) != has(self.existing)").message("set exactly one of gateway.selector (create a Gateway) or gateway.existing (use existing gateways)"))]
 #[x_kube(validation = Rule::new("!has(self.existing) || !has(self.port)").message("gateway.port applies only to a Gateway the operator creates (gateway.selector)"))]
-pub struct GatewaySpec {
+pub struct IngressSpec {
     /// Labels of the ingress gateway pods the created Gateway binds to, for example
     /// `istio: aks-istio-ingressgateway-external`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -289,14 +289,14 @@ mod tests {
     use super::*;
     use crate::api::CheckSpec;
     use crate::api::{
-        CookieStickiness, GatewayApiSpec, GatewaySpec, HeaderStickiness, ParentRefSpec,
+        CookieStickiness, GatewayApiSpec, HeaderStickiness, IngressSpec, ParentRefSpec,
         StickinessSpec, TrafficSpec,
     };
     use crate::reconcile::names::*;
     use crate::rollout::*;
 
-    fn gw(r: &mut CanaryRelease) -> &mut GatewaySpec {
-        r.spec.gateway.get_or_insert_with(|| GatewaySpec {
+    fn gw(r: &mut CanaryRelease) -> &mut IngressSpec {
+        r.spec.gateway.get_or_insert_with(|| IngressSpec {
             selector: None,
             port: None,
             existing: None,

@@ -7,13 +7,13 @@ use crate::reconcile::decide::Decision;
 use crate::reconcile::meta::metadata;
 use crate::reconcile::traffic::istio::ROUTE_NAME;
 use crate::reconcile::traffic::sticky::{self, RequestMatch};
-use crate::reconcile::validated::{GatewayApi, Validated, Version};
+use crate::reconcile::validated::{GatewayApiSettings, Validated, Version};
 
 /// The split, as a rule of weighted backends (each version's Service), attached to the user's
 /// Gateways. Both versions stay listed at weight 0, as in the VirtualService, so a shift changes
 /// two numbers. A sticky release's match rules come first; the Gateway API ranks a rule with
 /// header matches above one without anyway.
-pub fn http_route(v: &Validated, api: &GatewayApi, decision: &Decision) -> HTTPRoute {
+pub fn http_route(v: &Validated, api: &GatewayApiSettings, decision: &Decision) -> HTTPRoute {
     let port = Some(v.port);
     let backend = |version: &Version, weight: i32, answered: bool| BackendRef {
         name: v.version_service(version),
@@ -103,7 +103,7 @@ mod tests {
     use crate::reconcile::testing::{decided, gateway_api_validated, shared_metadata, to_json};
     use crate::reconcile::validated::{Stickiness, Traffic};
 
-    fn api(v: &Validated) -> &GatewayApi {
+    fn api(v: &Validated) -> &GatewayApiSettings {
         match &v.traffic {
             Traffic::GatewayApi(api) => api,
             Traffic::Istio { .. } => panic!("a Gateway API release"),

@@ -18,7 +18,7 @@ use crate::api::gateway_api::{HTTPRoute, ParentReference};
 use crate::api::{CanaryRelease, CanaryReleaseSpec, TrafficSpec};
 use crate::reconcile::children::Children;
 use crate::reconcile::decide::Decision;
-use crate::reconcile::validated::{GatewayApi as Settings, ParentRef, Traffic, Validated};
+use crate::reconcile::validated::{GatewayApiSettings as Settings, ParentRef, Traffic, Validated};
 
 pub struct GatewayApi;
 

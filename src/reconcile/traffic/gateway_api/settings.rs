@@ -5,7 +5,7 @@ use crate::api::{CanaryReleaseSpec, GatewayApiSpec, TrafficSpec};
 use crate::reconcile::names::{
     is_dns1035_label, is_dns1123_label, is_route_hostname, is_subdomain,
 };
-use crate::reconcile::validated::{GatewayApi, ParentRef, Traffic};
+use crate::reconcile::validated::{GatewayApiSettings, ParentRef, Traffic};
 
 /// The Gateways the HTTPRoute attaches to and the host names it serves; `spec.gateway` and
 /// `traffic.mesh` are Istio's.
@@ -42,7 +42,7 @@ fn gateway_api(
     name: &str,
     settings: Option<&GatewayApiSpec>,
     problem: &mut dyn FnMut(&str, String),
-) -> GatewayApi {
+) -> GatewayApiSettings {
     // Each version gets a Service of its own, named like its Deployment.
     for (field, version) in [
         ("spec.stable", Some(&spec.stable)),
@@ -65,7 +65,7 @@ fn gateway_api(
             "spec.traffic.gatewayAPI",
             "is required with provider gatewayAPI: name the Gateway in parentRefs".to_owned(),
         );
-        return GatewayApi {
+        return GatewayApiSettings {
             parent_refs: Vec::new(),
             hostnames: Vec::new(),
         };
@@ -125,7 +125,7 @@ fn gateway_api(
             );
         }
     }
-    GatewayApi {
+    GatewayApiSettings {
         parent_refs: api
             .parent_refs
             .iter()

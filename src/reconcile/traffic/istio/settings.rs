@@ -1,6 +1,6 @@
 //! The Istio provider's settings: `spec.gateway` and `spec.traffic.mesh`, with their problems.
 
-use crate::api::{CanaryReleaseSpec, GatewaySpec, TrafficSpec};
+use crate::api::{CanaryReleaseSpec, IngressSpec, TrafficSpec};
 use crate::reconcile::names::{is_gateway_reference, is_host, is_label_value};
 use crate::reconcile::validated::{Ingress, Traffic};
 
@@ -47,7 +47,7 @@ pub fn settings(
     }
 }
 
-pub fn check_gateway(gateway: &GatewaySpec, mesh: bool, problem: &mut dyn FnMut(&str, String)) {
+pub fn check_gateway(gateway: &IngressSpec, mesh: bool, problem: &mut dyn FnMut(&str, String)) {
     for (i, host) in gateway.hosts.iter().enumerate() {
         if !is_host(host) {
             problem(

@@ -154,7 +154,7 @@ mod tests {
         }
     }
 
-    fn gateway_mut(release: &mut crate::api::CanaryRelease) -> &mut crate::api::GatewaySpec {
+    fn gateway_mut(release: &mut crate::api::CanaryRelease) -> &mut crate::api::IngressSpec {
         release
             .spec
             .gateway
