@@ -4,9 +4,10 @@
 //! only steps that do I/O. `decide` turns the release's strategy (today the weight set by hand)
 //! and what `observe` found into the split that `build` writes into the route, so what is applied
 //! is decided in one place, including that the release must not route at all while an older
-//! claim overlaps its hosts ([`crate::claims`]). An invalid spec or an ownership conflict is an
-//! outcome, shown in status, that waits for the user's next change; only failed requests are
-//! errors, retried with backoff by the controller.
+//! claim overlaps its hosts ([`crate::claims`]). [`reconcile`] runs the steps to where they end
+//! (`Ending`) and reports that in status once, in one place. An invalid spec or an ownership
+//! conflict is an ending that waits for the user's next change; only failed requests are errors,
+//! retried with backoff by the controller, and they name their step and child.
 
 pub mod apply;
 pub mod build;

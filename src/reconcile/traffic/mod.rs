@@ -4,10 +4,11 @@
 //! children carry (for status, and for the plugin, the tests and the bench through
 //! [`applied_split`]), and says whether what routes has taken them up.
 //!
-//! Adding a provider (the README's "Adding a traffic provider" lists every place): a variant of
-//! [`TrafficProvider`] with its facts (`crate::providers`, one exhaustive `match` each), its kinds
-//! in [`crate::kinds`], one module here with a type implementing [`Provider`], an arm in [`of`],
-//! and a variant of `validated::Traffic` with its validation.
+//! Adding a provider (docs/development.md, "Adding a traffic provider", lists every place): a
+//! variant of [`TrafficProvider`] with its facts (`crate::providers`, one exhaustive `match`
+//! each), its kinds in [`crate::kinds`], one module here with a type implementing [`Provider`]
+//! (its settings checked by [`Provider::settings`]), an arm in [`of`] and [`provider_of`], and a
+//! variant of `validated::Traffic`.
 
 pub mod gateway_api;
 pub mod istio;
