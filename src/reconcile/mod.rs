@@ -150,18 +150,11 @@ async fn run(ctx: &Context, release: &CanaryRelease) -> Ending {
 /// The one exit: reports where the pipeline ended in status, once, and says when to look again.
 async fn finish(ctx: &Context, release: &CanaryRelease, ending: Ending) -> Result<Action> {
     let unknown = Workload::Unknown;
-    let failure = match &ending {
-        Ending::Failed(error) => Some(error.to_string()),
-        _ => None,
-    };
     let (health, workload) = match &ending {
         Ending::Invalid(problems) => (Health::Invalid(problems), &unknown),
         Ending::Conflict(conflicts) => (Health::Conflict(conflicts), &unknown),
         Ending::Rejected(message) => (Health::Rejected(message.clone()), &unknown),
-        Ending::Failed(error) => (
-            Health::Failed(error.step(), failure.unwrap_or_default()),
-            &unknown,
-        ),
+        Ending::Failed(error) => (Health::Failed(error.step(), error.to_string()), &unknown),
         Ending::Converged {
             validated,
             applied,

@@ -165,4 +165,82 @@ mod tests {
             .unwrap_or_else(|| panic!("no Service built"));
         assert_eq!(applied_split(&release, &service), None);
     }
+
+    /// Routes as the API server returns them, read for a release `chat` with versions v1 and
+    /// v2. Each case: the release's provider, the route, and the split read.
+    #[test]
+    fn routes_from_the_server_read_by_version() {
+        use serde_json::json;
+        let release = |provider: &str| -> CanaryRelease {
+            serde_json::from_value(json!({
+                "apiVersion": "canary.dev/v1alpha1", "kind": "CanaryRelease",
+                "metadata": {"name": "chat", "namespace": "ns"},
+                "spec": {
+                    "image": "chat:1", "port": 5000, "weight": 30,
+                    "stable": {"name": "v1", "model": "gpt-4.1"},
+                    "canary": {"name": "v2", "model": "gpt-4o"},
+                    "traffic": {"provider": provider},
+                },
+            }))
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let route = |value: serde_json::Value| -> DynamicObject {
+            serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let split = |stable, canary| Split {
+            stable: Some(stable),
+            canary: Some(canary),
+        };
+        let cases = [
+            (
+                "istio",
+                route(json!({
+                    "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                    "metadata": {"name": "chat"},
+                    "spec": {"http": [{"route": [
+                        {"destination": {"host": "chat", "subset": "v2"}, "weight": 30},
+                        {"destination": {"host": "chat", "subset": "v1"}, "weight": 70},
+                    ]}]},
+                })),
+                Some(split(70, 30)),
+            ),
+            (
+                // The sticky rule (a header match) comes first; the split is the other rule.
+                "gatewayAPI",
+                route(json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": "chat"},
+                    "spec": {"rules": [
+                        {"matches": [{"headers": [{"name": "x-model", "value": "v2"}]}],
+                         "backendRefs": [{"name": "chat-v2", "port": 5000, "weight": 100}]},
+                        {"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                         "backendRefs": [
+                            {"name": "chat-v1", "port": 5000, "weight": 70},
+                            {"name": "chat-v2", "port": 5000, "weight": 30},
+                         ]},
+                    ]},
+                })),
+                Some(split(70, 30)),
+            ),
+            (
+                // A release moved to the Gateway API reads its HTTPRoute, not its old route.
+                "gatewayAPI",
+                route(json!({
+                    "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+                    "metadata": {"name": "chat"},
+                    "spec": {"http": [{"route": [
+                        {"destination": {"host": "chat", "subset": "v1"}, "weight": 100},
+                    ]}]},
+                })),
+                None,
+            ),
+        ];
+        for (provider, route, expected) in cases {
+            assert_eq!(
+                applied_split(&release(provider), &route),
+                expected,
+                "{provider}"
+            );
+        }
+    }
 }
