@@ -1,8 +1,8 @@
 //! Whether any pod carries the labels of the Gateway's selector: Istio programs only the proxies
 //! of pods the selector matches, so a Gateway whose selector matches none is accepted by the API
 //! server and by istiod and receives no traffic at all (in the lab: a typo in
-//! `istio: aks-istio-ingressgateway-external`). Observed here, shown as the `IngressGateway`
-//! condition by [`condition`].
+//! `istio: aks-istio-ingressgateway-external`). Observed here for the Istio provider (its
+//! `Provider::observe`), shown as the `IngressGateway` condition by [`condition`].
 //!
 //! The pods are read through [`crate::gateway_pods`], at most once per selector every
 //! [`RECHECK`]. Without the permission to list pods cluster-wide (an install limited to some

@@ -131,7 +131,7 @@ async fn run(ctx: &Context, release: &CanaryRelease) -> Ending {
     });
     match apply::converge(ctx, release, children, expect_present).await {
         Ok(Converged::Done(applied)) => {
-            let workload = gateway_workload::observe(ctx, &validated).await;
+            let workload = traffic::provider(&validated).observe(ctx, &validated).await;
             Ending::Converged {
                 validated: Box::new(validated),
                 applied,

@@ -2,7 +2,8 @@
 //! Deployments, HPAs, the Service) are the same whichever provider routes; a provider builds the
 //! routing children for the versions and the decided split, reads back the split that routing
 //! children carry (for status, and for the plugin, the tests and the bench through
-//! [`applied_split`]), and says whether what routes has taken them up.
+//! [`applied_split`]), says whether what routes has taken them up, checks its own settings and
+//! observes what it alone needs (Istio's gateway pods).
 //!
 //! Adding a provider (docs/development.md, "Adding a traffic provider", lists every place): a
 //! variant of [`TrafficProvider`] with its facts (`crate::providers`, one exhaustive `match`
@@ -14,13 +15,16 @@ pub mod gateway_api;
 pub mod istio;
 pub mod sticky;
 
+use futures::future::BoxFuture;
 use kube::api::{Api, DynamicObject};
 use kube::{Client, ResourceExt};
 
 use super::children::Children;
 use super::decide::Decision;
+use super::gateway_workload::Workload;
 use super::validated::{Traffic, Validated};
 use crate::api::{CanaryRelease, CanaryReleaseSpec, TrafficProvider, TrafficSpec};
+use crate::context::Context;
 
 /// The split a route carries: each version's share, `None` when the route does not name it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +61,13 @@ pub trait Provider {
         settings: &TrafficSpec,
         problem: &mut dyn FnMut(&str, String),
     ) -> Traffic;
+
+    /// What only this provider needs looked at once its routes are in place, beyond the caches
+    /// (Istio: whether any pod carries the selector of the Gateway it created). A provider that
+    /// creates no Gateway has nothing to look at.
+    fn observe<'a>(&'a self, _ctx: &'a Context, _v: &'a Validated) -> BoxFuture<'a, Workload> {
+        Box::pin(std::future::ready(Workload::NoGateway))
+    }
 }
 
 /// What the routing's controller says of a release's routes.

@@ -12,13 +12,16 @@ pub use gateway::gateway;
 pub use settings::{MESH_GATEWAY, check_gateway};
 pub use virtual_service::{ROUTE_NAME, virtual_service};
 
+use futures::future::BoxFuture;
 use kube::api::DynamicObject;
 
 use super::{Provider, Split};
 use crate::api::istio::VirtualService;
 use crate::api::{CanaryRelease, CanaryReleaseSpec, TrafficSpec};
+use crate::context::Context;
 use crate::reconcile::children::Children;
 use crate::reconcile::decide::Decision;
+use crate::reconcile::gateway_workload::{self, Workload};
 use crate::reconcile::validated::{Traffic, Validated};
 
 pub struct Istio;
@@ -62,6 +65,11 @@ impl Provider for Istio {
         problem: &mut dyn FnMut(&str, String),
     ) -> Traffic {
         settings::settings(spec, settings, problem)
+    }
+
+    /// Istio programs only the proxies of pods a Gateway's selector matches.
+    fn observe<'a>(&'a self, ctx: &'a Context, v: &'a Validated) -> BoxFuture<'a, Workload> {
+        Box::pin(gateway_workload::observe(ctx, v))
     }
 
     /// The subsets are named after the versions.
