@@ -3,6 +3,7 @@
 //! requests it may include.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use canary_operator::api::TrafficProvider;
 use kube::{Client, Resource};
@@ -12,7 +13,7 @@ use serde_json::{Value, json};
 /// it is a traffic provider's kind. Events are left out: the controller-manager records them too
 /// (the HPA controller, for one, every time it cannot read metrics), so they say nothing about
 /// the operator.
-fn child_kinds() -> Vec<(String, bool)> {
+static CHILD_KINDS: LazyLock<Vec<(String, bool)>> = LazyLock::new(|| {
     macro_rules! plurals {
         ($($field:ident: $kind:ty => $policy:ident),* $(,)?) => {
             vec![$((
@@ -22,11 +23,11 @@ fn child_kinds() -> Vec<(String, bool)> {
         };
     }
     canary_operator::with_child_kinds!(plurals)
-}
+});
 
 /// Kinds the operator writes: its release (with the status subresource) and every child kind.
 fn is_operator_kind(resource: &str) -> bool {
-    resource == "canaryreleases" || child_kinds().iter().any(|(plural, _)| plural == resource)
+    resource == "canaryreleases" || CHILD_KINDS.iter().any(|(plural, _)| plural == resource)
 }
 
 /// Kinds nothing but the operator (and, in the weight-shift phase, the bench's own edits) writes:
@@ -35,7 +36,7 @@ fn is_operator_kind(resource: &str) -> bool {
 fn is_exclusive(series: &Series) -> bool {
     series.resource == "canaryreleases"
         || (series.subresource.is_empty()
-            && child_kinds()
+            && CHILD_KINDS
                 .iter()
                 .any(|(plural, routing)| *routing && *plural == series.resource))
 }

@@ -143,17 +143,13 @@ pub struct Bench {
     pub lab: Value,
     /// The template of the N releases: the lab, or its light variant (see [`Settings::light`]).
     pub template: Value,
-    /// The names of the stable and canary versions.
-    pub versions: (String, String),
+    /// The name of the canary version, whose weight the shifts edit.
+    pub canary: String,
     pub namespaces: Vec<String>,
     pub observer: Observer,
 }
 
 impl Bench {
-    pub fn versions(&self) -> (&str, &str) {
-        (&self.versions.0, &self.versions.1)
-    }
-
     pub fn namespace_set(&self) -> HashSet<String> {
         self.namespaces.iter().cloned().collect()
     }
@@ -168,7 +164,7 @@ impl Bench {
             &self.client,
             LATENCY_NS,
             LATENCY_RELEASE,
-            self.versions().1,
+            &self.canary,
             offset,
         )
         .await
@@ -329,13 +325,10 @@ async fn setup(settings: Settings) -> (Bench, String) {
     std::fs::create_dir_all(&out).expect("create target/bench");
     let binary = PathBuf::from(env!("CARGO_BIN_EXE_canary-operator"));
     let lab = examples::lab();
-    let name = |v: &str| {
-        lab["spec"][v]["name"]
-            .as_str()
-            .expect("the lab names its versions")
-            .to_owned()
-    };
-    let versions = (name("stable"), name("canary"));
+    let canary = lab["spec"]["canary"]["name"]
+        .as_str()
+        .expect("the lab names its canary")
+        .to_owned();
     let n = settings.releases;
     say(format!(
         "N={n} releases over {} namespaces{}; operator {}; Kubernetes {version}",
@@ -383,7 +376,7 @@ async fn setup(settings: Settings) -> (Bench, String) {
         ticks: process::clock_ticks(),
         lab,
         template,
-        versions,
+        canary,
         namespaces,
         observer,
     };

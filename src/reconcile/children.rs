@@ -27,6 +27,7 @@ macro_rules! children {
 
             /// Every child as the API server would return it untyped, with its kind, in apply
             /// order: what the readers outside the reconcile get ([`super::traffic::applied_split`]).
+            #[cfg(test)]
             pub fn dynamic(&self) -> Vec<kube::api::DynamicObject> {
                 let mut all = Vec::new();
                 $(

@@ -40,9 +40,10 @@ use kube::runtime::reflector::ObjectRef;
 
 use self::apply::Converged;
 use self::children::Children;
+use self::conditions::DEGRADED;
 use self::decide::Decision;
 use self::gateway_workload::Workload;
-use self::status::{DEGRADED, Health};
+use self::status::Health;
 use self::validate::Problems;
 use self::validated::Validated;
 use crate::api::CanaryRelease;

@@ -25,7 +25,7 @@ use crate::rollout::{Outcome, PauseReason, Phase};
 use crate::{Error, FIELD_MANAGER, Result, Step};
 
 use super::conditions::{APPLY_FAILED, INVALID_SPEC, OBSERVE_FAILED, OWNERSHIP_CONFLICT, REJECTED};
-pub use super::conditions::{DEGRADED, HOST_CONFLICT, PROGRESSING, READY};
+use super::conditions::{DEGRADED, HOST_CONFLICT, PROGRESSING, READY};
 
 /// Where a release stands after a reconcile.
 pub enum Health<'a> {

@@ -47,10 +47,9 @@ pub fn pull_back(t: &mut SystemTime, now: SystemTime) -> Option<Duration> {
 /// later, is `1d1h` ahead, not `1d`.
 pub fn human(d: Duration) -> String {
     const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
-    let secs = (d.as_millis() + 500) / 1_000;
-    let Ok(secs) = u64::try_from(secs) else {
-        return format!("{}d", d.as_secs() / 86_400);
-    };
+    let secs = d
+        .as_secs()
+        .saturating_add(u64::from(d.subsec_millis() >= 500));
     if secs == 0 {
         return format!("{}ms", d.as_millis());
     }
@@ -59,7 +58,7 @@ pub fn human(d: Duration) -> String {
         .position(|(size, _)| secs >= *size)
         .unwrap_or(3);
     let finest = UNITS[(first + 1).min(3)].0;
-    let secs = (secs + finest / 2) / finest * finest;
+    let secs = secs.saturating_add(finest / 2) / finest * finest;
     let mut rest = secs;
     let mut text = String::new();
     for (size, unit) in UNITS.iter().skip_while(|(size, _)| secs < *size).take(2) {

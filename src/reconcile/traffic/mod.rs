@@ -162,21 +162,6 @@ mod tests {
         }
     }
 
-    /// A route of another kind (a release moved to the other provider) carries no split.
-    #[test]
-    fn a_route_of_another_kind_is_no_split() {
-        let (_, release, v) = example_releases()
-            .into_iter()
-            .find(|(_, r, _)| TrafficProvider::of_release(r) == TrafficProvider::Istio)
-            .unwrap_or_else(|| panic!("no Istio example"));
-        let service = built(&v)
-            .dynamic()
-            .into_iter()
-            .find(|o| o.types.as_ref().is_some_and(|t| t.kind == "Service"))
-            .unwrap_or_else(|| panic!("no Service built"));
-        assert_eq!(applied_split(&release, &service), None);
-    }
-
     /// Routes as the API server returns them, read for a release `chat` with versions v1 and
     /// v2. Each case: the release's provider, the route, and the split read.
     #[test]
@@ -242,6 +227,16 @@ mod tests {
                     "spec": {"http": [{"route": [
                         {"destination": {"host": "chat", "subset": "v1"}, "weight": 100},
                     ]}]},
+                })),
+                None,
+            ),
+            (
+                // An object of another kind parses leniently into a route type: it is no route.
+                "istio",
+                route(json!({
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": "chat"},
+                    "spec": {"ports": [{"port": 80}]},
                 })),
                 None,
             ),
